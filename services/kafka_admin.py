@@ -1,0 +1,86 @@
+"""Cluster-level Kafka chores: is the broker there, and do our topics exist.
+
+Topics are created by the service itself at start-up (idempotently) so that a fresh cluster needs
+no manual step, and the retention of `okr.events` is set where the topic is born.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from events import topics
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def _admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        **settings.kafka_client_options(),
+        request_timeout_ms=int(timeout_s * 1000),
+        client_id="okr-ledger-admin",
+    )
+
+
+async def probe_kafka(settings: Settings, timeout_s: float = 3.0) -> str | None:
+    """None when a broker answers a metadata request in time, else why not."""
+    admin = _admin(settings, timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            await admin.describe_cluster()
+    except (KafkaError, OSError, TimeoutError) as error:
+        return f"{type(error).__name__}: {error}".rstrip(": ")
+    finally:
+        await admin.close()
+    return None
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """The topics the service owns, with their partition counts and retention."""
+    specs = []
+    for name in topics.ALL_TOPICS:
+        configs: dict[str, Any] = dict(FOREVER) if name in topics.RETAINED_FOREVER else {}
+        specs.append(
+            NewTopic(
+                name=settings.topic(name),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs=configs,
+            )
+        )
+    return specs
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
+    """Create whichever of our topics are missing; returns the names it created."""
+    admin = _admin(settings, timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
+            if not missing:
+                return []
+            response = await admin.create_topics(missing, timeout_ms=int(timeout_s * 1000))
+    finally:
+        await admin.close()
+    created = []
+    for name, code, *rest in response.topic_errors:
+        if code not in (0, TOPIC_ALREADY_EXISTS):
+            message = rest[0] if rest else ""
+            raise KafkaError(f"cannot create topic {name}: error {code} {message}")
+        if code == 0:
+            created.append(name)
+    log.info("created topics %s", created)
+    return created

@@ -1,0 +1,172 @@
+"""All configuration of every OKR Ledger process, read once from `OKR_*` environment variables.
+
+Nothing else in the code base reads `os.environ`: processes build a `Settings` at start and pass
+it down, so a test can run a whole process against other settings without patching globals.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from faststream.security import BaseSecurity
+
+ENV_PREFIX = "OKR_"
+DEFAULT_EVENT_STORE_URL = "sqlite:///var/events.sqlite"
+DEFAULT_READ_STORE_URL = "sqlite:///var/read.sqlite"
+
+
+class KafkaSecurityProtocol(StrEnum):
+    """The protocols Kafka clients speak; SASL mechanisms ride on the SASL_* ones."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class SettingsError(Exception):
+    """Raised at start when a variable is invalid; its message names each offending variable."""
+
+
+def _validate_store_url(value: str) -> str:
+    if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return value
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise ValueError("must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field maps to `OKR_<FIELD NAME IN UPPER CASE>`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism = SaslMechanism.PLAIN
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+
+    topic_prefix: str = Field(
+        "", description="Prepended to every topic name, so environments can share a cluster."
+    )
+    topic_partitions: int = Field(6, ge=1, le=1000, description="Partitions of new topics.")
+    topic_replication_factor: int = Field(1, ge=1, le=10)
+
+    event_store_url: str = Field(
+        DEFAULT_EVENT_STORE_URL, description="System of record: sqlite:///PATH or postgresql://…"
+    )
+    read_store_url: str = Field(
+        DEFAULT_READ_STORE_URL, description="Projections: sqlite:///PATH or postgresql://…"
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+
+    local_kafka_version: str = Field("4.1.1", pattern=r"^\d+\.\d+\.\d+$")
+    local_kafka_port: int = Field(9092, ge=1, le=65535)
+    local_kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    local_kafka_data_dir: Path = Path("var/kafka")
+    local_kafka_cache_dir: Path = Field(
+        Path.home() / ".cache" / "okr-ledger" / "kafka",
+        description="Where the resolved Kafka jars are kept, outside git.",
+    )
+    local_kafka_heap: str = Field("512m", pattern=r"^\d+[kmg]$")
+    kafka_home: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("KAFKA_HOME", "OKR_KAFKA_HOME"),
+        description="An unpacked Apache Kafka distribution to run instead of resolving jars.",
+    )
+
+    @field_validator("event_store_url", "read_store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        return _validate_store_url(value)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    def topic(self, name: str) -> str:
+        """The concrete topic name for a logical one (see `events.topics`)."""
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_security(self) -> BaseSecurity | None:
+        """The FastStream security object; `kafka_client_options` derives aiokafka's from it."""
+        from faststream.security import (
+            BaseSecurity,
+            SASLPlaintext,
+            SASLScram256,
+            SASLScram512,
+        )
+
+        protocol = self.kafka_security_protocol
+        if protocol is KafkaSecurityProtocol.PLAINTEXT:
+            return None
+        use_ssl = protocol in (KafkaSecurityProtocol.SSL, KafkaSecurityProtocol.SASL_SSL)
+        ssl_context = self._ssl_context() if use_ssl else None
+        if protocol is KafkaSecurityProtocol.SSL:
+            return BaseSecurity(ssl_context=ssl_context, use_ssl=True)
+        username = self.kafka_sasl_username or ""
+        password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        sasl_class = {
+            SaslMechanism.PLAIN: SASLPlaintext,
+            SaslMechanism.SCRAM_SHA_256: SASLScram256,
+            SaslMechanism.SCRAM_SHA_512: SASLScram512,
+        }[self.kafka_sasl_mechanism]
+        return sasl_class(username, password, ssl_context=ssl_context, use_ssl=use_ssl)
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+        from faststream.kafka.security import parse_security
+
+        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap_servers}
+        options.update(parse_security(self.kafka_security()))
+        return options
+
+    def _ssl_context(self) -> Any:
+        from aiokafka.helpers import create_ssl_context
+
+        return create_ssl_context(
+            cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+            certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+            keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; an invalid value becomes a `SettingsError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"])
+        lines.append(f"  {ENV_PREFIX}{field.upper()}: {problem['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Real services for the tests: Kafka and PostgreSQL, found or started once per session.
+
+Kafka: `OKR_TEST_KAFKA` if set; else a testcontainers Kafka when a Docker engine answers; else the
+project's local broker (`okr kafka start`) on a test port. PostgreSQL: `OKR_TEST_POSTGRES_URL`.
+Under `CI=true` a missing service fails the run; elsewhere the tests that need it are skipped.
+Every test gets its own topic prefix and its own databases, so nothing leaks between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from services.settings import Settings
+from services.stores import postgres_location
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+TEST_KAFKA_PORT = 39092
+
+SERVICE_FIXTURES = {"kafka_bootstrap": "kafka", "postgres_url": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a real service carries that service's marker, for `-m` selection."""
+    for item in items:
+        for fixture, marker in SERVICE_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+def unavailable(what: str) -> None:
+    """Fail under CI, where a missing broker or database is a broken set-up; skip elsewhere."""
+    if IN_CI:
+        pytest.fail(f"CI=true but {what}", pytrace=False)
+    pytest.skip(what)
+
+
+def docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """bootstrap_servers of a real Apache Kafka broker."""
+    configured = os.environ.get("OKR_TEST_KAFKA")
+    if configured:
+        yield configured
+        return
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    from services import local_kafka
+
+    kafka = local_kafka.LocalKafka.from_settings(
+        Settings(
+            local_kafka_port=TEST_KAFKA_PORT,
+            local_kafka_controller_port=TEST_KAFKA_PORT + 1,
+            local_kafka_data_dir=Path("var/test-kafka"),
+        )
+    )
+    try:
+        _, started = local_kafka.start(kafka)
+    except local_kafka.LocalKafkaError as error:
+        unavailable(f"no Kafka broker: set OKR_TEST_KAFKA or fix the local broker ({error})")
+        return
+    yield kafka.bootstrap_servers
+    if started:
+        local_kafka.stop(kafka)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of a real PostgreSQL server's maintenance database."""
+    url = os.environ.get("OKR_TEST_POSTGRES_URL")
+    if not url:
+        unavailable("no PostgreSQL: set OKR_TEST_POSTGRES_URL (scripts/postgres.sh start)")
+    assert url is not None
+    return url
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"okr_test_{uuid.uuid4().hex[:12]}"
+    admin = postgres_location(postgres_url)
+    with psycopg.connect(admin.conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = postgres_url.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(admin.conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix no other test uses, so each test has its own topics."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Settings:
+    """Settings of one isolated service instance: own topics, own SQLite files."""
+    return Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        topic_partitions=3,
+        event_store_url=f"sqlite:///{tmp_path / 'events.sqlite'}",
+        read_store_url=f"sqlite:///{tmp_path / 'read.sqlite'}",
+    )
