@@ -1,0 +1,556 @@
+"""The Objective aggregate: current state folded from its events, and the decisions it allows.
+
+Functional style (state is immutable; a decision returns the events it produces; `evolve` applies
+one event). Decisions check every rule before any event exists, so a rejected command leaves
+nothing behind, and replaying the same events always rebuilds the same state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from functools import singledispatch
+from typing import Any
+from uuid import UUID, uuid4
+
+from domain.errors import (
+    InvalidTransitionError,
+    KeyResultNotFoundError,
+    NotScorableError,
+    ObjectiveNotFoundError,
+    ReasonRequiredError,
+    RuleViolationError,
+)
+from domain.measures import KeyResultKind, KeyResultSpec
+from domain.objective_events import (
+    DomainEvent,
+    Immutable,
+    KeyResultAdded,
+    KeyResultRemoved,
+    KeyResultRevised,
+    KpiBinding,
+    KpiBound,
+    KpiProgressRecorded,
+    KpiUnbound,
+    NewKeyResult,
+    ObjectiveActivated,
+    ObjectiveAligned,
+    ObjectiveArchived,
+    ObjectiveClosed,
+    ObjectiveCreated,
+    ObjectiveRevised,
+    ProgressCheckedIn,
+)
+from domain.quality import QualityReport, lint_key_result, lint_objective, require_quality
+from domain.scoring import Score, objective_score, score_key_result
+
+
+class ObjectiveStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    CLOSED = "closed"
+    ARCHIVED = "archived"
+
+
+class KeyResult(Immutable):
+    key_result_id: UUID
+    spec: KeyResultSpec
+    current: float | None = None
+    confidence: float | None = None
+    last_update: datetime | None = None
+    binding: KpiBinding | None = None
+
+    @property
+    def score(self) -> Score:
+        return score_key_result(self.spec, self.current)
+
+
+class Objective(Immutable):
+    id: UUID
+    version: int
+    created_on: datetime
+    modified_on: datetime
+    title: str
+    description: str
+    owner: str
+    team: str
+    period_start: date
+    period_end: date
+    parent_id: UUID | None
+    status: ObjectiveStatus
+    key_results: tuple[KeyResult, ...]
+    final_score: float | None = None
+    retrospective: str | None = None
+
+    @property
+    def score(self) -> float:
+        """Weighted mean of the key results' scores (0..100)."""
+        return objective_score((kr.score.score, kr.spec.weight) for kr in self.key_results)
+
+    def key_result(self, key_result_id: UUID) -> KeyResult:
+        for key_result in self.key_results:
+            if key_result.key_result_id == key_result_id:
+                return key_result
+        raise KeyResultNotFoundError(self.id, key_result_id)
+
+    def quality(self) -> QualityReport:
+        return lint_objective(
+            self.title, self.period_start, self.period_end, [kr.spec for kr in self.key_results]
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Who decides, under which command, when (the domain never reads a clock), and why."""
+
+    actor: str
+    command_id: str
+    now: datetime
+    reason: str | None = None
+
+    def header(self, objective_id: UUID, version: int) -> dict[str, Any]:
+        return {
+            "originator_id": objective_id,
+            "originator_version": version,
+            "timestamp": self.now,
+            "actor": self.actor,
+            "command_id": self.command_id,
+            "reason": self.reason,
+        }
+
+    def require_reason(self, what: str) -> None:
+        if not self.reason or not self.reason.strip():
+            raise ReasonRequiredError(what)
+
+
+# --- decisions ------------------------------------------------------------------------------------
+
+
+def create_objective(
+    decision: Decision,
+    *,
+    title: str,
+    owner: str,
+    team: str,
+    period_start: date,
+    period_end: date,
+    key_results: Sequence[KeyResultSpec],
+    description: str = "",
+    parent_id: UUID | None = None,
+    objective_id: UUID | None = None,
+) -> tuple[list[DomainEvent], QualityReport]:
+    """A new objective, in draft, with its key results; rejected unless every KR is measurable."""
+    resolved = [spec.resolved() for spec in key_results]
+    report = lint_objective(title, period_start, period_end, resolved)
+    require_quality(report)
+    event = ObjectiveCreated(
+        **decision.header(objective_id or uuid4(), 1),
+        title=title,
+        description=description,
+        owner=owner,
+        team=team,
+        period_start=period_start,
+        period_end=period_end,
+        parent_id=parent_id,
+        key_results=tuple(NewKeyResult(key_result_id=uuid4(), spec=spec) for spec in resolved),
+    )
+    return [event], report
+
+
+def revise_objective(
+    objective: Objective,
+    decision: Decision,
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    owner: str | None = None,
+    team: str | None = None,
+    period_start: date | None = None,
+    period_end: date | None = None,
+) -> tuple[list[DomainEvent], QualityReport]:
+    _require_open(objective, "revise")
+    requested = {
+        "title": title,
+        "description": description,
+        "owner": owner,
+        "team": team,
+        "period_start": period_start,
+        "period_end": period_end,
+    }
+    changes = {
+        name: value
+        for name, value in requested.items()
+        if value is not None and getattr(objective, name) != value
+    }
+    if not changes:
+        return [], objective.quality()
+    revised = objective.model_copy(update=changes)
+    report = revised.quality()
+    require_quality(report)
+    event = ObjectiveRevised(**decision.header(objective.id, objective.version + 1), **changes)
+    return [event], report
+
+
+def align_objective(
+    objective: Objective, decision: Decision, parent_id: UUID | None
+) -> list[DomainEvent]:
+    _require_open(objective, "align")
+    if parent_id == objective.id:
+        raise RuleViolationError("an objective cannot be aligned to itself")
+    if parent_id == objective.parent_id:
+        return []
+    return [
+        ObjectiveAligned(
+            **decision.header(objective.id, objective.version + 1), parent_id=parent_id
+        )
+    ]
+
+
+def activate_objective(
+    objective: Objective, decision: Decision
+) -> tuple[list[DomainEvent], QualityReport]:
+    """Draft to active; the quality rules are checked again on what the draft has become."""
+    _require_status(objective, "activate", ObjectiveStatus.DRAFT)
+    report = objective.quality()
+    require_quality(report)
+    return [ObjectiveActivated(**decision.header(objective.id, objective.version + 1))], report
+
+
+def close_objective(
+    objective: Objective, decision: Decision, retrospective: str = ""
+) -> list[DomainEvent]:
+    """Active to closed, freezing the final score; a decision, so it needs a reason."""
+    _require_status(objective, "close", ObjectiveStatus.ACTIVE)
+    decision.require_reason("closing an objective")
+    return [
+        ObjectiveClosed(
+            **decision.header(objective.id, objective.version + 1),
+            final_score=objective.score,
+            retrospective=retrospective,
+        )
+    ]
+
+
+def archive_objective(objective: Objective, decision: Decision) -> list[DomainEvent]:
+    if objective.status is ObjectiveStatus.ARCHIVED:
+        raise InvalidTransitionError(objective.id, objective.status, "archive")
+    decision.require_reason("archiving an objective")
+    return [ObjectiveArchived(**decision.header(objective.id, objective.version + 1))]
+
+
+def add_key_result(
+    objective: Objective, decision: Decision, spec: KeyResultSpec
+) -> tuple[list[DomainEvent], QualityReport, UUID]:
+    _require_open(objective, "add a key result to")
+    resolved = spec.resolved()
+    report = lint_key_result(resolved, len(objective.key_results), objective.period_end)
+    require_quality(report)
+    key_result_id = uuid4()
+    event = KeyResultAdded(
+        **decision.header(objective.id, objective.version + 1),
+        key_result=NewKeyResult(key_result_id=key_result_id, spec=resolved),
+    )
+    return [event], report, key_result_id
+
+
+def revise_key_result(
+    objective: Objective, decision: Decision, key_result_id: UUID, spec: KeyResultSpec
+) -> tuple[list[DomainEvent], QualityReport]:
+    """A new definition for a key result; moving its target is a decision and needs a reason."""
+    _require_open(objective, "revise a key result of")
+    current = objective.key_result(key_result_id)
+    resolved = spec.resolved()
+    index = objective.key_results.index(current)
+    report = lint_key_result(resolved, index, objective.period_end)
+    require_quality(report)
+    if resolved == current.spec:
+        return [], report
+    if _target_of(resolved) != _target_of(current.spec):
+        decision.require_reason("changing a key result's target")
+    event = KeyResultRevised(
+        **decision.header(objective.id, objective.version + 1),
+        key_result_id=key_result_id,
+        spec=resolved,
+    )
+    return [event], report
+
+
+def remove_key_result(
+    objective: Objective, decision: Decision, key_result_id: UUID
+) -> list[DomainEvent]:
+    _require_open(objective, "remove a key result from")
+    objective.key_result(key_result_id)
+    decision.require_reason("removing a key result")
+    if len(objective.key_results) == 1:
+        raise RuleViolationError("an objective keeps at least one key result")
+    return [
+        KeyResultRemoved(
+            **decision.header(objective.id, objective.version + 1), key_result_id=key_result_id
+        )
+    ]
+
+
+def bind_kpi(
+    objective: Objective, decision: Decision, key_result_id: UUID, binding: KpiBinding
+) -> list[DomainEvent]:
+    _require_open(objective, "bind a KPI in")
+    key_result = objective.key_result(key_result_id)
+    if key_result.binding == binding:
+        return []
+    return [
+        KpiBound(
+            **decision.header(objective.id, objective.version + 1),
+            key_result_id=key_result_id,
+            binding=binding,
+        )
+    ]
+
+
+def unbind_kpi(objective: Objective, decision: Decision, key_result_id: UUID) -> list[DomainEvent]:
+    _require_open(objective, "unbind a KPI in")
+    if objective.key_result(key_result_id).binding is None:
+        return []
+    return [
+        KpiUnbound(
+            **decision.header(objective.id, objective.version + 1), key_result_id=key_result_id
+        )
+    ]
+
+
+def check_in(
+    objective: Objective,
+    decision: Decision,
+    key_result_id: UUID,
+    value: float,
+    confidence: float | None = None,
+    note: str = "",
+) -> list[DomainEvent]:
+    """A person reports a key result's current value; bound key results follow their KPI only."""
+    _require_status(objective, "check in on", ObjectiveStatus.ACTIVE)
+    key_result = objective.key_result(key_result_id)
+    if key_result.binding is not None:
+        raise RuleViolationError(
+            f"key result {key_result_id} follows KPI {key_result.binding.kpi_key!r}; "
+            "unbind it before checking in by hand"
+        )
+    _require_value(key_result.spec, value)
+    return [
+        ProgressCheckedIn(
+            **decision.header(objective.id, objective.version + 1),
+            key_result_id=key_result_id,
+            value=value,
+            confidence=confidence,
+            note=note,
+        )
+    ]
+
+
+def record_kpi_progress(
+    objective: Objective,
+    decision: Decision,
+    key_result_id: UUID,
+    value: float,
+    *,
+    observations: int,
+    last_kpi_event_id: str,
+    last_offset: int | None = None,
+) -> list[DomainEvent]:
+    """A KPI batch moved a bound key result; no event when the value did not change."""
+    if objective.status is not ObjectiveStatus.ACTIVE:
+        return []
+    key_result = objective.key_result(key_result_id)
+    if key_result.binding is None or key_result.current == value:
+        return []
+    _require_value(key_result.spec, value)
+    return [
+        KpiProgressRecorded(
+            **decision.header(objective.id, objective.version + 1),
+            key_result_id=key_result_id,
+            value=value,
+            kpi_key=key_result.binding.kpi_key,
+            observations=observations,
+            last_kpi_event_id=last_kpi_event_id,
+            last_offset=last_offset,
+        )
+    ]
+
+
+def require_objective(objective: Objective | None, objective_id: UUID) -> Objective:
+    if objective is None:
+        raise ObjectiveNotFoundError(objective_id)
+    return objective
+
+
+def _require_open(objective: Objective, action: str) -> None:
+    if objective.status in (ObjectiveStatus.CLOSED, ObjectiveStatus.ARCHIVED):
+        raise InvalidTransitionError(objective.id, objective.status, action)
+
+
+def _require_status(objective: Objective, action: str, status: ObjectiveStatus) -> None:
+    if objective.status is not status:
+        raise InvalidTransitionError(objective.id, objective.status, action)
+
+
+def _require_value(spec: KeyResultSpec, value: float) -> None:
+    if not math.isfinite(value):
+        raise NotScorableError(f"a key result's value must be a finite number, got {value!r}")
+    if spec.kind is KeyResultKind.MILESTONE and value not in (0, 1):
+        raise NotScorableError("a milestone is 0 (not done) or 1 (done)")
+
+
+def _target_of(spec: KeyResultSpec) -> tuple[float | None, float | None, float | None]:
+    return (spec.target, spec.target_low, spec.target_high)
+
+
+# --- evolution ------------------------------------------------------------------------------------
+
+
+@singledispatch
+def evolve(event: DomainEvent, objective: Objective | None) -> Objective:
+    """Apply one event to the state it follows; each event type registers its own rule."""
+    raise TypeError(f"no evolution rule for {type(event).__name__}")
+
+
+def _touch(objective: Objective | None, event: DomainEvent, **changes: Any) -> Objective:
+    if objective is None:
+        raise ObjectiveNotFoundError(event.originator_id)
+    return objective.model_copy(
+        update={"version": event.originator_version, "modified_on": event.timestamp, **changes}
+    )
+
+
+def _replace_key_result(
+    objective: Objective, key_result_id: UUID, **changes: Any
+) -> tuple[KeyResult, ...]:
+    return tuple(
+        kr.model_copy(update=changes) if kr.key_result_id == key_result_id else kr
+        for kr in objective.key_results
+    )
+
+
+@evolve.register
+def _created(event: ObjectiveCreated, _: Objective | None) -> Objective:
+    return Objective(
+        id=event.originator_id,
+        version=event.originator_version,
+        created_on=event.timestamp,
+        modified_on=event.timestamp,
+        title=event.title,
+        description=event.description,
+        owner=event.owner,
+        team=event.team,
+        period_start=event.period_start,
+        period_end=event.period_end,
+        parent_id=event.parent_id,
+        status=ObjectiveStatus.DRAFT,
+        key_results=tuple(
+            KeyResult(key_result_id=kr.key_result_id, spec=kr.spec) for kr in event.key_results
+        ),
+    )
+
+
+@evolve.register
+def _revised(event: ObjectiveRevised, objective: Objective | None) -> Objective:
+    fields = ("title", "description", "owner", "team", "period_start", "period_end")
+    changes = {name: getattr(event, name) for name in fields if getattr(event, name) is not None}
+    return _touch(objective, event, **changes)
+
+
+@evolve.register
+def _aligned(event: ObjectiveAligned, objective: Objective | None) -> Objective:
+    return _touch(objective, event, parent_id=event.parent_id)
+
+
+@evolve.register
+def _activated(event: ObjectiveActivated, objective: Objective | None) -> Objective:
+    return _touch(objective, event, status=ObjectiveStatus.ACTIVE)
+
+
+@evolve.register
+def _closed(event: ObjectiveClosed, objective: Objective | None) -> Objective:
+    return _touch(
+        objective,
+        event,
+        status=ObjectiveStatus.CLOSED,
+        final_score=event.final_score,
+        retrospective=event.retrospective,
+    )
+
+
+@evolve.register
+def _archived(event: ObjectiveArchived, objective: Objective | None) -> Objective:
+    return _touch(objective, event, status=ObjectiveStatus.ARCHIVED)
+
+
+@evolve.register
+def _kr_added(event: KeyResultAdded, objective: Objective | None) -> Objective:
+    current = require_objective(objective, event.originator_id)
+    added = KeyResult(key_result_id=event.key_result.key_result_id, spec=event.key_result.spec)
+    return _touch(current, event, key_results=(*current.key_results, added))
+
+
+@evolve.register
+def _kr_revised(event: KeyResultRevised, objective: Objective | None) -> Objective:
+    current = require_objective(objective, event.originator_id)
+    return _touch(
+        current,
+        event,
+        key_results=_replace_key_result(current, event.key_result_id, spec=event.spec),
+    )
+
+
+@evolve.register
+def _kr_removed(event: KeyResultRemoved, objective: Objective | None) -> Objective:
+    current = require_objective(objective, event.originator_id)
+    remaining = tuple(kr for kr in current.key_results if kr.key_result_id != event.key_result_id)
+    return _touch(current, event, key_results=remaining)
+
+
+@evolve.register
+def _kpi_bound(event: KpiBound, objective: Objective | None) -> Objective:
+    current = require_objective(objective, event.originator_id)
+    return _touch(
+        current,
+        event,
+        key_results=_replace_key_result(current, event.key_result_id, binding=event.binding),
+    )
+
+
+@evolve.register
+def _kpi_unbound(event: KpiUnbound, objective: Objective | None) -> Objective:
+    current = require_objective(objective, event.originator_id)
+    return _touch(
+        current, event, key_results=_replace_key_result(current, event.key_result_id, binding=None)
+    )
+
+
+@evolve.register
+def _checked_in(event: ProgressCheckedIn, objective: Objective | None) -> Objective:
+    current = require_objective(objective, event.originator_id)
+    key_results = _replace_key_result(
+        current,
+        event.key_result_id,
+        current=event.value,
+        confidence=event.confidence,
+        last_update=event.timestamp,
+    )
+    return _touch(current, event, key_results=key_results)
+
+
+@evolve.register
+def _kpi_progress(event: KpiProgressRecorded, objective: Objective | None) -> Objective:
+    current = require_objective(objective, event.originator_id)
+    key_results = _replace_key_result(
+        current, event.key_result_id, current=event.value, last_update=event.timestamp
+    )
+    return _touch(current, event, key_results=key_results)
+
+
+def replay(events: Iterable[DomainEvent], objective: Objective | None = None) -> Objective | None:
+    """Fold events into state: the one way state is ever computed."""
+    for event in events:
+        objective = evolve(event, objective)
+    return objective
