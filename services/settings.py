@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.stores import is_postgres, postgres_location, sqlite_path
+
 if TYPE_CHECKING:
     from faststream.security import BaseSecurity
 
@@ -77,6 +79,13 @@ class Settings(BaseSettings):
         DEFAULT_READ_STORE_URL, description="Projections: sqlite:///PATH or postgresql://…"
     )
 
+    aggregate_cache_size: int = Field(
+        10_000, ge=0, description="Objectives kept in memory, so a busy one is not replayed."
+    )
+    snapshot_interval: int = Field(
+        200, ge=1, description="Store a snapshot every N events of an objective."
+    )
+
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
 
@@ -108,6 +117,39 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")
         return value
+
+    def event_store_env(self) -> dict[str, str]:
+        """The environment eventsourcing reads, rendered from our settings (nowhere else)."""
+        env = {
+            "MAPPER_TOPIC": "services.persistence:PydanticMapper",
+            "TRANSCODER_TOPIC": "services.persistence:OrjsonTranscoder",
+            "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+            "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+            "IS_SNAPSHOTTING_ENABLED": "y",
+        }
+        if is_postgres(self.event_store_url):
+            location = postgres_location(self.event_store_url)
+            env |= {
+                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "APPLICATION_RECORDER_TOPIC": "services.persistence:PostgresReceiptRecorder",
+                "POSTGRES_HOST": location.host,
+                "POSTGRES_PORT": str(location.port),
+                "POSTGRES_USER": location.user,
+                "POSTGRES_PASSWORD": location.password,
+                "POSTGRES_DBNAME": location.dbname,
+                "POSTGRES_POOL_SIZE": "5",
+                "POSTGRES_MAX_OVERFLOW": "10",
+            }
+        else:
+            path = sqlite_path(self.event_store_url)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            env |= {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "APPLICATION_RECORDER_TOPIC": "services.persistence:SQLiteReceiptRecorder",
+                "SQLITE_DBNAME": str(path),
+                "SQLITE_LOCK_TIMEOUT": "30",
+            }
+        return env
 
     def topic(self, name: str) -> str:
         """The concrete topic name for a logical one (see `events.topics`)."""

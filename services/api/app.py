@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from fastapi import FastAPI
 
 from services.api import health
+from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
 
@@ -30,16 +31,30 @@ async def keep_trying_to_ensure_topics(settings: Settings) -> None:
             return
 
 
-def create_app(settings: Settings) -> FastAPI:
+BackgroundJob = Callable[[], Awaitable[None]]
+
+
+def create_app(
+    settings: Settings,
+    application: OkrApplication | None = None,
+    background: Sequence[BackgroundJob] = (),
+) -> FastAPI:
+    """The HTTP app; `background` jobs (Kafka consumers, relay) run for the app's lifetime."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        topics_task = asyncio.create_task(keep_trying_to_ensure_topics(settings))
+        if getattr(app.state, "application", None) is None:
+            app.state.application = await asyncio.to_thread(OkrApplication, settings)
+        jobs = [keep_trying_to_ensure_topics(settings), *(job() for job in background)]
+        tasks = [asyncio.create_task(job) for job in jobs]
         try:
             yield
         finally:
-            topics_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await topics_task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="OKR Ledger",
@@ -48,5 +63,6 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.application = application
     app.include_router(health.router)
     return app

@@ -1,0 +1,197 @@
+"""Commands, as other services send them on `okr.commands` and as the HTTP API accepts them.
+
+A message on `okr.commands` is a `Command` envelope (key = objective id) whose `body` is one of the
+command models below, told apart by `type`. The HTTP API takes the same bodies. The outcome of every
+command that could be read goes to `okr.command-results` as a `CommandResult`, keyed by command id.
+These models import nothing of the service: other teams can vendor this package.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION: Literal[1] = 1
+
+KeyResultKind = Literal["increase", "decrease", "range", "at_least", "at_most", "milestone"]
+Aggregation = Literal["latest", "sum", "count", "avg", "min", "max"]
+
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(max_length=5000)]
+KpiKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.:\-/]+$",
+        description="Name of a KPI stream, e.g. 'sales.product_x.units' or 'nps'.",
+    ),
+]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class KeyResultDefinition(Contract):
+    """How a key result is measured. Unmeasurable definitions are refused, with every reason."""
+
+    title: ShortText = Field(description="What the key result says, e.g. 'Raise NPS to 80'.")
+    kind: KeyResultKind = Field("increase", description="How achievement is judged.")
+    metric: str | None = Field(None, max_length=100, description="Unit, e.g. 'units', '%'.")
+    baseline: float | None = Field(None, description="Value at the start.")
+    target: float | None = Field(None, description="Value to reach, or threshold to hold.")
+    target_low: float | None = Field(None, description="Range kind: lower bound.")
+    target_high: float | None = Field(None, description="Range kind: upper bound.")
+    relative_target: str | None = Field(
+        None, max_length=30, description="Target relative to the baseline, e.g. '+30%'."
+    )
+    deadline: date | None = Field(None, description="Date by which the target is due.")
+    weight: float = Field(1.0, gt=0, le=1000, description="Weight in the objective's score.")
+
+
+class CreateObjective(Contract):
+    type: Literal["create_objective"] = "create_objective"
+    objective_id: UUID | None = Field(
+        None, description="Chosen by the sender so it can key later commands; else generated."
+    )
+    title: ShortText
+    description: LongText = ""
+    owner: ShortText
+    team: ShortText
+    period_start: date
+    period_end: date
+    parent_id: UUID | None = Field(None, description="The objective this one aligns to.")
+    key_results: list[KeyResultDefinition] = Field(min_length=1, max_length=50)
+
+
+class ReviseObjective(Contract):
+    """Change what is given; fields left out stay as they are."""
+
+    type: Literal["revise_objective"] = "revise_objective"
+    title: ShortText | None = None
+    description: LongText | None = None
+    owner: ShortText | None = None
+    team: ShortText | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+
+
+class AlignObjective(Contract):
+    type: Literal["align_objective"] = "align_objective"
+    parent_id: UUID | None = Field(description="The new parent objective; null to detach.")
+
+
+class ActivateObjective(Contract):
+    type: Literal["activate_objective"] = "activate_objective"
+
+
+class CloseObjective(Contract):
+    type: Literal["close_objective"] = "close_objective"
+    retrospective: LongText = ""
+
+
+class ArchiveObjective(Contract):
+    type: Literal["archive_objective"] = "archive_objective"
+
+
+class AddKeyResult(Contract):
+    type: Literal["add_key_result"] = "add_key_result"
+    key_result: KeyResultDefinition
+
+
+class ReviseKeyResult(Contract):
+    """Replace a key result's definition; moving its target needs a reason."""
+
+    type: Literal["revise_key_result"] = "revise_key_result"
+    key_result_id: UUID
+    key_result: KeyResultDefinition
+
+
+class RemoveKeyResult(Contract):
+    type: Literal["remove_key_result"] = "remove_key_result"
+    key_result_id: UUID
+
+
+class BindKpi(Contract):
+    type: Literal["bind_kpi"] = "bind_kpi"
+    key_result_id: UUID
+    kpi_key: KpiKey
+    aggregation: Aggregation = Field(
+        "latest", description="How the KPI's values over the objective's period become the KR's."
+    )
+
+
+class UnbindKpi(Contract):
+    type: Literal["unbind_kpi"] = "unbind_kpi"
+    key_result_id: UUID
+
+
+class CheckIn(Contract):
+    type: Literal["check_in"] = "check_in"
+    key_result_id: UUID
+    value: float = Field(description="The key result's current value, in its metric.")
+    confidence: float | None = Field(None, ge=0, le=1, description="0..1, how sure the owner is.")
+    note: LongText = ""
+
+
+CommandBody = Annotated[
+    CreateObjective
+    | ReviseObjective
+    | AlignObjective
+    | ActivateObjective
+    | CloseObjective
+    | ArchiveObjective
+    | AddKeyResult
+    | ReviseKeyResult
+    | RemoveKeyResult
+    | BindKpi
+    | UnbindKpi
+    | CheckIn,
+    Field(discriminator="type"),
+]
+
+
+class Command(Contract):
+    """The envelope on `okr.commands` (key = objective id)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    command_id: ShortText = Field(description="Unique per command; a repeat is applied once.")
+    objective_id: UUID | None = Field(
+        None, description="Target objective; null only for create_objective."
+    )
+    expected_version: int | None = Field(
+        None, ge=0, description="Refuse (conflict) unless the objective is at this version."
+    )
+    actor: ShortText = Field(description="Who decides.")
+    reason: LongText | None = Field(
+        None, description="Why; required to change a target, remove a KR, close or archive."
+    )
+    body: CommandBody
+
+
+class Issue(Contract):
+    """One problem (or warning) with a command, located by a dotted path."""
+
+    code: str
+    field: str
+    message: str
+
+
+class CommandResult(Contract):
+    """The outcome of a command on `okr.command-results` (key = command id)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    command_id: str
+    status: Literal["accepted", "rejected"]
+    objective_id: UUID | None = None
+    version: int | None = Field(None, description="The objective's version after the command.")
+    events: list[str] = Field(default_factory=list, description="Types of the events written.")
+    key_result_id: UUID | None = Field(None, description="Set when a key result was added.")
+    replayed: bool = Field(False, description="True when the command id had been applied before.")
+    error: str | None = Field(None, description="Machine-readable reason of a rejection.")
+    problems: list[Issue] = Field(default_factory=list)
+    warnings: list[Issue] = Field(default_factory=list)

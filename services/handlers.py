@@ -1,0 +1,155 @@
+"""One handler per command: wire body in, domain decision out. Registered in `HANDLERS`.
+
+Handlers are pure: they translate the contract (`events.commands`) into the domain's terms and
+call the decision; loading, saving, idempotency and concurrency are the application's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from domain import objective as decide
+from domain.measures import KeyResultKind, KeyResultSpec
+from domain.objective import Decision, Objective, require_objective
+from domain.objective_events import Aggregation, DomainEvent, KpiBinding
+from domain.quality import QualityReport
+from events import commands as wire
+
+
+@dataclass(frozen=True)
+class Outcome:
+    events: list[DomainEvent]
+    report: QualityReport | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_spec(definition: wire.KeyResultDefinition) -> KeyResultSpec:
+    return KeyResultSpec(
+        **definition.model_dump(exclude={"kind"}), kind=KeyResultKind(definition.kind)
+    )
+
+
+def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outcome:
+    command: wire.CreateObjective = body
+    events, report = decide.create_objective(
+        decision,
+        title=command.title,
+        description=command.description,
+        owner=command.owner,
+        team=command.team,
+        period_start=command.period_start,
+        period_end=command.period_end,
+        parent_id=command.parent_id,
+        key_results=[to_spec(kr) for kr in command.key_results],
+        objective_id=command.objective_id,
+    )
+    return Outcome(events, report)
+
+
+def revise_objective(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.ReviseObjective = body
+    changes = command.model_dump(exclude={"type"})
+    events, report = decide.revise_objective(objective, decision, **changes)
+    return Outcome(events, report)
+
+
+def align_objective(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.AlignObjective = body
+    return Outcome(decide.align_objective(objective, decision, command.parent_id))
+
+
+def activate_objective(objective: Objective, decision: Decision, _: Any) -> Outcome:
+    events, report = decide.activate_objective(objective, decision)
+    return Outcome(events, report)
+
+
+def close_objective(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.CloseObjective = body
+    return Outcome(decide.close_objective(objective, decision, command.retrospective))
+
+
+def archive_objective(objective: Objective, decision: Decision, _: Any) -> Outcome:
+    return Outcome(decide.archive_objective(objective, decision))
+
+
+def add_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.AddKeyResult = body
+    events, report, key_result_id = decide.add_key_result(
+        objective, decision, to_spec(command.key_result)
+    )
+    return Outcome(events, report, {"key_result_id": key_result_id})
+
+
+def revise_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.ReviseKeyResult = body
+    events, report = decide.revise_key_result(
+        objective, decision, command.key_result_id, to_spec(command.key_result)
+    )
+    return Outcome(events, report)
+
+
+def remove_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.RemoveKeyResult = body
+    return Outcome(decide.remove_key_result(objective, decision, command.key_result_id))
+
+
+def bind_kpi(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.BindKpi = body
+    binding = KpiBinding(kpi_key=command.kpi_key, aggregation=Aggregation(command.aggregation))
+    return Outcome(decide.bind_kpi(objective, decision, command.key_result_id, binding))
+
+
+def unbind_kpi(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.UnbindKpi = body
+    return Outcome(decide.unbind_kpi(objective, decision, command.key_result_id))
+
+
+def check_in(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.CheckIn = body
+    events = decide.check_in(
+        objective,
+        decision,
+        command.key_result_id,
+        command.value,
+        confidence=command.confidence,
+        note=command.note,
+    )
+    return Outcome(events)
+
+
+Handler = Callable[[Any, Decision, Any], Outcome]
+
+CREATING: dict[str, Handler] = {"create_objective": create_objective}
+"""Handlers that start a new objective; every other one needs the objective to exist."""
+
+HANDLERS: dict[str, Handler] = {
+    **CREATING,
+    "revise_objective": revise_objective,
+    "align_objective": align_objective,
+    "activate_objective": activate_objective,
+    "close_objective": close_objective,
+    "archive_objective": archive_objective,
+    "add_key_result": add_key_result,
+    "revise_key_result": revise_key_result,
+    "remove_key_result": remove_key_result,
+    "bind_kpi": bind_kpi,
+    "unbind_kpi": unbind_kpi,
+    "check_in": check_in,
+}
+
+
+def run_handler(
+    body_type: str,
+    objective: Objective | None,
+    objective_id: UUID | None,
+    decision: Decision,
+    body: Any,
+) -> Outcome:
+    handler = HANDLERS[body_type]
+    if body_type in CREATING:
+        return handler(None, decision, body)
+    assert objective_id is not None
+    return handler(require_objective(objective, objective_id), decision, body)

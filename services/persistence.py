@@ -1,0 +1,207 @@
+"""How domain events are stored: pydantic <-> orjson bytes, upcasting, snapshots, and receipts.
+
+A *receipt* is the record that a command id was applied, with the response it got. It is written
+by the event store's own recorder in the same transaction as the command's events, so a retried
+command (same Idempotency-Key or Kafka command id) can never be applied twice, even by two
+processes at once: the second insert violates the receipt's primary key and its events roll back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
+
+import orjson
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import get_topic, resolve_topic
+from psycopg.sql import SQL, Identifier
+
+from domain.objective import Objective, evolve
+from domain.objective_events import DomainEvent, Immutable
+
+if TYPE_CHECKING:
+    from eventsourcing.domain import DomainEventProtocol
+    from eventsourcing.postgres import PostgresDatastore
+    from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+RECEIPTS_TABLE = "command_receipts"
+
+
+class OrjsonTranscoder(Transcoder):
+    """JSON bytes via orjson: pydantic has already reduced every value to JSON types."""
+
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class PydanticMapper(Mapper[UUID]):
+    """Stored event <-> pydantic domain event, upcasting old class versions on the way in."""
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        event = cast(Immutable, domain_event)
+        state = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+        class_version = getattr(type(event), "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=get_topic(type(event)),
+            state=self._seal(self.transcoder.encode(state)),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        cls = resolve_topic(stored_event.topic)
+        state: dict[str, Any] = self.transcoder.decode(self._unseal(stored_event.state))
+        stored_version = state.pop("class_version", 1)
+        for version in range(stored_version, getattr(cls, "class_version", 1)):
+            getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
+        state["originator_id"] = stored_event.originator_id
+        state["originator_version"] = stored_event.originator_version
+        return cast("DomainEventProtocol[UUID]", cls.model_validate(state))
+
+    def _seal(self, data: bytes) -> bytes:
+        if self.compressor:
+            data = self.compressor.compress(data)
+        if self.cipher:
+            data = self.cipher.encrypt(data)
+        return data
+
+    def _unseal(self, data: bytes) -> bytes:
+        if self.cipher:
+            data = self.cipher.decrypt(data)
+        if self.compressor:
+            data = self.compressor.decompress(data)
+        return data
+
+
+class ObjectiveSnapshot(DomainEvent):
+    """The whole state at a version, so loading a busy objective skips its older events."""
+
+    state: Objective
+
+    @classmethod
+    def take(cls, objective: Objective) -> ObjectiveSnapshot:
+        return cls(
+            originator_id=objective.id,
+            originator_version=objective.version,
+            timestamp=objective.modified_on,
+            actor="snapshot",
+            command_id="snapshot",
+            state=objective,
+        )
+
+
+@evolve.register
+def _from_snapshot(event: ObjectiveSnapshot, _: Objective | None) -> Objective:
+    return event.state
+
+
+def project_objective(
+    objective: Objective | None, events: Iterable[DomainEventProtocol[UUID]]
+) -> Objective | None:
+    """eventsourcing's projector hook: fold stored events (and a snapshot) into state."""
+    for event in events:
+        objective = evolve(cast(DomainEvent, event), objective)
+    return objective
+
+
+# --- receipts in the recorders' transaction -------------------------------------------------------
+
+
+class Receipt(Immutable):
+    """A command applied: its id, a digest of its request, and the response it got."""
+
+    command_id: str
+    request_digest: str
+    response: dict[str, Any]
+
+
+class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
+            "command_id TEXT PRIMARY KEY, request_digest TEXT NOT NULL, response BLOB NOT NULL)",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        receipt: Receipt | None = kwargs.get("receipt")
+        if receipt is not None:
+            c.execute(
+                f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?)",
+                (receipt.command_id, receipt.request_digest, orjson.dumps(receipt.response)),
+            )
+        return super()._insert_events(c, stored_events, **kwargs)
+
+    def select_receipt(self, command_id: str) -> Receipt | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT request_digest, response FROM {RECEIPTS_TABLE} WHERE command_id = ?",
+                (command_id,),
+            )
+            row = c.fetchone()
+        if row is None:
+            return None
+        return Receipt(
+            command_id=command_id,
+            request_digest=row["request_digest"],
+            response=orjson.loads(row["response"]),
+        )
+
+
+class PostgresReceiptRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} (command_id text PRIMARY KEY, "
+                "request_digest text NOT NULL, response jsonb NOT NULL)"
+            ).format(schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE))
+        )
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        receipt: Receipt | None = kwargs.get("receipt")
+        if receipt is not None:
+            curs.execute(
+                SQL("INSERT INTO {schema}.{table} VALUES (%s, %s, %s)").format(
+                    schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE)
+                ),
+                (
+                    receipt.command_id,
+                    receipt.request_digest,
+                    orjson.dumps(receipt.response).decode(),
+                ),
+                prepare=True,
+            )
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def select_receipt(self, command_id: str) -> Receipt | None:
+        statement = SQL(
+            "SELECT request_digest, response FROM {schema}.{table} WHERE command_id = %s"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (command_id,), prepare=True)
+            row = curs.fetchone()
+        if row is None:
+            return None
+        return Receipt(
+            command_id=command_id,
+            request_digest=row["request_digest"],
+            response=row["response"],
+        )
