@@ -24,7 +24,7 @@ from domain.errors import (
     ReasonRequiredError,
     RuleViolationError,
 )
-from domain.measures import KeyResultKind, KeyResultSpec
+from domain.measures import MILESTONE_DONE, KeyResultKind, KeyResultSpec
 from domain.objective_events import (
     DomainEvent,
     Immutable,
@@ -142,10 +142,14 @@ def create_objective(
     parent_id: UUID | None = None,
     objective_id: UUID | None = None,
 ) -> tuple[list[DomainEvent], QualityReport]:
-    """A new objective, in draft, with its key results; rejected unless every KR is measurable."""
-    resolved = [spec.resolved() for spec in key_results]
-    report = lint_objective(title, period_start, period_end, resolved)
+    """A new objective, in draft, with its key results; rejected unless every KR is measurable.
+
+    The specs are linted as written and resolved only once they pass: resolving first would stop
+    at an unreadable relative target and hide every other problem.
+    """
+    report = lint_objective(title, period_start, period_end, key_results)
     require_quality(report)
+    resolved = [spec.resolved() for spec in key_results]
     event = ObjectiveCreated(
         **decision.header(objective_id or uuid4(), 1),
         title=title,
@@ -245,9 +249,9 @@ def add_key_result(
     objective: Objective, decision: Decision, spec: KeyResultSpec
 ) -> tuple[list[DomainEvent], QualityReport, UUID]:
     _require_open(objective, "add a key result to")
-    resolved = spec.resolved()
-    report = lint_key_result(resolved, len(objective.key_results), objective.period_end)
+    report = lint_key_result(spec, len(objective.key_results), objective.period_end)
     require_quality(report)
+    resolved = spec.resolved()
     key_result_id = uuid4()
     event = KeyResultAdded(
         **decision.header(objective.id, objective.version + 1),
@@ -262,10 +266,10 @@ def revise_key_result(
     """A new definition for a key result; moving its target is a decision and needs a reason."""
     _require_open(objective, "revise a key result of")
     current = objective.key_result(key_result_id)
-    resolved = spec.resolved()
     index = objective.key_results.index(current)
-    report = lint_key_result(resolved, index, objective.period_end)
+    report = lint_key_result(spec, index, objective.period_end)
     require_quality(report)
+    resolved = spec.resolved()
     if resolved == current.spec:
         return [], report
     if _target_of(resolved) != _target_of(current.spec):
@@ -358,11 +362,21 @@ def record_kpi_progress(
     last_kpi_event_id: str,
     last_offset: int | None = None,
 ) -> list[DomainEvent]:
-    """A KPI batch moved a bound key result; no event when the value did not change."""
+    """A KPI batch moved a bound key result; no event when nothing changed.
+
+    KPI batches race with people: a key result unbound or removed, or an objective closed, since
+    the batch was computed simply takes no progress. A milestone's KPI counts as done at >= 1.
+    """
     if objective.status is not ObjectiveStatus.ACTIVE:
         return []
-    key_result = objective.key_result(key_result_id)
-    if key_result.binding is None or key_result.current == value:
+    key_result = next(
+        (kr for kr in objective.key_results if kr.key_result_id == key_result_id), None
+    )
+    if key_result is None or key_result.binding is None:
+        return []
+    if key_result.spec.kind is KeyResultKind.MILESTONE:
+        value = MILESTONE_DONE if value >= MILESTONE_DONE else 0.0
+    if key_result.current == value:
         return []
     _require_value(key_result.spec, value)
     return [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +21,10 @@ import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import IdempotencyKeyReusedError, VersionConflictError
-from domain.objective import Decision, Objective
+from domain.errors import IdempotencyKeyReusedError, RuleViolationError, VersionConflictError
+from domain.objective import Decision, Objective, require_objective
 from domain.quality import QualityReport
-from events.commands import Command, CommandResult, Issue
+from events.commands import Command, CommandResult, CreateObjective, Issue
 from services.handlers import CREATING, Outcome, run_handler
 from services.persistence import (
     ObjectiveSnapshot,
@@ -34,7 +35,12 @@ from services.persistence import (
 )
 from services.settings import Settings
 
-UNVERSIONED_RETRIES = 5
+log = logging.getLogger(__name__)
+
+UNVERSIONED_RETRIES = 32
+"""Each lost race means another writer's command was stored, so re-deciding cannot livelock: with
+N writers on one objective a command loses at most N - 1 times. The cap only bounds starvation
+under sustained contention; 5 made 8 concurrent check-ins on one objective fail with a 409."""
 
 Clock = Callable[[], datetime]
 
@@ -47,6 +53,13 @@ def request_digest(command: Command) -> str:
     """What makes two commands "the same request": everything but the id itself."""
     payload = command.model_dump(mode="json", exclude={"command_id"})
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def target_objective_id(command: Command) -> UUID | None:
+    """The objective a command writes to; a create may name it in its body, envelope or both."""
+    if isinstance(command.body, CreateObjective):
+        return command.body.objective_id or command.objective_id
+    return command.objective_id
 
 
 def issues(report: QualityReport | None, kind: str) -> list[Issue]:
@@ -83,6 +96,12 @@ class OkrApplication(Application[UUID]):
             )
         except AggregateNotFoundError:
             return None
+        cache = self.repository.cache
+        if version is None and cache is not None:
+            # eventsourcing fast-forwards a cached aggregate but keeps the stale copy for mutable
+            # ones to update in place; ours is immutable, so without this every load would replay
+            # all events since the first (snapshots are not used for a cached objective).
+            cache.put(objective_id, objective)
         return objective
 
     def handle(self, command: Command) -> CommandResult:
@@ -91,13 +110,19 @@ class OkrApplication(Application[UUID]):
         replayed = self._replayed(command.command_id, digest)
         if replayed is not None:
             return replayed
-        attempts = 1 if command.expected_version is not None else UNVERSIONED_RETRIES
+        creating = command.body.type in CREATING
+        objective_id = target_objective_id(command)
+        if objective_id is None and not creating:
+            raise RuleViolationError(f"{command.body.type} needs the objective_id it applies to")
+        # A create that lost its race finds the objective there on every retry: re-deciding is
+        # pointless, so it conflicts at once, like a versioned command.
+        retry = command.expected_version is None and not creating
+        attempts = UNVERSIONED_RETRIES if retry else 1
         for attempt in range(attempts):
-            objective_id = command.objective_id
             objective = None
-            if command.body.type not in CREATING:
+            if not creating:
                 assert objective_id is not None
-                objective = self.get_objective(objective_id)
+                objective = require_objective(self.get_objective(objective_id), objective_id)
             self._check_expected_version(command, objective)
             decision = Decision(
                 actor=command.actor,
@@ -106,7 +131,7 @@ class OkrApplication(Application[UUID]):
                 reason=command.reason,
             )
             outcome = run_handler(
-                command.body.type, objective, objective_id, decision, command.body
+                command.body.type, objective, command.objective_id, decision, command.body
             )
             result = self._accepted(command, objective, outcome)
             receipt = Receipt(
@@ -180,11 +205,19 @@ class OkrApplication(Application[UUID]):
     def _maybe_snapshot(self, outcome: Outcome) -> None:
         interval = self.settings.snapshot_interval
         for event in outcome.events:
-            if event.originator_version % interval == 0:
+            if event.originator_version % interval != 0:
+                continue
+            try:
                 self.take_snapshot(
                     event.originator_id,
                     version=event.originator_version,
                     projector_func=project_objective,
+                )
+            except Exception:
+                # The command is stored already; a snapshot only speeds up loading, so failing
+                # to take one must not turn an applied command into an error.
+                log.exception(
+                    "snapshot of %s at %s failed", event.originator_id, event.originator_version
                 )
 
     def stored_event_count(self) -> int:

@@ -82,14 +82,14 @@ def topics() -> None:
 
 @app.command("serve")
 def serve() -> None:
-    """Run the service: the HTTP API (and, as they land, the Kafka consumers) in one process."""
+    """Run the service: HTTP API, the okr.commands consumer and the okr.events relay."""
     import uvicorn
 
-    from services.api.app import create_app
+    from services.bootstrap import build_service
 
     settings = settings_or_exit()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port)
+    uvicorn.run(build_service(settings), host=settings.http_host, port=settings.http_port)
 
 
 if __name__ == "__main__":

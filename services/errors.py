@@ -6,7 +6,9 @@ command refused over one path is refused the same way over the other.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -33,14 +35,24 @@ class Rejection:
 
 def validation_problems(error: ValidationError) -> list[Issue]:
     """Every problem pydantic found, each located by a dotted path."""
+    return problems_of(error.errors(include_url=False))
+
+
+def problems_of(errors: Iterable[Mapping[str, Any]]) -> list[Issue]:
+    """Pydantic-style error dicts as issues; FastAPI's request errors have the same shape."""
     return [
         Issue(
             code=str(problem["type"]),
             field=".".join(str(part) for part in problem["loc"]) or "(root)",
-            message=problem["msg"],
+            message=str(problem["msg"]),
         )
-        for problem in error.errors(include_url=False)
+        for problem in errors
     ]
+
+
+def invalid_command(problems: list[Issue]) -> Rejection:
+    """A command (or the HTTP request carrying it) that does not match its contract."""
+    return Rejection(422, "invalid_command", "the command is not valid", problems)
 
 
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str], ...] = (
@@ -58,9 +70,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str], ...] = (
 def reject(error: Exception) -> Rejection:
     """The rejection for an error the domain or validation raised on purpose."""
     if isinstance(error, ValidationError):
-        return Rejection(
-            422, "invalid_command", "the command is not valid", validation_problems(error)
-        )
+        return invalid_command(validation_problems(error))
     for error_type, status, code in STATUS_BY_ERROR:
         if isinstance(error, error_type):
             return Rejection(status, code, str(error), _problems_of(error, code))

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from domain import objective as decide
+from domain.errors import RuleViolationError
 from domain.measures import KeyResultKind, KeyResultSpec
 from domain.objective import Decision, Objective, require_objective
 from domain.objective_events import Aggregation, DomainEvent, KpiBinding
@@ -120,6 +121,17 @@ def check_in(objective: Objective, decision: Decision, body: Any) -> Outcome:
     return Outcome(events)
 
 
+def keyed_by_envelope(body: wire.CreateObjective, objective_id: UUID | None) -> Any:
+    """A create keyed by its envelope's objective id creates that objective, not a random one."""
+    if objective_id is None or body.objective_id == objective_id:
+        return body
+    if body.objective_id is not None:
+        raise RuleViolationError(
+            f"the command targets objective {objective_id} but its body creates {body.objective_id}"
+        )
+    return body.model_copy(update={"objective_id": objective_id})
+
+
 Handler = Callable[[Any, Decision, Any], Outcome]
 
 CREATING: dict[str, Handler] = {"create_objective": create_objective}
@@ -150,6 +162,6 @@ def run_handler(
 ) -> Outcome:
     handler = HANDLERS[body_type]
     if body_type in CREATING:
-        return handler(None, decision, body)
+        return handler(None, decision, keyed_by_envelope(body, objective_id))
     assert objective_id is not None
     return handler(require_objective(objective, objective_id), decision, body)

@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     )
 
     aggregate_cache_size: int = Field(
-        10_000, ge=0, description="Objectives kept in memory, so a busy one is not replayed."
+        10_000,
+        ge=0,
+        description="Objectives kept in memory (0: none), so a busy one is not replayed.",
     )
     snapshot_interval: int = Field(
         200, ge=1, description="Store a snapshot every N events of an objective."
@@ -123,10 +125,12 @@ class Settings(BaseSettings):
         env = {
             "MAPPER_TOPIC": "services.persistence:PydanticMapper",
             "TRANSCODER_TOPIC": "services.persistence:OrjsonTranscoder",
-            "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
             "IS_SNAPSHOTTING_ENABLED": "y",
         }
+        if self.aggregate_cache_size:
+            # eventsourcing reads 0 as "unbounded", so "no cache" means leaving the key out.
+            env["AGGREGATE_CACHE_MAXSIZE"] = str(self.aggregate_cache_size)
         if is_postgres(self.event_store_url):
             location = postgres_location(self.event_store_url)
             env |= {

@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.api import health
+from services.api import commands, health, lint
+from services.api.errors import install_error_handlers
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
@@ -32,7 +33,8 @@ async def keep_trying_to_ensure_topics(settings: Settings) -> None:
             return
 
 
-BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
+BackgroundJob = Callable[[OkrApplication], Coroutine[Any, Any, None]]
+"""A long-running part of the process (a Kafka consumer, the relay) sharing the application."""
 
 
 def create_app(
@@ -46,7 +48,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "application", None) is None:
             app.state.application = await asyncio.to_thread(OkrApplication, settings)
-        jobs = [keep_trying_to_ensure_topics(settings), *(job() for job in background)]
+        application = app.state.application
+        jobs = [keep_trying_to_ensure_topics(settings), *(job(application) for job in background)]
         tasks = [asyncio.create_task(job) for job in jobs]
         try:
             yield
@@ -66,4 +69,7 @@ def create_app(
     app.state.settings = settings
     app.state.application = application
     app.include_router(health.router)
+    app.include_router(commands.router)
+    app.include_router(lint.router)
+    install_error_handlers(app)
     return app

@@ -1,0 +1,210 @@
+"""OKR events as they cross Kafka on `okr.events`: one envelope, one payload model per event type.
+
+A message is an `OkrEventEnvelope` (key = objective id) whose `payload` follows the model named by
+`type`, at the envelope's `schema_version`. Delivery is at-least-once: a relay restart may publish
+an event again, with the same `event_id`, so consumers dedupe on (objective_id, version).
+Payloads speak the commands' vocabulary (`events.commands`): a key result is its definition plus
+its id, a KPI binding is `kpi_key` + `aggregation`. These models import nothing of the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid5
+
+import pydantic_core
+from pydantic import AwareDatetime, Field
+
+from events.commands import Aggregation, Contract, KeyResultDefinition, KpiKey
+from events.upcasters import upcast
+
+EVENT_ID_NAMESPACE = UUID("6f1c2a8e-4b7d-5e39-9a0c-3d5f7e9b1c24")
+"""Namespace of `event_id`s; never change it, or republished events get new ids."""
+
+
+def event_id_for(objective_id: UUID, version: int) -> UUID:
+    """The same event always gets the same id, however often it is published."""
+    return uuid5(EVENT_ID_NAMESPACE, f"{objective_id}/{version}")
+
+
+class OkrEventEnvelope(Contract):
+    """What every message on `okr.events` is; `payload` is read with `parse_okr_event`."""
+
+    event_id: UUID = Field(description="uuid5 of (objective id, version): stable across resends.")
+    type: str = Field(description="Event type, e.g. 'ObjectiveCreated'; names the payload model.")
+    schema_version: int = Field(ge=1, description="Version of this type's payload schema.")
+    objective_id: UUID = Field(description="The objective, also the message key.")
+    version: int = Field(ge=1, description="The objective's version after this event (1, 2, …).")
+    occurred_at: AwareDatetime = Field(description="When the decision was taken.")
+    actor: str = Field(description="Who took it.")
+    command_id: str = Field(description="The command that caused it.")
+    reason: str | None = Field(None, description="Why, for decisions that need one.")
+    payload: dict[str, Any] = Field(description="The event's own fields, per `type`.")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class OkrPayload(Contract):
+    """Base of the payload models; `schema_version` is the version this model reads."""
+
+    schema_version: ClassVar[int] = 1
+
+
+class KeyResult(KeyResultDefinition):
+    """A key result as it enters an objective: its definition and the id it was given."""
+
+    key_result_id: UUID
+
+
+class ObjectiveCreated(OkrPayload):
+    title: str
+    description: str = ""
+    owner: str
+    team: str
+    period_start: date
+    period_end: date
+    parent_id: UUID | None = None
+    key_results: list[KeyResult]
+
+
+class ObjectiveRevised(OkrPayload):
+    """Only the fields that changed are set; null means unchanged."""
+
+    title: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+
+
+class ObjectiveAligned(OkrPayload):
+    parent_id: UUID | None = Field(description="The new parent objective; null when detached.")
+
+
+class ObjectiveActivated(OkrPayload):
+    pass
+
+
+class ObjectiveClosed(OkrPayload):
+    final_score: float = Field(description="Objective score (0..100) when it was closed.")
+    retrospective: str = ""
+
+
+class ObjectiveArchived(OkrPayload):
+    pass
+
+
+class KeyResultAdded(OkrPayload):
+    key_result: KeyResult
+
+
+class KeyResultRevised(OkrPayload):
+    key_result_id: UUID
+    key_result: KeyResultDefinition = Field(description="The whole new definition.")
+
+
+class KeyResultRemoved(OkrPayload):
+    key_result_id: UUID
+
+
+class KpiBound(OkrPayload):
+    key_result_id: UUID
+    kpi_key: KpiKey
+    aggregation: Aggregation
+
+
+class KpiUnbound(OkrPayload):
+    key_result_id: UUID
+
+
+class ProgressCheckedIn(OkrPayload):
+    """A person's check-in. v2 added `confidence`; v1 messages read as null (unknown)."""
+
+    schema_version: ClassVar[int] = 2
+
+    key_result_id: UUID
+    value: float = Field(description="The key result's current value, in its metric.")
+    confidence: float | None = Field(None, ge=0, le=1, description="0..1, how sure the owner is.")
+    note: str = ""
+
+
+class KpiProgressRecorded(OkrPayload):
+    """A batch of KPI events moved a bound key result; names the KPI events it covers."""
+
+    key_result_id: UUID
+    value: float
+    kpi_key: KpiKey
+    observations: int = Field(ge=1, description="KPI events folded into this value.")
+    last_kpi_event_id: str
+    last_offset: int | None = None
+
+
+PAYLOADS: Mapping[str, type[OkrPayload]] = {
+    payload.__name__: payload
+    for payload in (
+        ObjectiveCreated,
+        ObjectiveRevised,
+        ObjectiveAligned,
+        ObjectiveActivated,
+        ObjectiveClosed,
+        ObjectiveArchived,
+        KeyResultAdded,
+        KeyResultRevised,
+        KeyResultRemoved,
+        KpiBound,
+        KpiUnbound,
+        ProgressCheckedIn,
+        KpiProgressRecorded,
+    )
+}
+"""Event type -> payload model; the type name is the model's class name."""
+
+
+class UnknownOkrEventError(ValueError):
+    """A well-formed envelope whose type, or schema version, this code cannot read."""
+
+    def __init__(self, event_type: str, schema_version: int) -> None:
+        super().__init__(f"cannot read OKR event {event_type!r} at schema version {schema_version}")
+        self.event_type = event_type
+        self.schema_version = schema_version
+
+
+def okr_event(
+    payload: OkrPayload,
+    *,
+    objective_id: UUID,
+    version: int,
+    occurred_at: datetime,
+    actor: str,
+    command_id: str,
+    reason: str | None = None,
+) -> OkrEventEnvelope:
+    """Wrap a payload; its type, schema version and event id follow from the arguments."""
+    return OkrEventEnvelope(
+        event_id=event_id_for(objective_id, version),
+        type=type(payload).__name__,
+        schema_version=payload.schema_version,
+        objective_id=objective_id,
+        version=version,
+        occurred_at=occurred_at,
+        actor=actor,
+        command_id=command_id,
+        reason=reason,
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+def parse_okr_event(data: bytes) -> tuple[OkrEventEnvelope, OkrPayload]:
+    """Read a message of `okr.events`, upcast to the current schema; ValueError if unreadable."""
+    raw = pydantic_core.from_json(data)
+    if not isinstance(raw, dict):
+        raise ValueError("an OKR event must be a JSON object")
+    envelope = OkrEventEnvelope.model_validate(upcast(raw))
+    payload_model = PAYLOADS.get(envelope.type)
+    if payload_model is None or envelope.schema_version != payload_model.schema_version:
+        raise UnknownOkrEventError(envelope.type, envelope.schema_version)
+    return envelope, payload_model.model_validate(envelope.payload)

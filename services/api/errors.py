@@ -1,0 +1,56 @@
+"""HTTP face of `services.errors`: every refusal becomes the same JSON shape, listing every problem.
+
+The status and code come from the one table in `services.errors`, so a command refused over HTTP is
+refused exactly as it would be on `okr.commands`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from events.commands import Issue
+from services.errors import REJECTABLE, Rejection, invalid_command, problems_of, reject
+
+
+class RejectionBody(BaseModel):
+    """What a refused request gets back (422, 404 or 409)."""
+
+    error: str = Field(description="Machine-readable reason, e.g. 'quality_rejected'.")
+    message: str
+    problems: list[Issue] = Field(description="Every problem found, not only the first.")
+
+
+REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": RejectionBody, "description": "No such objective or key result."},
+    409: {"model": RejectionBody, "description": "Stale version, or not allowed in this status."},
+    422: {"model": RejectionBody, "description": "Invalid, unmeasurable or reasonless command."},
+}
+"""For the OpenAPI document: what the command endpoints answer when they refuse."""
+
+
+def rejection_response(rejection: Rejection) -> JSONResponse:
+    body = RejectionBody(
+        error=rejection.error, message=rejection.message, problems=rejection.problems
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=rejection.status)
+
+
+async def on_rejected_command(_: Request, error: Exception) -> JSONResponse:
+    return rejection_response(reject(error))
+
+
+async def on_invalid_request(_: Request, error: Exception) -> JSONResponse:
+    """Headers, query and body are checked together, so one answer names all their problems."""
+    assert isinstance(error, RequestValidationError)
+    return rejection_response(invalid_command(problems_of(error.errors())))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for error_type in REJECTABLE:
+        app.add_exception_handler(error_type, on_rejected_command)
+    app.add_exception_handler(RequestValidationError, on_invalid_request)

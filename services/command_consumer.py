@@ -1,0 +1,293 @@
+"""The Kafka command path: `okr.commands` in, one outcome per message out.
+
+Result or dead letter, the rule:
+
+- A message gets a *result* on `okr.command-results` (key = command id) when it names whom to
+  answer: a JSON object whose `schema_version` is 1 (or absent), whose `body.type` is a command
+  the contract defines, and whose `command_id` is a string of 1 to 200 characters. Such a message
+  is a command even when other fields are invalid (a bad date, an empty title, a missing actor):
+  it is `rejected` with `invalid_command` and every problem, as the HTTP API answers 422. Domain
+  refusals (unmeasurable key result, stale `expected_version`, unknown objective...) are
+  `rejected` with the code `services.errors.reject` gives; success is `accepted` with the version.
+- A message gets a *dead letter* on `okr.dlq` when it is not a command at all, so nobody could be
+  answered. Checked in this order, the first failure is the reason: no value (`empty`), not UTF-8
+  JSON (`not_json`), not an object (`not_an_object`), `schema_version` other than 1
+  (`unsupported_schema_version`), `body.type` missing or unknown (`unknown_type`), no usable
+  `command_id` (`missing_id`). A command whose processing raises an error that is neither a
+  refusal nor an outage (a bug of ours) is dead-lettered as `processing_failed`, so one message
+  cannot stall its partition.
+
+The envelope's `objective_id` is authoritative; the Kafka key (the objective id) only routes, so
+all commands of an objective are handled in order by one consumer.
+
+Delivery is at-least-once, made effectively-once by the receipts: the offset is committed only
+after Kafka acknowledged the result or dead letter. A command redelivered after a crash is applied
+once: its receipt, stored in the transaction of its events, makes `OkrApplication.handle` return
+the first response with `replayed=true`, which is published again. Outages (event store or Kafka
+unreachable) are retried in place with backoff, in order, never skipped. docs/decisions/0003.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Awaitable, Callable
+from itertools import count
+from typing import Any, get_args
+
+import orjson
+from aiokafka.errors import KafkaError
+from eventsourcing.persistence import InterfaceError, OperationalError
+from faststream.kafka import KafkaBroker, Topic
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from events.commands import SCHEMA_VERSION, Command, CommandResult
+from events.dead_letters import DeadLetterReason
+from events.topics import COMMAND_RESULTS, COMMANDS
+from services.application import OkrApplication
+from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_broker
+from services.errors import REJECTABLE, Rejection, reject
+from services.kafka_admin import ensure_topics
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "okr-command-handler"
+ACK_POLICY = AckPolicy.NACK_ON_ERROR
+"""Commit only after the handler returned, i.e. after the outcome is on Kafka; anything that
+escapes the handler rewinds to the message instead (FastStream's default commits first)."""
+
+RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+"""Backoff while the event store or Kafka is unreachable; the last delay repeats."""
+RECONNECT_DELAY_S = 5.0
+MAX_COMMAND_ID_LENGTH = 200
+
+TRANSIENT: tuple[type[Exception], ...] = (OperationalError, InterfaceError, KafkaError, OSError)
+"""Outages: retrying the same message later succeeds, so it is neither refused nor dead-lettered."""
+
+COMMAND_TYPES: frozenset[str] = frozenset(
+    body.model_fields["type"].default for body in get_args(Command.model_fields["body"].annotation)
+)
+
+
+class NotACommandError(Exception):
+    """The message cannot be read as a command envelope; it goes to the dead letters."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        self.reason: DeadLetterReason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class InvalidCommandError(Exception):
+    """A readable envelope with invalid fields: rejected under its command id, not dead-lettered."""
+
+    def __init__(self, command_id: str, error: ValidationError) -> None:
+        self.command_id = command_id
+        self.validation_error = error
+        super().__init__(f"command {command_id!r} is invalid: {error}")
+
+
+def read_command(value: bytes | None) -> Command:
+    """The command in a message's value, or why not (see the rule in the module docstring)."""
+    if not value:
+        raise NotACommandError("empty", "the message has no value")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        raise NotACommandError("not_json", f"the value is not UTF-8 JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise NotACommandError("not_an_object", f"the value is a JSON {_json_kind(data)}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise NotACommandError(
+            "unsupported_schema_version",
+            f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})",
+        )
+    body = data.get("body")
+    body_type = body.get("type") if isinstance(body, dict) else None
+    if not isinstance(body_type, str) or body_type not in COMMAND_TYPES:
+        raise NotACommandError(
+            "unknown_type",
+            f"body.type {body_type!r} is not a command; known: {', '.join(sorted(COMMAND_TYPES))}",
+        )
+    command_id = data.get("command_id")
+    if not isinstance(command_id, str) or not 1 <= len(command_id) <= MAX_COMMAND_ID_LENGTH:
+        raise NotACommandError(
+            "missing_id",
+            f"command_id must be a string of 1 to {MAX_COMMAND_ID_LENGTH} characters, "
+            f"got {_json_kind(command_id)}",
+        )
+    try:
+        return Command.model_validate(data)
+    except ValidationError as error:
+        raise InvalidCommandError(command_id, error) from None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def rejected(command_id: str, command: Command | None, rejection: Rejection) -> CommandResult:
+    return CommandResult(
+        command_id=command_id,
+        status="rejected",
+        objective_id=command.objective_id if command is not None else None,
+        error=rejection.error,
+        problems=rejection.problems,
+    )
+
+
+class CommandConsumer:
+    """Turns one consumed record into exactly one acknowledged outcome on Kafka."""
+
+    def __init__(
+        self,
+        application: OkrApplication,
+        publish_result: Callable[[CommandResult], Awaitable[object]],
+        dead_letters: DeadLetterPublisher,
+    ) -> None:
+        self.application = application
+        self.publish_result = publish_result
+        self.dead_letters = dead_letters
+
+    async def process_until_done(self, record: KafkaRecord) -> None:
+        """Outages are waited out on this very message: skipping it would lose a command."""
+        for attempt in count():
+            try:
+                await self.process(record)
+            except TRANSIENT as error:
+                delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+                log.warning(
+                    "command at %s[%d]@%d not processed yet (%s: %s); retrying in %ss",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def process(self, record: KafkaRecord) -> None:
+        try:
+            command = read_command(record.value)
+        except NotACommandError as error:
+            await self.dead_letters.publish(record, error.reason, error.detail)
+            return
+        except InvalidCommandError as error:
+            rejection = reject(error.validation_error)
+            await self.publish_result(rejected(error.command_id, None, rejection))
+            return
+        try:
+            result = await asyncio.to_thread(self.application.handle, command)
+        except REJECTABLE as error:
+            result = rejected(command.command_id, command, reject(error))
+        except TRANSIENT:
+            raise
+        except Exception as error:
+            log.exception("command %r failed; dead-lettering it", command.command_id)
+            await self.dead_letters.publish(record, "processing_failed", error)
+            return
+        await self.publish_result(result)
+
+
+async def parse_tolerating_headers(
+    record: Any, parse: Callable[[Any], Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
+    """FastStream decodes every header as UTF-8 before the handler runs; a binary or null header
+    would fail there, and the message would be neither processed nor dead-lettered. It gets
+    readable copies of the headers; the handler still sees the original record."""
+    readable = copy.copy(record)
+    readable.headers = [
+        (name, (value or b"").decode("utf-8", "replace").encode()) for name, value in record.headers
+    ]
+    message = await parse(readable)
+    message.raw_message = record
+    return message
+
+
+def keep_raw_bytes(message: StreamMessage[Any]) -> bytes:
+    """No JSON decoding by FastStream: bad JSON must reach the handler to be dead-lettered."""
+    return message.body
+
+
+def build_command_broker(settings: Settings, application: OkrApplication) -> KafkaBroker:
+    """A broker with one subscriber on `okr.commands` and publishers of results and dead letters."""
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        security=settings.kafka_security(),
+        client_id=GROUP_ID,
+        enable_idempotence=True,
+        description="OKR Ledger command handler",
+    )
+    results = broker.publisher(
+        settings.topic(COMMAND_RESULTS),
+        title="command results",
+        description="The outcome of every readable command, keyed by command id.",
+        schema=CommandResult,
+    )
+
+    async def publish_result(result: CommandResult) -> None:
+        await results.publish(
+            result.model_dump_json().encode(),
+            key=result.command_id.encode(),
+            headers={"content-type": "application/json"},
+        )
+
+    consumer = CommandConsumer(
+        application,
+        publish_result,
+        DeadLetterPublisher(settings, send_with_broker(broker), consumer_group=GROUP_ID),
+    )
+
+    @broker.subscriber(
+        Topic(settings.topic(COMMANDS), declare=False),
+        group_id=GROUP_ID,
+        auto_offset_reset="earliest",
+        ack_policy=ACK_POLICY,
+        no_reply=True,
+        parser=parse_tolerating_headers,
+        decoder=keep_raw_bytes,
+        title="commands",
+        description="Commands keyed by objective id (events.commands.Command).",
+    )
+    async def handle_command(message: KafkaMessage) -> None:
+        record = message.raw_message
+        assert not isinstance(record, tuple), "one record per call: not a batch subscriber"
+        await consumer.process_until_done(record)
+
+    return broker
+
+
+async def run_command_consumer(settings: Settings, application: OkrApplication) -> None:
+    """Consume `okr.commands` until cancelled; Kafka being down at start is waited for."""
+    while True:
+        try:
+            await _consume_until_cancelled(settings, application)
+        except (KafkaError, OSError) as error:
+            log.warning(
+                "command consumer cannot start (%s: %s); retrying in %ss",
+                type(error).__name__,
+                error,
+                RECONNECT_DELAY_S,
+            )
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+
+async def _consume_until_cancelled(settings: Settings, application: OkrApplication) -> None:
+    await ensure_topics(settings)
+    broker = build_command_broker(settings, application)
+    try:
+        await broker.start()
+        log.info("command consumer started on %s", settings.topic(COMMANDS))
+        await asyncio.Event().wait()
+    finally:
+        await broker.stop()

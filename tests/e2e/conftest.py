@@ -1,0 +1,81 @@
+"""`okr serve` as a real process, configured like a deployment, through environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.settings import Settings
+
+STARTUP_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def environment_for(settings: Settings, port: int) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OKR_")}
+    env |= {
+        "OKR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "OKR_TOPIC_PREFIX": settings.topic_prefix,
+        "OKR_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "OKR_EVENT_STORE_URL": settings.event_store_url,
+        "OKR_READ_STORE_URL": settings.read_store_url,
+        "OKR_HTTP_HOST": "127.0.0.1",
+        "OKR_HTTP_PORT": str(port),
+    }
+    return env
+
+
+@dataclass
+class RunningService:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture
+def service(settings: Settings, tmp_path: Path) -> Iterator[RunningService]:
+    """A started `okr serve`, healthy, stopped (SIGTERM) at the end of the test."""
+    port = free_port()
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve"],
+            env=environment_for(settings, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_S
+    try:
+        while True:
+            assert process.poll() is None, f"okr serve exited:\n{log.read_text()}"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"not healthy in time:\n{log.read_text()}"
+            time.sleep(0.2)
+        yield RunningService(url=url, process=process, log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

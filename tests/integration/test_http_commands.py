@@ -1,0 +1,422 @@
+"""The HTTP command API over the real application, on both event stores (SQLite and PostgreSQL).
+
+Every refusal is checked twice: for its status and code, and for having written nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from domain.objective import Objective
+from services.api.app import create_app
+from services.application import OkrApplication
+from services.settings import Settings
+
+ACTOR = "alice@example.com"
+DEADLINE = "2026-09-30"
+
+SALES = {
+    "title": "Increase sales of product X by 30 % by Q3",
+    "kind": "increase",
+    "metric": "units",
+    "baseline": 1000,
+    "relative_target": "+30%",
+    "deadline": DEADLINE,
+}
+CHURN = {
+    "title": "Reduce total churn by 5 %",
+    "kind": "decrease",
+    "metric": "churned customers per month",
+    "baseline": 400,
+    "relative_target": "-5%",
+    "deadline": DEADLINE,
+}
+NPS = {
+    "title": "Raise NPS to 80",
+    "kind": "increase",
+    "metric": "NPS points",
+    "baseline": 62,
+    "target": 80,
+    "deadline": DEADLINE,
+}
+PURCHASE_PATH = {
+    "title": "Cut the purchase path to 3\u20134 minutes",
+    "kind": "range",
+    "metric": "minutes",
+    "baseline": 7,
+    "target_low": 3,
+    "target_high": 4,
+    "deadline": DEADLINE,
+}
+LEAD_GENERATION = {"title": "Increase lead generation"}
+CHURN_OBSTACLES = {"title": "Identify and eliminate obstacles contributing to churn"}
+
+UNMEASURABLE = {
+    ("missing_target", "key_results[0].target"),
+    ("missing_metric", "key_results[0].metric"),
+    ("missing_baseline", "key_results[0].baseline"),
+    ("missing_deadline", "key_results[0].deadline"),
+}
+
+
+def objective(*key_results: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "title": "Win the mid-market",
+        "owner": ACTOR,
+        "team": "growth",
+        "period_start": "2026-07-01",
+        "period_end": DEADLINE,
+        "key_results": list(key_results),
+        **fields,
+    }
+
+
+def if_match(version: int) -> dict[str, str]:
+    return {"If-Match": f'"{version}"'}
+
+
+@dataclass
+class Api:
+    """A client of the command API that also sees the application's store, to prove no writes."""
+
+    client: httpx.AsyncClient
+    application: OkrApplication
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        actor: str | None = ACTOR,
+    ) -> httpx.Response:
+        sent = {"X-Actor": actor} if actor is not None else {}
+        return await self.client.request(
+            method, path, json=body, headers={**sent, **(headers or {})}, params=params
+        )
+
+    async def create(self, *key_results: Mapping[str, Any]) -> tuple[str, list[str]]:
+        """A draft objective at version 1; returns its id and its key results' ids."""
+        response = await self.send("POST", "/objectives", objective(*key_results))
+        objective_id: str = accepted(response, 201, 1)["objective_id"]
+        created = await self.load(objective_id)
+        return objective_id, [str(kr.key_result_id) for kr in created.key_results]
+
+    async def create_active(self, *key_results: Mapping[str, Any]) -> tuple[str, list[str]]:
+        objective_id, key_result_ids = await self.create(*key_results)
+        accepted(await self.send("POST", f"/objectives/{objective_id}/activate"), 200, 2)
+        return objective_id, key_result_ids
+
+    async def load(self, objective_id: str) -> Objective:
+        found = await asyncio.to_thread(self.application.get_objective, UUID(objective_id))
+        assert found is not None
+        return found
+
+    async def stored_events(self) -> int:
+        return await asyncio.to_thread(self.application.stored_event_count)
+
+    @contextlib.asynccontextmanager
+    async def writes_nothing(self) -> AsyncIterator[None]:
+        before = await self.stored_events()
+        yield
+        assert await self.stored_events() == before
+
+
+def accepted(response: httpx.Response, status: int, version: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["status"] == "accepted"
+    assert body["version"] == version
+    assert response.headers["ETag"] == f'"{version}"'
+    return body
+
+
+def refused(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] == error
+    assert body["problems"], "a refusal names its problems"
+    return body
+
+
+def problem_fields(body: Mapping[str, Any]) -> set[tuple[str, str]]:
+    return {(problem["code"], problem["field"]) for problem in body["problems"]}
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "sqlite":
+        return settings
+    database: str = request.getfixturevalue("postgres_database")
+    return settings.model_copy(update={"event_store_url": database, "read_store_url": database})
+
+
+@pytest.fixture
+def application(store_settings: Settings) -> Iterator[OkrApplication]:
+    application = OkrApplication(store_settings)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+async def api(store_settings: Settings, application: OkrApplication) -> AsyncIterator[Api]:
+    app = create_app(store_settings, application=application)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://okr") as client:
+        yield Api(client, application)
+
+
+# --- creation and the quality rules ---------------------------------------------------------------
+
+
+async def test_create_answers_201_at_version_1(api: Api) -> None:
+    response = await api.send("POST", "/objectives", objective(NPS))
+    body = accepted(response, 201, 1)
+    assert body["events"] == ["ObjectiveCreated"]
+    assert response.headers["Location"] == f"/objectives/{body['objective_id']}"
+    stored = await asyncio.to_thread(list, api.application.events.get(UUID(body["objective_id"])))
+    assert [(type(e).__name__, e.actor) for e in stored] == [("ObjectiveCreated", ACTOR)]
+
+
+@pytest.mark.parametrize(
+    ("key_result", "resolved"),
+    [
+        (SALES, {"target": 1300, "relative_target": "+30%"}),
+        (CHURN, {"target": 380}),
+        (NPS, {"target": 80}),
+        (PURCHASE_PATH, {"target_low": 3, "target_high": 4, "target": None}),
+    ],
+    ids=["sales", "churn", "nps", "purchase-path"],
+)
+async def test_the_seeds_good_key_results_are_accepted(
+    api: Api, key_result: Mapping[str, Any], resolved: Mapping[str, Any]
+) -> None:
+    objective_id, _ = await api.create(key_result)
+    spec = (await api.load(objective_id)).key_results[0].spec
+    assert {name: getattr(spec, name) for name in resolved} == resolved
+
+
+@pytest.mark.parametrize(
+    "key_result", [LEAD_GENERATION, CHURN_OBSTACLES], ids=["lead-generation", "churn-obstacles"]
+)
+async def test_the_seeds_bad_key_results_are_refused_with_every_problem(
+    api: Api, key_result: Mapping[str, Any]
+) -> None:
+    async with api.writes_nothing():
+        response = await api.send("POST", "/objectives", objective(key_result))
+    assert problem_fields(refused(response, 422, "quality_rejected")) == UNMEASURABLE
+
+
+async def test_every_schema_error_of_a_request_is_listed(api: Api) -> None:
+    broken = {
+        "title": "",
+        "owner": "x" * 201,
+        "period_start": "someday",
+        "key_results": [{"title": "NPS", "kind": "sideways", "weight": 0}],
+        "colour": "red",
+    }
+    async with api.writes_nothing():
+        response = await api.send("POST", "/objectives", broken, actor=None)
+    fields = {field for _, field in problem_fields(refused(response, 422, "invalid_command"))}
+    assert fields == {
+        "header.x-actor",
+        "body.title",
+        "body.owner",
+        "body.team",
+        "body.period_start",
+        "body.period_end",
+        "body.key_results.0.kind",
+        "body.key_results.0.weight",
+        "body.colour",
+    }
+
+
+async def test_malformed_version_and_reason_are_named(api: Api) -> None:
+    objective_id, _ = await api.create(NPS)
+    async with api.writes_nothing():
+        response = await api.send(
+            "POST",
+            f"/objectives/{objective_id}/archive",
+            headers={"If-Match": '"one"', "X-Reason": "x" * 5001},
+            params={"expected_version": -1},
+        )
+    fields = {field for _, field in problem_fields(refused(response, 422, "invalid_command"))}
+    assert fields == {"header.if-match", "header.x-reason", "query.expected_version"}
+
+
+async def test_a_reason_or_version_given_twice_must_agree(api: Api) -> None:
+    objective_id, _ = await api.create(NPS)
+    archive = f"/objectives/{objective_id}/archive"
+    async with api.writes_nothing():
+        reasons = await api.send("POST", archive, headers={"X-Reason": "a"}, params={"reason": "b"})
+        versions = await api.send(
+            "POST", archive, headers=if_match(1), params={"expected_version": 2}
+        )
+    assert problem_fields(refused(reasons, 422, "invalid_command")) == {
+        ("conflicting_values", "query.reason")
+    }
+    assert problem_fields(refused(versions, 422, "invalid_command")) == {
+        ("conflicting_values", "query.expected_version")
+    }
+
+
+async def test_lint_reports_every_problem_and_writes_nothing(api: Api) -> None:
+    async with api.writes_nothing():
+        bad = await api.send("POST", "/lint", objective(CHURN_OBSTACLES), actor=None)
+        good = await api.send("POST", "/lint", objective(SALES, PURCHASE_PATH), actor=None)
+    assert bad.status_code == 200, bad.text
+    report = bad.json()
+    assert report["ok"] is False
+    assert problem_fields(report) == UNMEASURABLE
+    assert ("activity_wording", "key_results[0].title") in problem_fields(
+        {"problems": report["warnings"]}
+    )
+    assert good.json() == {"ok": True, "problems": [], "warnings": []}
+
+
+# --- the life of an objective ---------------------------------------------------------------------
+
+
+async def test_an_objective_lives_from_draft_to_archive(api: Api) -> None:
+    objective_id, [sales_id] = await api.create(SALES)
+    path = f"/objectives/{objective_id}"
+
+    added = accepted(await api.send("POST", f"{path}/key-results", NPS), 200, 2)
+    nps = f"{path}/key-results/{added['key_result_id']}"
+    binding = {"kpi_key": "nps", "aggregation": "latest"}
+    accepted(await api.send("PUT", f"{nps}/kpi", binding), 200, 3)
+    accepted(await api.send("DELETE", f"{nps}/kpi"), 200, 4)
+    accepted(await api.send("POST", f"{path}/activate"), 200, 5)
+    check_in = {"value": 1120, "confidence": 0.8, "note": "summer promo"}
+    accepted(await api.send("POST", f"{path}/key-results/{sales_id}/check-ins", check_in), 200, 6)
+
+    sales = f"{path}/key-results/{sales_id}"
+    higher = {**SALES, "relative_target": "+40%"}
+    async with api.writes_nothing():
+        refused(await api.send("PUT", sales, higher), 422, "reason_required")
+    reason = {"X-Reason": "the launch in Spain doubles the market"}
+    accepted(await api.send("PUT", sales, higher, headers=reason), 200, 7)
+    in_french = {"X-Reason": "le NPS passe au T4, d%C3%A9cid%C3%A9 en comit%C3%A9"}
+    accepted(await api.send("DELETE", nps, headers=in_french), 200, 8)
+    retrospective = {"retrospective": "Spain carried the quarter"}
+    closing = {"reason": "quarter over"}
+    accepted(await api.send("POST", f"{path}/close", retrospective, params=closing), 200, 9)
+    accepted(await api.send("POST", f"{path}/archive", headers={"X-Reason": "done"}), 200, 10)
+
+    final = await api.load(objective_id)
+    assert final.status == "archived"
+    assert final.retrospective == "Spain carried the quarter"
+    [kept] = final.key_results
+    assert (kept.spec.target, kept.current, kept.binding) == (1400, 1120, None)
+    stored = await asyncio.to_thread(list, api.application.events.get(UUID(objective_id)))
+    assert [event.reason for event in stored if event.reason] == [
+        "the launch in Spain doubles the market",
+        "le NPS passe au T4, décidé en comité",
+        "quarter over",
+        "done",
+    ]
+
+
+async def test_revise_and_align_use_their_bodies(api: Api) -> None:
+    parent_id, _ = await api.create(NPS)
+    child_id, _ = await api.create(SALES)
+    path = f"/objectives/{child_id}"
+    accepted(await api.send("PATCH", path, {"title": "Win Iberia"}, headers=if_match(1)), 200, 2)
+    accepted(await api.send("POST", f"{path}/align", {"parent_id": parent_id}), 200, 3)
+    child = await api.load(child_id)
+    assert (child.title, str(child.parent_id)) == ("Win Iberia", parent_id)
+
+
+# --- concurrency and idempotency ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expect_version",
+    [
+        lambda v: {"headers": {"If-Match": f'"{v}"'}},
+        lambda v: {"headers": {"If-Match": str(v)}},
+        lambda v: {"params": {"expected_version": v}},
+    ],
+    ids=["quoted-if-match", "bare-if-match", "query"],
+)
+async def test_a_stale_version_is_409_and_writes_nothing(api: Api, expect_version: Any) -> None:
+    objective_id, _ = await api.create(NPS)
+    path = f"/objectives/{objective_id}"
+    accepted(await api.send("PATCH", path, {"title": "First"}, **expect_version(1)), 200, 2)
+    async with api.writes_nothing():
+        stale = await api.send("PATCH", path, {"title": "Second"}, **expect_version(1))
+    refused(stale, 409, "version_conflict")
+    assert (await api.load(objective_id)).title == "First"
+
+
+async def test_racing_writers_on_one_version_lose_no_update(api: Api) -> None:
+    objective_id, [nps_id] = await api.create_active(NPS)
+    check_ins = f"/objectives/{objective_id}/key-results/{nps_id}/check-ins"
+    values = [float(63 + writer) for writer in range(8)]
+    before = await api.stored_events()
+
+    responses = await asyncio.gather(
+        *(api.send("POST", check_ins, {"value": value}, headers=if_match(2)) for value in values)
+    )
+
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200] + [409] * 7, [r.text for r in responses]
+    winner = next(value for value, r in zip(values, responses, strict=True) if r.is_success)
+    final = await api.load(objective_id)
+    assert (final.version, final.key_results[0].current) == (3, winner)
+    assert await api.stored_events() == before + 1
+
+
+async def test_a_retried_idempotency_key_replays_the_first_answer(api: Api) -> None:
+    key = {"Idempotency-Key": f"create-{uuid4()}"}
+    first = await api.send("POST", "/objectives", objective(NPS), headers=key)
+    accepted(first, 201, 1)
+    async with api.writes_nothing():
+        again = await api.send("POST", "/objectives", objective(NPS), headers=key)
+    assert again.status_code == 201
+    assert again.json() == {**first.json(), "replayed": True}
+    assert again.headers["ETag"] == first.headers["ETag"]
+
+
+async def test_an_idempotency_key_reused_for_another_request_is_refused(api: Api) -> None:
+    key = {"Idempotency-Key": f"create-{uuid4()}"}
+    accepted(await api.send("POST", "/objectives", objective(NPS), headers=key), 201, 1)
+    async with api.writes_nothing():
+        other = await api.send("POST", "/objectives", objective(SALES), headers=key)
+    refused(other, 422, "idempotency_key_reused")
+
+
+# --- refusals by state ----------------------------------------------------------------------------
+
+
+async def test_unknown_objective_or_key_result_is_404(api: Api) -> None:
+    objective_id, _ = await api.create(NPS)
+    async with api.writes_nothing():
+        missing_objective = await api.send("PATCH", f"/objectives/{uuid4()}", {"title": "X"})
+        missing_key_result = await api.send(
+            "DELETE", f"/objectives/{objective_id}/key-results/{uuid4()}", headers={"X-Reason": "x"}
+        )
+    refused(missing_objective, 404, "objective_not_found")
+    refused(missing_key_result, 404, "key_result_not_found")
+
+
+async def test_a_check_in_on_a_draft_is_409(api: Api) -> None:
+    objective_id, [nps_id] = await api.create(NPS)
+    async with api.writes_nothing():
+        response = await api.send(
+            "POST", f"/objectives/{objective_id}/key-results/{nps_id}/check-ins", {"value": 70}
+        )
+    refused(response, 409, "invalid_transition")

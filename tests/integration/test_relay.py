@@ -1,0 +1,332 @@
+"""The outbox relay against the real broker, on both event stores (SQLite and PostgreSQL).
+
+What a consumer of `okr.events` is promised: every stored event arrives, keyed by its objective,
+in version order per objective; a Kafka outage delays events but loses none and never blocks a
+write; a restarted relay republishes at most what it had not recorded as acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from uuid import UUID, uuid4
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from events import commands as wire
+from events import topics
+from events.okr import OkrEventEnvelope, parse_okr_event
+from services.application import OkrApplication
+from services.kafka_admin import ensure_topics
+from services.relay import (
+    Backoff,
+    OutboxRelay,
+    relay_once,
+    relay_position,
+    relay_producer,
+    run_relay,
+)
+from services.settings import Settings
+
+ACTOR = "alice@example.com"
+DEADLINE_S = 60.0
+FAST_RETRIES = Backoff(first_s=0.05, max_s=0.2)
+
+NPS = wire.KeyResultDefinition(
+    title="Raise NPS to 80",
+    metric="NPS points",
+    baseline=62,
+    target=80,
+    deadline=date(2026, 9, 30),
+)
+SALES = wire.KeyResultDefinition(
+    title="Increase sales of product X by 30 % by Q3",
+    metric="units",
+    baseline=1000,
+    relative_target="+30%",
+    deadline=date(2026, 9, 30),
+)
+
+EventKey = tuple[UUID, int]
+"""(objective id, version): what identifies an event, and what consumers dedupe on."""
+
+
+# --- fixtures: one event store per backend --------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """The test's settings, with the event store on SQLite (default) or on PostgreSQL."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_database")
+        return settings.model_copy(update={"event_store_url": url})
+    return settings
+
+
+@pytest.fixture
+async def topics_ready(store_settings: Settings) -> None:
+    await ensure_topics(store_settings)
+
+
+@pytest.fixture
+def open_application(store_settings: Settings) -> Iterator[Callable[[], OkrApplication]]:
+    """Opens applications on the test's event store (one per simulated process); closes them."""
+    opened: list[OkrApplication] = []
+
+    def open_one() -> OkrApplication:
+        application = OkrApplication(store_settings)
+        opened.append(application)
+        return application
+
+    yield open_one
+    for application in opened:
+        application.close()
+
+
+# --- writing: several objectives, several events each ---------------------------------------------
+
+
+def command(body: wire.CommandBody, objective_id: UUID | None = None) -> wire.Command:
+    return wire.Command(command_id=str(uuid4()), objective_id=objective_id, actor=ACTOR, body=body)
+
+
+def write_history(application: OkrApplication, check_ins: int) -> UUID:
+    """Create, revise, add a key result, activate, and check in: 4 + `check_ins` events."""
+    objective_id = uuid4()
+    created = application.handle(
+        command(
+            wire.CreateObjective(
+                objective_id=objective_id,
+                title="Win the mid-market",
+                owner=ACTOR,
+                team="growth",
+                period_start=date(2026, 7, 1),
+                period_end=date(2026, 9, 30),
+                key_results=[NPS],
+            )
+        )
+    )
+    assert created.status == "accepted"
+    application.handle(
+        command(wire.ReviseObjective(description="Where big ones do not look."), objective_id)
+    )
+    added = application.handle(command(wire.AddKeyResult(key_result=SALES), objective_id))
+    assert added.key_result_id is not None
+    application.handle(command(wire.ActivateObjective(), objective_id))
+    for value in range(check_ins):
+        result = application.handle(
+            command(
+                wire.CheckIn(key_result_id=added.key_result_id, value=1000 + value), objective_id
+            )
+        )
+        assert result.status == "accepted"
+    return objective_id
+
+
+async def write_histories(application: OkrApplication, objectives: int) -> None:
+    for index in range(objectives):
+        await asyncio.to_thread(write_history, application, 1 + index % 3)
+
+
+def stored_keys(application: OkrApplication) -> list[tuple[int, EventKey]]:
+    """Every stored event, in notification order, with its notification id."""
+    notifications = application.recorder.select_notifications(start=None, limit=100_000)
+    return [(n.id, (n.originator_id, n.originator_version)) for n in notifications]
+
+
+# --- reading okr.events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivered:
+    key: bytes | None
+    envelope: OkrEventEnvelope
+
+    @property
+    def event_key(self) -> EventKey:
+        return (self.envelope.objective_id, self.envelope.version)
+
+
+async def read_events(settings: Settings) -> list[Delivered]:
+    """Everything on `okr.events` up to its end now, each partition in offset order."""
+    topic = settings.topic(topics.EVENTS)
+    partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    delivered: list[Delivered] = []
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        async with asyncio.timeout(DEADLINE_S):
+            while [p for p in partitions if await consumer.position(p) < end[p]]:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        envelope, _ = parse_okr_event(record.value)
+                        delivered.append(Delivered(record.key, envelope))
+    finally:
+        await consumer.stop()
+    return delivered
+
+
+def versions_by_objective(delivered: list[Delivered]) -> dict[UUID, list[int]]:
+    """What each objective's consumer saw, in the order it saw it (one objective, one partition)."""
+    seen: dict[UUID, list[int]] = defaultdict(list)
+    for message in delivered:
+        seen[message.envelope.objective_id].append(message.envelope.version)
+    return seen
+
+
+def assert_complete_and_ordered(
+    stored: list[tuple[int, EventKey]], delivered: list[Delivered]
+) -> None:
+    """Every stored event arrived, keyed by its objective; deduped, each objective reads 1..n."""
+    for message in delivered:
+        assert message.key == str(message.envelope.objective_id).encode()
+    assert {key for _, key in stored} == {message.event_key for message in delivered}
+    expected: dict[UUID, list[int]] = defaultdict(list)
+    for _, (objective_id, version) in stored:
+        expected[objective_id].append(version)
+    for objective_id, versions in versions_by_objective(delivered).items():
+        first_seen = list(dict.fromkeys(versions))
+        assert first_seen == expected[objective_id] == list(range(1, len(first_seen) + 1))
+        for seen_so_far, version in enumerate(versions):
+            assert version <= max(versions[:seen_so_far], default=0) + 1, "never a gap"
+
+
+# --- driving the relay ----------------------------------------------------------------------------
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll to a deadline; never a fixed sleep."""
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            while True:
+                if await condition():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting until {what}")
+
+
+async def relay_reaches(application: OkrApplication, notification_id: int) -> None:
+    async def reached() -> bool:
+        return await asyncio.to_thread(relay_position, application) >= notification_id
+
+    await eventually(reached, f"relay position reaches {notification_id}")
+
+
+@contextlib.asynccontextmanager
+async def running_relay(
+    settings: Settings, application: OkrApplication
+) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(run_relay(settings, application, backoff=FAST_RETRIES))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# --- the promises ---------------------------------------------------------------------------------
+
+
+async def test_every_stored_event_arrives_keyed_by_objective_in_version_order(
+    store_settings: Settings,
+    topics_ready: None,
+    open_application: Callable[[], OkrApplication],
+) -> None:
+    application = open_application()
+    async with running_relay(store_settings, application):
+        await write_histories(application, objectives=5)
+        stored = stored_keys(application)
+        await relay_reaches(application, stored[-1][0])
+
+    delivered = await read_events(store_settings)
+
+    assert len({objective_id for _, (objective_id, _) in stored}) == 5
+    assert_complete_and_ordered(stored, delivered)
+    assert len(delivered) == len(stored), "no failure, so no event was published twice"
+
+
+@pytest.mark.fault
+async def test_kafka_outage_blocks_no_write_and_loses_no_event(
+    store_settings: Settings,
+    topics_ready: None,
+    open_application: Callable[[], OkrApplication],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead_broker = store_settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+    application = open_application()
+    caplog.set_level(logging.WARNING, logger="services.relay")
+
+    async with running_relay(dead_broker, application) as relay:
+        await write_histories(application, objectives=4)
+
+        async def retried_twice() -> bool:
+            return len([r for r in caplog.records if r.name == "services.relay"]) >= 2
+
+        await eventually(retried_twice, "the relay logs its failures and retries")
+        assert not relay.done(), "the relay outlives the outage"
+        assert await asyncio.to_thread(relay_position, application) == 0
+
+    stored = stored_keys(application)
+    async with running_relay(store_settings, application):
+        await relay_reaches(application, stored[-1][0])
+
+    delivered = await read_events(store_settings)
+    assert_complete_and_ordered(stored, delivered)
+    assert len(delivered) == len(stored)
+
+
+@pytest.mark.fault
+async def test_restarted_relay_republishes_at_most_the_unacknowledged_tail(
+    store_settings: Settings,
+    topics_ready: None,
+    open_application: Callable[[], OkrApplication],
+) -> None:
+    first_process = open_application()
+    await write_histories(first_process, objectives=4)
+    before_stop = stored_keys(first_process)
+    half = len(before_stop) // 2
+
+    assert await relay_once(store_settings, first_process, batch_size=3, limit=half) == half
+    stop_point = await asyncio.to_thread(relay_position, first_process)
+    assert stop_point == before_stop[half - 1][0]
+
+    # The crash window: the next events reached Kafka, the process died before recording them.
+    relay = await OutboxRelay.open(store_settings, first_process)
+    tail = await asyncio.to_thread(relay.read_pending, 4)
+    async with relay_producer(store_settings) as producer:
+        for _, envelope in tail:
+            await producer.send_and_wait(
+                relay.topic, key=str(envelope.objective_id).encode(), value=envelope.to_bytes()
+            )
+
+    second_process = open_application()
+    await write_histories(second_process, objectives=2)
+    await relay_once(store_settings, second_process, batch_size=3)
+
+    stored = stored_keys(second_process)
+    delivered = await read_events(store_settings)
+    assert_complete_and_ordered(stored, delivered)
+    counts = Counter(message.event_key for message in delivered)
+    unacknowledged = {(envelope.objective_id, envelope.version) for _, envelope in tail}
+    assert len(unacknowledged) == 4
+    for notification_id, key in stored:
+        if notification_id <= stop_point:
+            assert counts[key] == 1, f"{key} was acknowledged before the stop: never resent"
+        elif key in unacknowledged:
+            assert counts[key] == 2, f"{key} was in the unacknowledged tail: sent again"
+        else:
+            assert counts[key] == 1
