@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         200, ge=1, description="Store a snapshot every N events of an objective."
     )
 
+    stale_after_days: float = Field(
+        14, gt=0, description="A key result with no update for this long is reported stale."
+    )
+    pace_on_track: float = Field(0.7, ge=0, le=10, description="Score/expected ratio: on track.")
+    pace_at_risk: float = Field(0.5, ge=0, le=10, description="Score/expected ratio: at risk.")
+
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
 
