@@ -1,20 +1,47 @@
-"""The composition root: what one `okr serve` process runs, built from one `Settings`."""
+"""The composition root: what an `okr serve` or `okr scorer` process runs, from one `Settings`."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from functools import partial
 
 from fastapi import FastAPI
 
 from services.api.app import BackgroundJob, create_app
+from services.application import OkrApplication
 from services.command_consumer import run_command_consumer
+from services.kpi_bindings import run_bindings_follower
+from services.projector_service import run_projector_job
 from services.relay import run_relay
+from services.scorer import run_scorer
 from services.settings import Settings
 
 
 def service_jobs(settings: Settings) -> list[BackgroundJob]:
-    """Kafka commands in, stored events out: both share the process's one application."""
-    return [partial(run_command_consumer, settings), partial(run_relay, settings)]
+    """Commands in, events out and projected, KPI events scored: all share one application."""
+    return [
+        partial(run_command_consumer, settings),
+        partial(run_relay, settings),
+        partial(run_projector_job, settings),
+        *scorer_jobs(settings),
+    ]
+
+
+def scorer_jobs(settings: Settings) -> list[BackgroundJob]:
+    """KPI events in, bound key results moved: the scorer and the bindings it follows."""
+    return [partial(run_scorer, settings), partial(run_bindings_follower, settings)]
+
+
+async def run_jobs(settings: Settings, jobs: Sequence[BackgroundJob]) -> None:
+    """Run background jobs on one application, without HTTP (`okr scorer`), until cancelled."""
+    application = await asyncio.to_thread(OkrApplication, settings)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job(application))
+    finally:
+        application.close()
 
 
 def build_service(settings: Settings) -> FastAPI:

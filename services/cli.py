@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import typer
 
@@ -16,6 +20,8 @@ app = typer.Typer(
 )
 kafka_app = typer.Typer(help="A local Apache Kafka broker (KRaft) for machines without Docker.")
 app.add_typer(kafka_app, name="kafka")
+projections_app = typer.Typer(help="The read models built from okr.events.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
 
 
 def settings_or_exit() -> Settings:
@@ -80,9 +86,59 @@ def topics() -> None:
     typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
+@projections_app.command("rebuild")
+def projections_rebuild(
+    force: bool = typer.Option(False, help="Rebuild even while projectors are running."),
+) -> None:
+    """Drop the read models and replay okr.events from offset 0 into the configured read store."""
+    from services.projector_service import open_read_store, rebuild_read_store, running_projectors
+
+    settings = settings_or_exit()
+    try:
+        running = asyncio.run(running_projectors(settings))
+    except Exception as error:
+        raise _fail(error) from None
+    if running and not force:
+        typer.echo(f"refusing: {running} projector(s) running; stop them or pass --force", err=True)
+        raise typer.Exit(1)
+    store = open_read_store(settings)
+    try:
+        report = asyncio.run(rebuild_read_store(settings, store))
+    except Exception as error:
+        raise _fail(error) from None
+    finally:
+        store.close()
+    events = report.events
+    typer.echo(
+        f"replayed {events.messages} messages: {events.applied} applied, "
+        f"{events.duplicates} duplicates, {events.gaps} gaps, {events.invalid} invalid"
+    )
+    for table, count in report.counts.items():
+        typer.echo(f"{table}: {count}")
+
+
+@app.command("asyncapi")
+def asyncapi(
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="Write to this file (docs/asyncapi.json) instead of stdout."
+    ),
+) -> None:
+    """Print the AsyncAPI document of the Kafka channels: the contract, with logical topic names."""
+    from pathlib import Path
+
+    from services.asyncapi import asyncapi_json
+
+    document = asyncapi_json()
+    if output is None:
+        typer.echo(document, nl=False)
+        return
+    Path(output).write_text(document, encoding="utf-8")
+    typer.echo(f"wrote {output}")
+
+
 @app.command("serve")
 def serve() -> None:
-    """Run the service: HTTP API, the okr.commands consumer and the okr.events relay."""
+    """Run the service: HTTP API, okr.commands consumer, okr.events relay and KPI scorer."""
     import uvicorn
 
     from services.bootstrap import build_service
@@ -90,6 +146,24 @@ def serve() -> None:
     settings = settings_or_exit()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     uvicorn.run(build_service(settings), host=settings.http_host, port=settings.http_port)
+
+
+@app.command("scorer")
+def scorer() -> None:
+    """Run only the KPI scorer: kpi.events in, bound key results moved (no HTTP)."""
+    from services.bootstrap import run_jobs, scorer_jobs
+
+    settings = settings_or_exit()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    asyncio.run(_until_terminated(run_jobs(settings, scorer_jobs(settings))))
+
+
+async def _until_terminated(main: Coroutine[Any, Any, None]) -> None:
+    """SIGTERM stops the process like Ctrl-C does: cancelled, cleaned up, exit 0."""
+    task = asyncio.ensure_future(main)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 if __name__ == "__main__":

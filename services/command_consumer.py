@@ -221,10 +221,11 @@ def keep_raw_bytes(message: StreamMessage[Any]) -> bytes:
 
 def build_command_broker(settings: Settings, application: OkrApplication) -> KafkaBroker:
     """A broker with one subscriber on `okr.commands` and publishers of results and dead letters."""
+    group_id = settings.consumer_group(GROUP_ID)
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         security=settings.kafka_security(),
-        client_id=GROUP_ID,
+        client_id=group_id,
         enable_idempotence=True,
         description="OKR Ledger command handler",
     )
@@ -245,12 +246,12 @@ def build_command_broker(settings: Settings, application: OkrApplication) -> Kaf
     consumer = CommandConsumer(
         application,
         publish_result,
-        DeadLetterPublisher(settings, send_with_broker(broker), consumer_group=GROUP_ID),
+        DeadLetterPublisher(settings, send_with_broker(broker), consumer_group=group_id),
     )
 
     @broker.subscriber(
         Topic(settings.topic(COMMANDS), declare=False),
-        group_id=GROUP_ID,
+        group_id=group_id,
         auto_offset_reset="earliest",
         ack_policy=ACK_POLICY,
         no_reply=True,

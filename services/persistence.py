@@ -1,9 +1,12 @@
-"""How domain events are stored: pydantic <-> orjson bytes, upcasting, snapshots, and receipts.
+"""How domain events are stored: pydantic <-> orjson bytes, upcasting, snapshots, receipts, and
+the KPI scorer's state.
 
 A *receipt* is the record that a command id was applied, with the response it got. It is written
 by the event store's own recorder in the same transaction as the command's events, so a retried
 command (same Idempotency-Key or Kafka command id) can never be applied twice, even by two
 processes at once: the second insert violates the receipt's primary key and its events roll back.
+The KPI scorer's series, counters, bindings and Kafka positions (`services.kpi_store`) ride the
+same hook: `save_events(events, kpi_batch=KpiBatch(...))` commits them with the events, or nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.objective import Objective, evolve
 from domain.objective_events import DomainEvent, Immutable
+from services.kpi_store import SQLITE, KpiBatch, KpiReader, KpiWriter, postgres_dialect
 
 if TYPE_CHECKING:
     from eventsourcing.domain import DomainEventProtocol
@@ -128,17 +132,23 @@ class Receipt(Immutable):
 class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
+        self.kpi_writer = KpiWriter(SQLITE)
+        self.kpi = KpiReader(SQLITE, self._query)
 
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
             f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
             "command_id TEXT PRIMARY KEY, request_digest TEXT NOT NULL, response BLOB NOT NULL)",
+            *SQLITE.create_statements(),
         ]
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
+        if kpi_batch is not None:
+            self.kpi_writer.write_sqlite(c, kpi_batch)
         receipt: Receipt | None = kwargs.get("receipt")
         if receipt is not None:
             c.execute(
@@ -146,6 +156,22 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
                 (receipt.command_id, receipt.request_digest, orjson.dumps(receipt.response)),
             )
         return super()._insert_events(c, stored_events, **kwargs)
+
+    def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            rows: list[Any] = c.fetchall()
+            return rows
+
+    def current_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The stored version of many aggregates in one query (absent: none stored)."""
+        rows = self._query(
+            f"SELECT originator_id, MAX(originator_version) AS version "
+            f"FROM {self.events_table_name} "
+            "WHERE originator_id IN (SELECT value FROM json_each(?)) GROUP BY originator_id",
+            [orjson.dumps([i.hex for i in originator_ids]).decode()],
+        )
+        return {UUID(row["originator_id"]): row["version"] for row in rows}
 
     def select_receipt(self, command_id: str) -> Receipt | None:
         with self.datastore.transaction(commit=False) as c:
@@ -172,10 +198,19 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
                 "request_digest text NOT NULL, response jsonb NOT NULL)"
             ).format(schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE))
         )
+        kpi_dialect = postgres_dialect(self.datastore.schema)
+        self.sql_create_statements.extend(
+            SQL(statement).format() for statement in kpi_dialect.create_statements()
+        )
+        self.kpi_writer = KpiWriter(kpi_dialect)
+        self.kpi = KpiReader(kpi_dialect, self._query)
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
+        kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
+        if kpi_batch is not None:
+            self.kpi_writer.write_postgres(curs, kpi_batch)
         receipt: Receipt | None = kwargs.get("receipt")
         if receipt is not None:
             curs.execute(
@@ -190,6 +225,21 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
                 prepare=True,
             )
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement.encode(), params)
+            return curs.fetchall()
+
+    def current_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The stored version of many aggregates in one query (absent: none stored)."""
+        statement = SQL(
+            "SELECT originator_id, MAX(originator_version) AS version FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(originator_ids)])
+            return {row["originator_id"]: row["version"] for row in curs.fetchall()}
 
     def select_receipt(self, command_id: str) -> Receipt | None:
         statement = SQL(

@@ -25,6 +25,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.objective_events import DomainEvent
 from events import okr, topics
+from services.wakeup import wait_for_wakeup
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import TrackingRecorder
@@ -39,7 +40,8 @@ RELAY_NAME = "okr.events-relay"
 
 BATCH_SIZE = 500
 IDLE_POLL_S = 0.1
-"""SQLite has no LISTEN/NOTIFY, so an idle relay polls; a short interval keeps latency low."""
+"""An idle relay wakes when this process saves (`OkrApplication.saved`); for writes by other
+processes (SQLite has no LISTEN/NOTIFY) it polls, and a short interval keeps latency low."""
 
 HEADER_FIELDS = set(DomainEvent.model_fields)
 """Fields every domain event has; they become the envelope, the rest becomes the payload."""
@@ -277,11 +279,13 @@ async def run_relay(
             else:
                 await asyncio.to_thread(relay.position.reload)
             async with relay_producer(settings) as producer:
-                while True:
-                    published = await relay.publish_pending(producer, batch_size=batch_size)
-                    failures = 0
-                    if not published:
-                        await asyncio.sleep(idle_poll_s)
+                with application.saved.listen() as saved:
+                    while True:
+                        saved.clear()
+                        published = await relay.publish_pending(producer, batch_size=batch_size)
+                        failures = 0
+                        if not published:
+                            await wait_for_wakeup(saved, idle_poll_s)
         except Exception as error:
             failures += 1
             delay = backoff.delay_s(failures)

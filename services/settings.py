@@ -161,6 +161,10 @@ class Settings(BaseSettings):
             }
         return env
 
+    def consumer_group(self, name: str) -> str:
+        """Group ids carry the topic prefix, so environments sharing a cluster never share one."""
+        return f"{self.topic_prefix}{name}"
+
     def topic(self, name: str) -> str:
         """The concrete topic name for a logical one (see `events.topics`)."""
         return f"{self.topic_prefix}{name}"

@@ -10,10 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.api import commands, health, lint
+from projections.views import ReadStore
+from services.api import as_of, asyncapi, commands, health, lint, metrics, reads
 from services.api.errors import install_error_handlers
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
+from services.projector_service import open_read_store
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ def create_app(
     settings: Settings,
     application: OkrApplication | None = None,
     background: Sequence[BackgroundJob] = (),
+    read_store: ReadStore | None = None,
 ) -> FastAPI:
     """The HTTP app; `background` jobs (Kafka consumers, relay) run for the app's lifetime."""
 
@@ -49,6 +52,9 @@ def create_app(
         if getattr(app.state, "application", None) is None:
             app.state.application = await asyncio.to_thread(OkrApplication, settings)
         application = app.state.application
+        owns_read_store = app.state.read_store is None
+        if owns_read_store:
+            app.state.read_store = await asyncio.to_thread(open_read_store, settings)
         jobs = [keep_trying_to_ensure_topics(settings), *(job(application) for job in background)]
         tasks = [asyncio.create_task(job) for job in jobs]
         try:
@@ -59,6 +65,9 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if owns_read_store:
+                await asyncio.to_thread(app.state.read_store.close)
+                app.state.read_store = None
 
     app = FastAPI(
         title="OKR Ledger",
@@ -68,8 +77,13 @@ def create_app(
     )
     app.state.settings = settings
     app.state.application = application
+    app.state.read_store = read_store
     app.include_router(health.router)
     app.include_router(commands.router)
+    app.include_router(reads.router)
     app.include_router(lint.router)
+    app.include_router(as_of.router)
+    app.include_router(metrics.router)
+    app.include_router(asyncapi.router)
     install_error_handlers(app)
     return app

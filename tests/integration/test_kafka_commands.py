@@ -180,7 +180,9 @@ async def end_offsets(settings: Settings, name: str) -> dict[int, int]:
 
 async def committed_offsets(settings: Settings, name: str) -> dict[int, int | None]:
     """The command consumer group's committed positions on `name`."""
-    group = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=GROUP_ID)
+    group = AIOKafkaConsumer(
+        **settings.kafka_client_options(), group_id=settings.consumer_group(GROUP_ID)
+    )
     await group.start()
     try:
         return {
@@ -444,7 +446,7 @@ async def test_messages_that_are_not_commands_are_dead_lettered_and_the_consumer
         assert letter.reason == reason
         assert letter.error
         assert letter.origin_topic == settings.topic(topics.COMMANDS)
-        assert letter.consumer_group == GROUP_ID
+        assert letter.consumer_group == settings.consumer_group(GROUP_ID)
         assert letter.key is not None and letter.key.to_bytes() == key.encode()
         assert (letter.value.to_bytes() if letter.value else None) == value
         assert [

@@ -1,0 +1,281 @@
+"""The projector: `okr.events` into the read store, with its Kafka position in the same transaction.
+
+`apply_batch` folds a batch of messages and records, per partition, the next offset to read, in ONE
+database transaction: after a crash either the rows and the position moved together or neither
+did, so nothing is applied twice or lost (exactly-once effect over at-least-once delivery).
+Within a batch each message is checked against the objective's projected version:
+
+- `version <= projected`: a redelivery or a relay resend; skipped, changes nothing.
+- `version == projected + 1`: applied.
+- `version > projected + 1`: a gap. The relay only lets that happen when an earlier send failed
+  and later ones got through, and it then resends the missing event and everything after it in
+  order (docs/decisions/0004), so the gap is logged and skipped; applying it would fold a state
+  that never existed.
+- unreadable (not an OKR event, unknown type or schema version, or an event that cannot follow the
+  projected state): logged, counted, skipped. One bad message must not stall the read models.
+
+`run_projector` is the Kafka side: a consumer group that seeks each assigned partition to the
+position stored in the database (the authority), and commits the same offsets to Kafka afterwards
+only so that lag tools see them. docs/decisions/0006-projection-store.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from events.okr import parse_okr_event
+from projections.reducer import reduce_event
+from projections.views import AuditRow, ProjectedObjective, ReadStore, TimelineRow
+
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
+
+log = logging.getLogger(__name__)
+
+PROJECTOR_GROUP = "okr-projector"
+MAX_RECORDS = 1000
+POLL_TIMEOUT_MS = 500
+
+
+@dataclass(frozen=True)
+class Message:
+    """One consumed record, as much of it as the projector needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[Any, Any]) -> Message:
+        return cls(record.topic, record.partition, record.offset, record.value)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    applied: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    invalid: int = 0
+
+    def __add__(self, other: BatchReport) -> BatchReport:
+        return BatchReport(
+            self.applied + other.applied,
+            self.duplicates + other.duplicates,
+            self.gaps + other.gaps,
+            self.invalid + other.invalid,
+        )
+
+    @property
+    def messages(self) -> int:
+        return self.applied + self.duplicates + self.gaps + self.invalid
+
+
+class _Batch:
+    """The objectives a batch touches, loaded once and saved once, plus the rows it appends."""
+
+    def __init__(self) -> None:
+        self.states: dict[UUID, ProjectedObjective | None] = {}
+        self.dirty: dict[UUID, ProjectedObjective] = {}
+        self.timeline: list[TimelineRow] = []
+        self.audit: list[AuditRow] = []
+        self.next_offsets: dict[tuple[str, int], int] = {}
+
+
+def apply_batch(store: ReadStore, messages: Sequence[Message]) -> BatchReport:
+    """Fold `messages` into the store and move the positions past them, in one transaction."""
+    batch = _Batch()
+    report = BatchReport()
+    with store.transaction() as writer:
+        for message in messages:
+            key = (message.topic, message.partition)
+            batch.next_offsets[key] = max(batch.next_offsets.get(key, 0), message.offset + 1)
+            report += _apply_one(batch, message, writer.load)
+        for projected in batch.dirty.values():
+            writer.save(projected)
+        writer.append_timeline(batch.timeline)
+        writer.append_audit(batch.audit)
+        for (topic, partition), next_offset in batch.next_offsets.items():
+            writer.advance(topic, partition, next_offset)
+    return report
+
+
+def _apply_one(
+    batch: _Batch, message: Message, load: Callable[[UUID], ProjectedObjective | None]
+) -> BatchReport:
+    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    try:
+        if message.value is None:
+            raise ValueError("a message without a value")
+        envelope, payload = parse_okr_event(message.value)
+    except ValueError as error:
+        log.warning("projector: skipping unreadable message %s: %s", where, error)
+        return BatchReport(invalid=1)
+    objective_id = envelope.objective_id
+    if objective_id not in batch.states:
+        batch.states[objective_id] = load(objective_id)
+    state = batch.states[objective_id]
+    projected_version = state.objective.version if state is not None else 0
+    if envelope.version <= projected_version:
+        return BatchReport(duplicates=1)
+    if envelope.version > projected_version + 1:
+        log.warning(
+            "projector: skipping %s v%s of objective %s at %s: projected version is %s (a gap)",
+            envelope.type,
+            envelope.version,
+            objective_id,
+            where,
+            projected_version,
+        )
+        return BatchReport(gaps=1)
+    try:
+        reduction = reduce_event(state, envelope, payload)
+    except ValueError as error:
+        log.warning(
+            "projector: skipping %s v%s of objective %s at %s: %s",
+            envelope.type,
+            envelope.version,
+            objective_id,
+            where,
+            error,
+        )
+        return BatchReport(invalid=1)
+    batch.states[objective_id] = batch.dirty[objective_id] = reduction.projected
+    if reduction.timeline is not None:
+        batch.timeline.append(reduction.timeline)
+    batch.audit.append(reduction.audit)
+    return BatchReport(applied=1)
+
+
+# --- the Kafka side -------------------------------------------------------------------------------
+
+
+class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, start each partition where the database says, not where Kafka committed.
+
+    The database position moves in the transaction of the rows; Kafka's committed offset is
+    written after it and can lag behind (a crash in between) or be missing. aiokafka already
+    starts fetching from the committed offset while this listener awaits the database, so the
+    partitions stay paused until they are sought. If the positions cannot be read they stay
+    paused and `raise_if_failed` stops the runner, which restarts: falling back to Kafka's
+    offsets could skip events a fresh store never saw.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, store: ReadStore) -> None:
+        self._consumer = consumer
+        self._store = store
+        self._failure: Exception | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Nothing to save: every applied batch stored its position already."""
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        partitions = sorted(assigned)
+        self._consumer.pause(*partitions)
+        try:
+            positions = await asyncio.to_thread(self._store.positions)
+        except Exception as error:
+            self._failure = error
+            return
+        unknown = []
+        for partition in partitions:
+            stored = positions.get((partition.topic, partition.partition))
+            if stored is None:
+                unknown.append(partition)
+            else:
+                self._consumer.seek(partition, stored)
+        if unknown:
+            await self._consumer.seek_to_beginning(*unknown)
+        self._consumer.resume(*partitions)
+        log.info("projector: assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+
+@dataclass(frozen=True)
+class RetryDelay:
+    """Capped exponential pause after a failed batch (store or Kafka unreachable)."""
+
+    first_s: float = 0.5
+    max_s: float = 30.0
+
+    def seconds(self, failures: int) -> float:
+        return min(self.max_s, self.first_s * 2.0 ** max(0, failures - 1))
+
+
+async def run_projector(
+    store: ReadStore,
+    *,
+    topic: str,
+    client_options: Mapping[str, Any],
+    group_id: str = PROJECTOR_GROUP,
+    max_records: int = MAX_RECORDS,
+    retry: RetryDelay = RetryDelay(),
+    on_batch: Callable[[BatchReport], None] | None = None,
+) -> None:
+    """Project `topic` until cancelled. A failure restarts the consumer from the stored positions.
+
+    `client_options` are aiokafka's connection keywords (bootstrap servers, security). Records
+    fetched but not applied when a batch fails are simply read again after the re-seek.
+    `on_batch` sees each applied batch's report (metrics, tests).
+    """
+    failures = 0
+    while True:
+        consumer = AIOKafkaConsumer(
+            **client_options,
+            group_id=group_id,
+            client_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        listener = SeekToStoredPositions(consumer, store)
+        try:
+            consumer.subscribe([topic], listener=listener)
+            await consumer.start()
+            while True:
+                fetched = await consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=max_records
+                )
+                listener.raise_if_failed()
+                messages = [Message.of(r) for records in fetched.values() for r in records]
+                if not messages:
+                    continue
+                report = await asyncio.to_thread(apply_batch, store, messages)
+                failures = 0
+                log.debug("projector: %s", report)
+                if on_batch is not None:
+                    on_batch(report)
+                await _commit(consumer, fetched)
+        except Exception as error:
+            failures += 1
+            log.warning(
+                "projector: %s: %s; restarting from the stored positions in %.1fs",
+                type(error).__name__,
+                error,
+                retry.seconds(failures),
+                exc_info=not isinstance(error, KafkaError | OSError),
+            )
+        finally:
+            await consumer.stop()  # leave the group while pausing, so others can take over
+        await asyncio.sleep(retry.seconds(failures))
+
+
+async def _commit(
+    consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+) -> None:
+    """Tell Kafka too, for lag monitoring; failing here loses nothing (the database decides)."""
+    offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
+    try:
+        await consumer.commit(offsets)
+    except KafkaError as error:
+        log.info("projector: Kafka commit skipped (%s: %s)", type(error).__name__, error)

@@ -1,0 +1,395 @@
+"""The read store in SQL that SQLite and PostgreSQL both speak; a `Dialect` supplies the rest.
+
+Statements use `?` placeholders and plain Python values (UUID, date, datetime, `Json`); the dialect
+translates placeholders, adapts values and maps the few column types that differ. Upserts use
+`INSERT ... ON CONFLICT ... DO UPDATE`, which both databases support with the same syntax. The
+column names are the row models' field names, so a row read back validates into its model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
+
+from projections.views import (
+    AuditRow,
+    KeyResultRow,
+    ObjectiveFilter,
+    ObjectivePage,
+    ObjectiveRow,
+    PositionRow,
+    ProjectedObjective,
+    ReadStoreDump,
+    Row,
+    TimelineRow,
+    decode_cursor,
+    encode_cursor,
+)
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Json:
+    """A parameter stored in a JSON column (TEXT on SQLite, JSONB on PostgreSQL)."""
+
+    value: Any
+
+
+class Session(Protocol):
+    """One open transaction; it commits when its context exits cleanly, else rolls back."""
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Dialect(Protocol):
+    column_types: Mapping[str, str]
+    """Logical type (uuid, date, timestamp, real, bigint, json) -> the database's column type."""
+
+    def session(self, *, write: bool) -> contextlib.AbstractContextManager[Session]: ...
+
+    def decode_json(self, value: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+TABLES = ("objectives", "key_results", "score_timeline", "audit", "projection_positions")
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS objectives (
+        objective_id {uuid} PRIMARY KEY,
+        title TEXT NOT NULL,
+        description TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        team TEXT NOT NULL,
+        period_start {date} NOT NULL,
+        period_end {date} NOT NULL,
+        parent_id {uuid},
+        status TEXT NOT NULL,
+        score {real} NOT NULL,
+        final_score {real},
+        retrospective TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at {timestamp} NOT NULL,
+        updated_at {timestamp} NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS objectives_by_creation ON objectives (created_at, objective_id)",
+    "CREATE INDEX IF NOT EXISTS objectives_by_parent ON objectives (parent_id)",
+    "CREATE INDEX IF NOT EXISTS objectives_by_owner ON objectives (owner)",
+    "CREATE INDEX IF NOT EXISTS objectives_by_team ON objectives (team)",
+    """CREATE TABLE IF NOT EXISTS key_results (
+        objective_id {uuid} NOT NULL,
+        key_result_id {uuid} NOT NULL,
+        position INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        metric TEXT,
+        baseline {real},
+        target {real},
+        target_low {real},
+        target_high {real},
+        relative_target TEXT,
+        deadline {date},
+        weight {real} NOT NULL,
+        current {real},
+        score {real} NOT NULL,
+        attainment {real},
+        confidence {real},
+        last_update {timestamp},
+        kpi_key TEXT,
+        aggregation TEXT,
+        PRIMARY KEY (objective_id, key_result_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS key_results_by_kpi ON key_results (kpi_key)",
+    """CREATE TABLE IF NOT EXISTS score_timeline (
+        objective_id {uuid} NOT NULL,
+        version INTEGER NOT NULL,
+        occurred_at {timestamp} NOT NULL,
+        key_result_id {uuid},
+        value {real},
+        kr_score {real},
+        kr_attainment {real},
+        objective_score {real} NOT NULL,
+        cause TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail {json} NOT NULL,
+        PRIMARY KEY (objective_id, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        objective_id {uuid} NOT NULL,
+        version INTEGER NOT NULL,
+        occurred_at {timestamp} NOT NULL,
+        event_type TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        command_id TEXT NOT NULL,
+        reason TEXT,
+        changes {json} NOT NULL,
+        PRIMARY KEY (objective_id, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS projection_positions (
+        topic TEXT NOT NULL,
+        kafka_partition INTEGER NOT NULL,
+        next_offset {bigint} NOT NULL,
+        PRIMARY KEY (topic, kafka_partition)
+    )""",
+)
+"""Timeline and audit are keyed by (objective, version): appending an event twice is refused,
+so two projectors racing on one objective fail a batch instead of doubling a row."""
+
+R = TypeVar("R", bound=Row)
+
+
+def _columns(model: type[Row]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return f"{_insert(table, columns)} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+
+
+OBJECTIVE_COLUMNS = _columns(ObjectiveRow)
+KEY_RESULT_COLUMNS = _columns(KeyResultRow)
+TIMELINE_COLUMNS = _columns(TimelineRow)
+AUDIT_COLUMNS = _columns(AuditRow)
+
+UPSERT_OBJECTIVE = _upsert("objectives", OBJECTIVE_COLUMNS, ("objective_id",))
+INSERT_KEY_RESULT = _insert("key_results", KEY_RESULT_COLUMNS)
+INSERT_TIMELINE = _insert("score_timeline", TIMELINE_COLUMNS)
+INSERT_AUDIT = _insert("audit", AUDIT_COLUMNS)
+ADVANCE_POSITION = (
+    "INSERT INTO projection_positions (topic, kafka_partition, next_offset) VALUES (?, ?, ?) "
+    "ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = CASE "
+    "WHEN excluded.next_offset > projection_positions.next_offset "
+    "THEN excluded.next_offset ELSE projection_positions.next_offset END"
+)
+SELECT_POSITIONS = (
+    'SELECT topic, kafka_partition AS "partition", next_offset FROM projection_positions '
+    "ORDER BY topic, kafka_partition"
+)
+JSON_COLUMNS = {"detail", "changes"}
+
+
+def _params(row: Row, columns: Sequence[str]) -> list[Any]:
+    values = []
+    for column in columns:
+        value = getattr(row, column)
+        if column in JSON_COLUMNS:
+            value = Json(row.model_dump(mode="json", include={column})[column])
+        values.append(value)
+    return values
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+class SqlProjectionWriter:
+    """The projector's side of one transaction."""
+
+    def __init__(self, store: SqlReadStore, session: Session) -> None:
+        self._store = store
+        self._session = session
+
+    def load(self, objective_id: UUID) -> ProjectedObjective | None:
+        objective = self._store.objective_in(self._session, objective_id)
+        if objective is None:
+            return None
+        key_results = self._store.key_results_in(self._session, objective_id)
+        return ProjectedObjective(objective=objective, key_results=tuple(key_results))
+
+    def save(self, projected: ProjectedObjective) -> None:
+        objective = projected.objective
+        self._session.run(UPSERT_OBJECTIVE, _params(objective, OBJECTIVE_COLUMNS))
+        self._session.run(
+            "DELETE FROM key_results WHERE objective_id = ?", [objective.objective_id]
+        )
+        rows = [_params(row, KEY_RESULT_COLUMNS) for row in projected.key_results]
+        if rows:
+            self._session.run_many(INSERT_KEY_RESULT, rows)
+
+    def append_timeline(self, rows: Sequence[TimelineRow]) -> None:
+        if rows:
+            self._session.run_many(INSERT_TIMELINE, [_params(r, TIMELINE_COLUMNS) for r in rows])
+
+    def append_audit(self, rows: Sequence[AuditRow]) -> None:
+        if rows:
+            self._session.run_many(INSERT_AUDIT, [_params(r, AUDIT_COLUMNS) for r in rows])
+
+    def advance(self, topic: str, partition: int, next_offset: int) -> None:
+        self._session.run(ADVANCE_POSITION, [topic, partition, next_offset])
+
+
+class SqlReadStore:
+    """`ReadStore` on any `Dialect`; the backends only configure their dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        with self.dialect.session(write=True) as session:
+            self._create(session)
+
+    # --- writing ---
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[SqlProjectionWriter]:
+        with self.dialect.session(write=True) as session:
+            yield SqlProjectionWriter(self, session)
+
+    def reset(self) -> None:
+        with self.dialect.session(write=True) as session:
+            for table in TABLES:
+                session.run(f"DROP TABLE IF EXISTS {table}")
+            self._create(session)
+
+    def _create(self, session: Session) -> None:
+        for statement in SCHEMA:
+            session.run(statement.format_map(self.dialect.column_types))
+
+    # --- reading ---
+
+    def list_objectives(
+        self,
+        filters: ObjectiveFilter = ObjectiveFilter(),
+        *,
+        limit: int = 50,
+        after_cursor: str | None = None,
+    ) -> ObjectivePage:
+        """Objectives in creation order (ties by id), so a page never skips nor repeats a row."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must lie in 1..{MAX_PAGE}, got {limit}")
+        clauses, params = _filter_clauses(filters)
+        if after_cursor is not None:
+            created_at, objective_id = decode_cursor(after_cursor)
+            clauses.append("(created_at > ? OR (created_at = ? AND objective_id > ?))")
+            params += [created_at, created_at, objective_id]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM objectives {where} ORDER BY created_at, objective_id LIMIT ?"
+        with self.dialect.session(write=False) as session:
+            rows = self._rows(ObjectiveRow, session.fetch(sql, [*params, limit + 1]))
+        items = tuple(rows[:limit])
+        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+        return ObjectivePage(items=items, next_cursor=next_cursor)
+
+    def get_objective(self, objective_id: UUID) -> ObjectiveRow | None:
+        with self.dialect.session(write=False) as session:
+            return self.objective_in(session, objective_id)
+
+    def key_results(self, objective_id: UUID) -> list[KeyResultRow]:
+        with self.dialect.session(write=False) as session:
+            return self.key_results_in(session, objective_id)
+
+    def children(self, parent_id: UUID) -> list[ObjectiveRow]:
+        sql = "SELECT * FROM objectives WHERE parent_id = ? ORDER BY created_at, objective_id"
+        return self._query(ObjectiveRow, sql, [parent_id])
+
+    def timeline(self, objective_id: UUID, key_result_id: UUID | None = None) -> list[TimelineRow]:
+        sql = "SELECT * FROM score_timeline WHERE objective_id = ?"
+        params: list[Any] = [objective_id]
+        if key_result_id is not None:
+            sql += " AND key_result_id = ?"
+            params.append(key_result_id)
+        return self._query(TimelineRow, f"{sql} ORDER BY version", params)
+
+    def history(self, objective_id: UUID) -> list[AuditRow]:
+        sql = "SELECT * FROM audit WHERE objective_id = ? ORDER BY version"
+        return self._query(AuditRow, sql, [objective_id])
+
+    def objective_version(self, objective_id: UUID) -> int | None:
+        with self.dialect.session(write=False) as session:
+            rows = session.fetch(
+                "SELECT version FROM objectives WHERE objective_id = ?", [objective_id]
+            )
+        return int(rows[0]["version"]) if rows else None
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        rows = self._query(PositionRow, SELECT_POSITIONS, [])
+        return {(row.topic, row.partition): row.next_offset for row in rows}
+
+    def counts(self) -> dict[str, int]:
+        with self.dialect.session(write=False) as session:
+            return {
+                table: int(session.fetch(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+                for table in TABLES
+            }
+
+    def dump(self) -> ReadStoreDump:
+        """One read transaction, so the tables are dumped as of one moment."""
+        with self.dialect.session(write=False) as session:
+            return ReadStoreDump(
+                objectives=tuple(
+                    self._rows(ObjectiveRow, session.fetch(_all("objectives", "objective_id")))
+                ),
+                key_results=tuple(
+                    self._rows(
+                        KeyResultRow,
+                        session.fetch(_all("key_results", "objective_id, key_result_id")),
+                    )
+                ),
+                timeline=tuple(
+                    self._rows(
+                        TimelineRow, session.fetch(_all("score_timeline", "objective_id, version"))
+                    )
+                ),
+                audit=tuple(
+                    self._rows(AuditRow, session.fetch(_all("audit", "objective_id, version")))
+                ),
+                positions=tuple(self._rows(PositionRow, session.fetch(SELECT_POSITIONS))),
+            )
+
+    def close(self) -> None:
+        self.dialect.close()
+
+    # --- shared by readers and the writer ---
+
+    def objective_in(self, session: Session, objective_id: UUID) -> ObjectiveRow | None:
+        rows = session.fetch("SELECT * FROM objectives WHERE objective_id = ?", [objective_id])
+        return self._rows(ObjectiveRow, rows)[0] if rows else None
+
+    def key_results_in(self, session: Session, objective_id: UUID) -> list[KeyResultRow]:
+        sql = "SELECT * FROM key_results WHERE objective_id = ? ORDER BY position"
+        return self._rows(KeyResultRow, session.fetch(sql, [objective_id]))
+
+    def _query(self, model: type[R], sql: str, params: Sequence[Any]) -> list[R]:
+        with self.dialect.session(write=False) as session:
+            return self._rows(model, session.fetch(sql, params))
+
+    def _rows(self, model: type[R], rows: list[dict[str, Any]]) -> list[R]:
+        decoded = []
+        for row in rows:
+            for column in JSON_COLUMNS & row.keys():
+                row[column] = self.dialect.decode_json(row[column])
+            decoded.append(model.model_validate(row))
+        return decoded
+
+
+def _all(table: str, order: str) -> str:
+    return f"SELECT * FROM {table} ORDER BY {order}"
+
+
+def _filter_clauses(filters: ObjectiveFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("period_end >= ?", filters.period_from),
+        ("period_start <= ?", filters.period_to),
+        ("owner = ?", filters.owner),
+        ("team = ?", filters.team),
+        ("status = ?", filters.status),
+        ("parent_id = ?", filters.parent_id),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return clauses, params

@@ -1,0 +1,99 @@
+"""The read store on an SQLite file: the embedded default, so the service needs nothing but Kafka.
+
+A connection per transaction (cheap for SQLite) makes the store safe to share between the
+projector's worker thread and the read API's. WAL lets readers run while the projector writes;
+`BEGIN IMMEDIATE` takes the write lock up front, so a batch never fails half-way on a lock upgrade.
+Timestamps are stored as UTC ISO-8601 text of fixed precision, so text order is time order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from projections.sql import Json, SqlReadStore
+
+LOCK_TIMEOUT_S = 30.0
+
+COLUMN_TYPES = {
+    "uuid": "TEXT",
+    "date": "TEXT",
+    "timestamp": "TEXT",
+    "real": "REAL",
+    "bigint": "INTEGER",
+    "json": "TEXT",
+}
+
+
+def adapt(value: Any) -> Any:
+    """Python value -> what sqlite3 stores (its own date adapters are deprecated)."""
+    if isinstance(value, Json):
+        return orjson.dumps(value.value).decode()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+class SQLiteSession:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self._connection.execute(sql, [adapt(p) for p in params])
+        return [dict(row) for row in cursor.fetchall()]
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._connection.execute(sql, [adapt(p) for p in params])
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._connection.executemany(sql, [[adapt(p) for p in row] for row in rows])
+
+
+class SQLiteDialect:
+    column_types: Mapping[str, str] = COLUMN_TYPES
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+
+    @contextlib.contextmanager
+    def session(self, *, write: bool) -> Iterator[SQLiteSession]:
+        connection = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        try:
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield SQLiteSession(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    def decode_json(self, value: Any) -> Any:
+        return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+    def close(self) -> None:
+        """Nothing stays open between transactions."""
+
+
+class SQLiteReadStore(SqlReadStore):
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(SQLiteDialect(Path(path)))

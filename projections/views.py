@@ -1,0 +1,241 @@
+"""The read models: one frozen row model per table, and the store interface the read API queries.
+
+Rows are what dashboards and auditors read, folded from `okr.events` by the projector; they are
+never written by anything else, so dropping them all and replaying the topic rebuilds them
+(`projections.rebuild`). Every table has a natural key, so a dump ordered by it compares equal
+between an incrementally built store and a rebuilt one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from collections.abc import Sequence
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.measures import KeyResultKind
+from domain.objective import ObjectiveStatus
+from domain.objective_events import Aggregation
+
+
+class Row(BaseModel):
+    # allow_inf_nan: an attainment can overflow to infinity (domain.scoring keeps it unclamped).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=True)
+
+
+class ObjectiveRow(Row):
+    objective_id: UUID
+    title: str
+    description: str
+    owner: str
+    team: str
+    period_start: date
+    period_end: date
+    parent_id: UUID | None
+    status: ObjectiveStatus
+    score: float = Field(ge=0, le=100, description="Weighted mean of the key results' scores.")
+    final_score: float | None = Field(None, description="Frozen when the objective was closed.")
+    retrospective: str = ""
+    version: int = Field(ge=1, description="Version of the last event applied.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class KeyResultRow(Row):
+    objective_id: UUID
+    key_result_id: UUID
+    position: int = Field(ge=0, description="Order within the objective, from 0.")
+    title: str
+    kind: KeyResultKind
+    metric: str | None
+    baseline: float | None
+    target: float | None
+    target_low: float | None
+    target_high: float | None
+    relative_target: str | None
+    deadline: date | None
+    weight: float
+    current: float | None = None
+    score: float = Field(0.0, ge=0, le=100)
+    attainment: float | None = Field(None, description="Unclamped percent; null before a value.")
+    confidence: float | None = None
+    last_update: datetime | None = None
+    kpi_key: str | None = None
+    aggregation: Aggregation | None = None
+
+
+class TimelineCause(StrEnum):
+    """Why a score may have moved; one timeline row per such event."""
+
+    CREATED = "created"
+    KEY_RESULT_ADDED = "key_result_added"
+    KEY_RESULT_REVISED = "key_result_revised"
+    KEY_RESULT_REMOVED = "key_result_removed"
+    CHECK_IN = "check_in"
+    KPI = "kpi"
+    CLOSED = "closed"
+
+
+class TimelineRow(Row):
+    """The scores right after one score-affecting event: what an auditor replays."""
+
+    objective_id: UUID
+    version: int
+    occurred_at: datetime
+    key_result_id: UUID | None
+    value: float | None = Field(description="The key result's current value after the event.")
+    kr_score: float | None
+    kr_attainment: float | None
+    objective_score: float
+    cause: TimelineCause
+    actor: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class FieldChange(Row):
+    field: str = Field(description="e.g. 'title', 'key_results[<id>].target', 'status'.")
+    before: Any
+    after: Any
+
+
+class AuditRow(Row):
+    """Who changed what, when, under which command, and why: one row per event."""
+
+    objective_id: UUID
+    version: int
+    occurred_at: datetime
+    event_type: str
+    actor: str
+    command_id: str
+    reason: str | None
+    changes: tuple[FieldChange, ...]
+
+
+class PositionRow(Row):
+    topic: str
+    partition: int
+    next_offset: int = Field(ge=0, description="The next offset to read: last applied + 1.")
+
+
+class ProjectedObjective(Row):
+    """An objective and its key results (in position order), as the reducer folds them."""
+
+    objective: ObjectiveRow
+    key_results: tuple[KeyResultRow, ...]
+
+
+class ObjectivePage(Row):
+    items: tuple[ObjectiveRow, ...]
+    next_cursor: str | None = Field(description="Pass back as `after_cursor`; null at the end.")
+
+
+class ReadStoreDump(Row):
+    """Every row of every table, each in its key order, for equality checks."""
+
+    objectives: tuple[ObjectiveRow, ...]
+    key_results: tuple[KeyResultRow, ...]
+    timeline: tuple[TimelineRow, ...]
+    audit: tuple[AuditRow, ...]
+    positions: tuple[PositionRow, ...]
+
+
+class ObjectiveFilter(Row):
+    """Filters of `list_objectives`; the period filters keep objectives overlapping the window."""
+
+    period_from: date | None = None
+    period_to: date | None = None
+    owner: str | None = None
+    team: str | None = None
+    status: ObjectiveStatus | None = None
+    parent_id: UUID | None = None
+
+
+# --- paging ---------------------------------------------------------------------------------------
+
+
+class InvalidCursorError(ValueError):
+    """A cursor that this store did not hand out (or from an incompatible version)."""
+
+
+def encode_cursor(row: ObjectiveRow) -> str:
+    """Opaque to clients; it names the last row seen in the (created_at, objective_id) order."""
+    raw = orjson.dumps([row.created_at.isoformat(), str(row.objective_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, objective_id = orjson.loads(raw)
+        return datetime.fromisoformat(created_at), UUID(objective_id)
+    except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as error:
+        raise InvalidCursorError(f"not a cursor of this listing: {cursor!r}") from error
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+class ProjectionWriter(Protocol):
+    """What the projector does inside one transaction; nothing is visible until it commits."""
+
+    def load(self, objective_id: UUID) -> ProjectedObjective | None: ...
+
+    def save(self, projected: ProjectedObjective) -> None:
+        """Upsert the objective and make its key result rows exactly `projected.key_results`."""
+
+    def append_timeline(self, rows: Sequence[TimelineRow]) -> None: ...
+
+    def append_audit(self, rows: Sequence[AuditRow]) -> None: ...
+
+    def advance(self, topic: str, partition: int, next_offset: int) -> None:
+        """Record the next offset to read; a position never moves backwards."""
+
+
+class ReadStore(Protocol):
+    """The projection store: written by the projector only, read by the read API."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[ProjectionWriter]: ...
+
+    def list_objectives(
+        self,
+        filters: ObjectiveFilter = ObjectiveFilter(),
+        *,
+        limit: int = 50,
+        after_cursor: str | None = None,
+    ) -> ObjectivePage: ...
+
+    def get_objective(self, objective_id: UUID) -> ObjectiveRow | None: ...
+
+    def key_results(self, objective_id: UUID) -> list[KeyResultRow]: ...
+
+    def children(self, parent_id: UUID) -> list[ObjectiveRow]: ...
+
+    def timeline(
+        self, objective_id: UUID, key_result_id: UUID | None = None
+    ) -> list[TimelineRow]: ...
+
+    def history(self, objective_id: UUID) -> list[AuditRow]: ...
+
+    def objective_version(self, objective_id: UUID) -> int | None: ...
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> next offset to read."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table."""
+        ...
+
+    def dump(self) -> ReadStoreDump: ...
+
+    def reset(self) -> None:
+        """Drop and recreate every table, positions included: the first step of a rebuild."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,631 @@
+"""The KPI scorer: `kpi.events` in, batch by batch; bound key results moved, exactly once.
+
+Per batch (`score_batch`): parse every record (`events.kpi.KpiEvent`; what does not parse is
+dead-lettered on `okr.dlq` with its reason and origin, and the batch goes on), drop what the stored
+positions say was scored already, deduplicate on `event_id` (within the batch and against the
+stored series), add the new observations to the series and to the aggregate of every binding
+whose period they fall in, and decide `record_kpi_progress` for every bound key result that moved:
+one event per key result per batch, naming how many KPI events it covers and the last one's id and
+offset, so the audit trail says why a score moved. The events of ALL objectives touched, the
+observations, the counters, the binding aggregates and the new Kafka positions are stored by ONE
+`application.save_events` (one transaction). A crash anywhere leaves all of it or none of it.
+
+Positions live in the event store (`kpi_positions`); they are authoritative: on every partition
+assignment the consumer seeks to them, and a batch that starts before them skips what was scored.
+Kafka's committed offsets are written after the save for monitoring only. A lost race (a person
+wrote one of the objectives, another scorer took over a partition, the bindings follower back-filled
+a KPI) makes the save fail with an `IntegrityError`: the batch is recomputed from fresh state.
+
+Scores do not depend on batch boundaries: `domain.kpi_series` aggregates are order-free and exact,
+so a run killed and restarted anywhere ends with the values of an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from eventsourcing.persistence import IntegrityError
+from pydantic import ValidationError
+
+from domain.errors import NotScorableError
+from domain.kpi_series import Observation, epoch_us
+from domain.objective import Decision, Objective, ObjectiveStatus, evolve, record_kpi_progress
+from domain.objective_events import DomainEvent
+from events.dead_letters import DeadLetterReason
+from events.kpi import KpiEvent
+from events.topics import KPI_EVENTS
+from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_producer
+from services.kafka_admin import ensure_topics
+from services.kpi_store import (
+    Binding,
+    KpiBatch,
+    KpiReader,
+    KpiStats,
+    ObservationRow,
+    PositionMove,
+)
+from services.relay import Backoff
+
+if TYPE_CHECKING:
+    from services.application import OkrApplication
+    from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "okr-scorer"
+"""Consumer group, after the deployment's topic prefix (environments sharing a cluster must not
+share a group: a rebalance would hand one environment's partitions to another's scorer)."""
+ACTOR = "okr-scorer"
+MAX_RECORDS = 5000
+"""Records per batch at most. Much of a batch's cost is per key result moved rather than per
+record, so bigger batches coalesce more KPI events into each `KpiProgressRecorded`."""
+FETCH_TIMEOUT_MS = 500
+SESSION_TIMEOUT_MS = 6000
+"""A scorer that died without leaving the group holds its partitions until this passes; 6 s is
+the broker's default minimum (`group.min.session.timeout.ms`)."""
+CONFLICT_RETRIES = 20
+"""A lost race means someone else's write got in; recomputing on fresh state wins the next one
+unless writes to the same objectives keep coming, which the cap turns into a logged retry."""
+
+
+def group_id_for(settings: Settings) -> str:
+    return settings.consumer_group(GROUP_ID)
+
+
+def kpi_reader(application: OkrApplication) -> KpiReader:
+    return application.receipts.kpi
+
+
+# --- reading a record -----------------------------------------------------------------------------
+
+
+class NotAKpiEventError(Exception):
+    """The record cannot be read as a KPI event; it goes to the dead letters."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        self.reason: DeadLetterReason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def read_kpi_event(value: bytes | None) -> KpiEvent:
+    """The KPI event in a record's value, or why not (`NotAKpiEventError.reason`)."""
+    if not value:
+        raise NotAKpiEventError("empty", "the message has no value")
+    try:
+        return KpiEvent.model_validate_json(value)
+    except ValidationError as error:
+        raise NotAKpiEventError(_reason(error), _describe(error)) from None
+
+
+def _reason(error: ValidationError) -> DeadLetterReason:
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    if first["type"] == "json_invalid":
+        return "not_json"
+    if first["type"] in ("model_type", "model_attributes_type") and not first["loc"]:
+        return "not_an_object"
+    fields = {problem["loc"][0] for problem in problems if problem["loc"]}
+    if "schema_version" in fields:
+        return "unsupported_schema_version"
+    if "event_id" in fields:
+        return "missing_id"
+    return "schema_violation"
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or 'value'}: {problem['msg']}"
+        for problem in error.errors(include_url=False)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a record was read from: all the scorer keeps of it once parsed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+Item = tuple[Origin, KpiEvent | None]
+"""A record of the batch: its origin and its event (None: dead-lettered, only its offset counts)."""
+
+
+# --- the outcome of a batch -----------------------------------------------------------------------
+
+
+@dataclass
+class BatchReport:
+    """What a batch did; the scorer logs it, tests and benchmarks read it."""
+
+    records: int = 0
+    dead_lettered: int = 0
+    already_scored: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    outside_period: int = 0
+    unbound: int = 0
+    progress_events: int = 0
+    attempts: int = 0
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Stored next offset per partition after the batch (where the consumer should be)."""
+
+
+# --- scoring (blocking: runs in a worker thread) --------------------------------------------------
+
+
+class KpiScorer:
+    """Turns parsed batches into one transaction each; stateless between batches but for the
+    application's objective cache, so any number of scorers may share a store."""
+
+    def __init__(self, application: OkrApplication, *, actor: str = ACTOR) -> None:
+        self.application = application
+        self.reader = kpi_reader(application)
+        self.actor = actor
+        self.assigned: set[TopicPartition] = set()
+        """The partitions the consumer currently holds (when run by `run_scorer`)."""
+
+    def score(self, items: Sequence[Item]) -> BatchReport:
+        """Store the batch's effects once; retried from fresh state after a lost race."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            plan = self._plan(items)
+            plan.report.attempts = attempt
+            if plan.batch is None:
+                return plan.report
+            try:
+                self.application.save_events(plan.events, kpi_batch=plan.batch)
+            except IntegrityError as error:
+                log.info("KPI batch lost a race (%s); recomputing (attempt %d)", error, attempt)
+                self._evict(plan.objective_ids)
+                continue
+            self._remember(plan.objectives)
+            self.application.snapshot_due(plan.events)
+            for move in plan.batch.positions:
+                plan.report.next_offsets[(move.topic, move.partition)] = move.next_offset
+            return plan.report
+        raise IntegrityError(f"KPI batch still conflicting after {CONFLICT_RETRIES} attempts")
+
+    def _plan(self, items: Sequence[Item]) -> _Plan:
+        report = BatchReport(records=len(items))
+        report.dead_lettered = sum(1 for _, event in items if event is None)
+        stored = self._stored_positions({origin.topic for origin, _ in items})
+        fresh = [item for item in items if item[0].offset >= stored.get(_tp(item[0]), 0)]
+        report.already_scored = len(items) - len(fresh)
+        report.next_offsets = dict(stored)
+        if not fresh:
+            return _Plan(report)
+        moves = _position_moves(fresh, stored)
+        received_at = datetime.now(UTC).isoformat()
+
+        events_by_id: dict[str, tuple[Origin, KpiEvent]] = {}
+        duplicates: Counter[str] = Counter()
+        for origin, event in fresh:
+            if event is None:
+                continue
+            if event.event_id in events_by_id:
+                duplicates[event.kpi_key] += 1
+            else:
+                events_by_id[event.event_id] = (origin, event)
+        known = self.reader.stored_event_ids(list(events_by_id))
+        for event_id in known:
+            duplicates[events_by_id.pop(event_id)[1].kpi_key] += 1
+        new = list(events_by_id.values())
+        report.duplicates = sum(duplicates.values())
+        report.accepted = len(new)
+
+        # The stats row is the KPI's fence: read it before anything else of the KPI.
+        stats = self.reader.stats(sorted({e.kpi_key for _, e in new} | set(duplicates)))
+        for kpi_key, count in duplicates.items():
+            stats[kpi_key].duplicates += count
+        bindings = self.reader.bindings_of_kpis({e.kpi_key for _, e in new})
+        folded = _fold(new, stats, bindings, received_at, report)
+
+        plan = _Plan(report)
+        plan.batch = KpiBatch(
+            observations=folded.rows,
+            stats=list(stats.values()),
+            bindings=[moved.binding for moved in folded.moved],
+            positions=moves,
+        )
+        self._decide(plan, folded)
+        return plan
+
+    def _decide(self, plan: _Plan, folded: _Folded) -> None:
+        """One `record_kpi_progress` per moved key result, on the objective as it stands."""
+        active = [m for m in folded.moved if m.binding.objective_status == ObjectiveStatus.ACTIVE]
+        # A draft scores when activated (bindings follower), a closed or archived one never.
+        plan.objective_ids = {m.binding.objective_id for m in active}
+        plan.objectives = self._load(plan.objective_ids)
+        now = self.application.clock()
+        for moved in sorted(active, key=lambda m: m.binding.key):
+            binding = moved.binding
+            value = binding.value
+            objective = plan.objectives.get(binding.objective_id)
+            if value is None or objective is None:
+                continue
+            decision = Decision(
+                actor=self.actor,
+                command_id=f"kpi:{binding.kpi_key}:{moved.last_event_id}",
+                now=now,
+            )
+            try:
+                events = record_kpi_progress(
+                    objective,
+                    decision,
+                    binding.key_result_id,
+                    value,
+                    observations=moved.observations,
+                    last_kpi_event_id=moved.last_event_id,
+                    last_offset=moved.last_offset,
+                )
+            except NotScorableError as error:
+                log.warning("key result %s not moved: %s", binding.key_result_id, error)
+                continue
+            for event in events:
+                objective = evolve(event, objective)
+            plan.events.extend(events)
+            plan.objectives[binding.objective_id] = objective
+        plan.report.progress_events = len(plan.events)
+
+    def _load(self, objective_ids: Iterable[UUID]) -> dict[UUID, Objective]:
+        """Objectives as stored: from the cache when it holds the stored version (one query for
+        all of them), else loaded (and cached) through the repository."""
+        ids = sorted(objective_ids)
+        if not ids:
+            return {}
+        versions = self.application.receipts.current_versions(ids)
+        cache = self.application.repository.cache
+        loaded: dict[UUID, Objective] = {}
+        for objective_id in ids:
+            if objective_id not in versions:
+                continue
+            objective: Objective | None = None
+            if cache is not None:
+                with contextlib.suppress(KeyError):
+                    objective = cast(Objective, cache.get(objective_id))
+            if objective is None or objective.version != versions[objective_id]:
+                objective = self.application.get_objective(objective_id)
+            if objective is not None:
+                loaded[objective_id] = objective
+        return loaded
+
+    def _stored_positions(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        return {
+            (topic, partition): offset
+            for topic in topics
+            for partition, offset in self.reader.positions(topic).items()
+        }
+
+    def _evict(self, objective_ids: Iterable[UUID]) -> None:
+        cache = self.application.repository.cache
+        if cache is None:
+            return
+        for objective_id in objective_ids:
+            with contextlib.suppress(KeyError):
+                cache.get(objective_id, evict=True)
+
+    def _remember(self, objectives: dict[UUID, Objective]) -> None:
+        """The objectives as saved, so the next batch does not replay what we just wrote."""
+        cache = self.application.repository.cache
+        if cache is None:
+            return
+        for objective_id, objective in objectives.items():
+            cache.put(objective_id, objective)
+
+
+@dataclass
+class _Plan:
+    report: BatchReport
+    batch: KpiBatch | None = None
+    events: list[DomainEvent] = field(default_factory=list)
+    objectives: dict[UUID, Objective] = field(default_factory=dict)
+    objective_ids: set[UUID] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Moved:
+    """A binding with the batch's observations added: how many, and the last one (batch order)."""
+
+    binding: Binding
+    observations: int
+    last_event_id: str
+    last_offset: int
+
+
+@dataclass
+class _Folded:
+    rows: list[ObservationRow]
+    moved: list[_Moved]
+
+
+def _tp(origin: Origin) -> tuple[str, int]:
+    return (origin.topic, origin.partition)
+
+
+def _position_moves(
+    items: Sequence[Item], stored: dict[tuple[str, int], int]
+) -> list[PositionMove]:
+    last: dict[tuple[str, int], int] = {}
+    for origin, _ in items:
+        key = _tp(origin)
+        last[key] = max(last.get(key, -1), origin.offset)
+    return [
+        PositionMove(topic, partition, stored.get((topic, partition)), offset + 1)
+        for (topic, partition), offset in sorted(last.items())
+    ]
+
+
+def _fold(
+    new: Sequence[tuple[Origin, KpiEvent]],
+    stats: dict[str, KpiStats],
+    bindings: Sequence[Binding],
+    received_at: str,
+    report: BatchReport,
+) -> _Folded:
+    """Add the batch's new observations to the counters and to every binding they fall in.
+
+    Visited in batch order, so "stale" (older than the KPI's latest when it arrived) counts what
+    one-by-one processing would; the aggregates themselves do not depend on the order.
+    """
+    by_kpi: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for index, binding in enumerate(bindings):
+        by_kpi[binding.kpi_key].append((*binding.bounds_us, index))
+    additions: list[list[Observation]] = [[] for _ in bindings]
+    last: dict[int, tuple[str, int]] = {}
+    rows: list[ObservationRow] = []
+    for origin, event in new:
+        observed_at_us = epoch_us(event.observed_at)
+        observation = Observation(event.event_id, event.value, observed_at_us)
+        kpi = stats[event.kpi_key]
+        kpi.accepted += 1
+        kpi.last_received_at = received_at
+        latest = kpi.latest
+        if latest is not None and (observed_at_us, event.event_id) < latest.order_key:
+            kpi.stale += 1
+            report.stale += 1
+        else:
+            kpi.latest = observation
+        kpi_bindings = by_kpi.get(event.kpi_key)
+        if not kpi_bindings:
+            kpi.unbound += 1
+            report.unbound += 1
+        else:
+            inside = False
+            for start, end, index in kpi_bindings:
+                if start <= observed_at_us < end:
+                    additions[index].append(observation)
+                    last[index] = (event.event_id, origin.offset)
+                    inside = True
+            if not inside:
+                kpi.outside_period += 1
+                report.outside_period += 1
+        rows.append(
+            ObservationRow(
+                event.event_id,
+                event.kpi_key,
+                event.value,
+                event.observed_at.isoformat(),
+                observed_at_us,
+                event.source,
+                event.unit,
+                orjson.dumps(event.dimensions).decode() if event.dimensions else "{}",
+                origin.topic,
+                origin.partition,
+                origin.offset,
+                received_at,
+            )
+        )
+    moved: list[_Moved] = []
+    for index, binding in enumerate(bindings):
+        observations = additions[index]
+        if observations:
+            event_id, offset = last[index]
+            moved.append(
+                _Moved(
+                    replace(binding, aggregate=binding.aggregate.plus(observations)),
+                    len(observations),
+                    event_id,
+                    offset,
+                )
+            )
+    return _Folded(rows=rows, moved=moved)
+
+
+# --- one batch, from Kafka records ----------------------------------------------------------------
+
+
+async def score_batch(
+    application: OkrApplication,
+    records: Sequence[KafkaRecord],
+    dead_letters: DeadLetterPublisher,
+    *,
+    scorer: KpiScorer | None = None,
+) -> BatchReport:
+    """Score one batch of `kpi.events` records (any topics and partitions); no consumer needed.
+
+    Dead letters are acknowledged by Kafka before the batch is saved: the saved position passes
+    over them, so a crash in between dead-letters them again rather than losing them.
+    """
+    items: list[Item] = []
+    rejected: list[tuple[KafkaRecord, NotAKpiEventError]] = []
+    for record in records:
+        origin = Origin(record.topic, record.partition, record.offset)
+        try:
+            items.append((origin, read_kpi_event(record.value)))
+        except NotAKpiEventError as error:
+            items.append((origin, None))
+            rejected.append((record, error))
+    if rejected:
+        await asyncio.gather(
+            *(
+                dead_letters.publish(record, error.reason, error.detail)
+                for record, error in rejected
+            )
+        )
+        log.warning(
+            "%d KPI record(s) dead-lettered, e.g. %s[%d]@%d: %s",
+            len(rejected),
+            rejected[0][0].topic,
+            rejected[0][0].partition,
+            rejected[0][0].offset,
+            rejected[0][1],
+        )
+    scorer = scorer or KpiScorer(application)
+    return await asyncio.to_thread(scorer.score, items)
+
+
+# --- the consumer loop ----------------------------------------------------------------------------
+
+
+class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On every assignment, start each partition where the event store says scoring stopped."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, scorer: KpiScorer, topic: str) -> None:
+        self.consumer = consumer
+        self.scorer = scorer
+        self.topic = topic
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.scorer.assigned -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        positions = await asyncio.to_thread(self.scorer.reader.positions, self.topic)
+        for tp in assigned:
+            if tp.partition in positions:
+                self.consumer.seek(tp, positions[tp.partition])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+        self.scorer.assigned |= set(assigned)
+        log.info(
+            "KPI scorer holds %s partitions %s",
+            self.topic,
+            sorted(tp.partition for tp in self.scorer.assigned),
+        )
+
+
+@contextlib.asynccontextmanager
+async def kafka_clients(
+    settings: Settings, group_id: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer]]:
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(),
+        group_id=group_id,
+        client_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(
+        **settings.kafka_client_options(),
+        enable_idempotence=True,
+        acks="all",
+        client_id=group_id,
+    )
+    try:
+        await producer.start()
+        yield consumer, producer
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_scorer(
+    settings: Settings,
+    application: OkrApplication,
+    *,
+    group_id: str | None = None,
+    max_records: int = MAX_RECORDS,
+    backoff: Backoff = Backoff(),
+    scorer: KpiScorer | None = None,
+) -> None:
+    """Score `kpi.events` until cancelled. Any failure: log, back off, reconnect, and resume from
+    the stored positions (nothing is lost or doubled: they move only with the effects)."""
+    group = group_id or group_id_for(settings)
+    scorer = scorer or KpiScorer(application)
+    failures = 0
+    while True:
+        try:
+            await ensure_topics(settings)
+            async with kafka_clients(settings, group) as (consumer, producer):
+                try:
+                    await _consume(settings, scorer, consumer, producer, group, max_records)
+                finally:
+                    scorer.assigned.clear()
+        except Exception as error:
+            failures += 1
+            delay = backoff.delay_s(failures)
+            log.warning(
+                "KPI scorer: %s: %s; resuming from the stored positions in %.1fs",
+                type(error).__name__,
+                error,
+                delay,
+                exc_info=not isinstance(error, KafkaError | OSError),
+            )
+            await asyncio.sleep(delay)
+
+
+async def _consume(
+    settings: Settings,
+    scorer: KpiScorer,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    group: str,
+    max_records: int,
+) -> None:
+    topic = settings.topic(KPI_EVENTS)
+    dead_letters = DeadLetterPublisher(settings, send_with_producer(producer), consumer_group=group)
+    listener = SeekToStoredPositions(consumer, scorer, topic)
+    consumer.subscribe([topic], listener=listener)
+    await consumer.start()
+    log.info("KPI scorer consuming %s as group %s", topic, group)
+    while True:
+        fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records)
+        records = [record for tp in sorted(fetched) for record in fetched[tp]]
+        if not records:
+            continue
+        report = await score_batch(scorer.application, records, dead_letters, scorer=scorer)
+        _log_report(report)
+        await _follow_stored_positions(consumer, fetched, report)
+
+
+async def _follow_stored_positions(
+    consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]], report: BatchReport
+) -> None:
+    """Commit the stored positions to Kafka (for lag monitoring only), and skip ahead where
+    another scorer got further than this batch (after a rebalance)."""
+    offsets: dict[TopicPartition, int] = {}
+    held = consumer.assignment()
+    for tp, records in fetched.items():
+        stored = report.next_offsets.get((tp.topic, tp.partition))
+        if stored is None or tp not in held:
+            continue  # revoked during the batch: its new holder seeks to the stored position
+        offsets[tp] = stored
+        if records and stored > records[-1].offset + 1:
+            consumer.seek(tp, stored)
+    if offsets:
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            # A rebalance in progress; the event store has the authoritative positions.
+            log.debug("Kafka offsets not committed (%s)", error)
+
+
+def _log_report(report: BatchReport) -> None:
+    log.debug("KPI batch: %s", report)

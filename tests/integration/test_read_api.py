@@ -1,0 +1,185 @@
+"""The read side through the real broker: HTTP writes, relay, okr.events, projector, HTTP reads.
+
+Reads ask for the version their write returned (`min_version`), so no test sleeps or polls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+
+from services.api.app import create_app
+from services.kafka_admin import ensure_topics
+from services.projector_service import run_projector_job
+from services.relay import run_relay
+from services.settings import Settings
+
+SALES_KR = {
+    "title": "Increase sales of product X by 30 % by Q3",
+    "metric": "units",
+    "baseline": 1000,
+    "relative_target": "+30%",
+    "deadline": "2026-09-30",
+}
+NPS_KR = {
+    "title": "Raise NPS to 80",
+    "metric": "NPS",
+    "baseline": 60,
+    "target": 80,
+    "deadline": "2026-09-30",
+}
+
+
+def objective(title: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "title": title,
+        "owner": "alice",
+        "team": "sales",
+        "period_start": "2026-07-01",
+        "period_end": "2026-09-30",
+        "key_results": [SALES_KR, NPS_KR],
+        **overrides,
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "sqlite":
+        return settings
+    database: str = request.getfixturevalue("postgres_database")
+    return settings.model_copy(update={"event_store_url": database, "read_store_url": database})
+
+
+@pytest.fixture
+async def api(store_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP app with the relay and the projector running, as `okr serve` has them."""
+    await ensure_topics(store_settings)
+    app = create_app(
+        store_settings,
+        background=[partial(run_relay, store_settings), partial(run_projector_job, store_settings)],
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://okr", headers={"X-Actor": "alice"}
+        ) as client:
+            yield client
+
+
+async def write(api: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    response = await api.request(method, path, **kwargs)
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def read_at(api: httpx.AsyncClient, objective_id: str, version: int) -> dict[str, Any]:
+    response = await api.get(f"/objectives/{objective_id}", params={"min_version": version})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_writes_are_readable_at_their_version_with_scores_and_pace(
+    api: httpx.AsyncClient,
+) -> None:
+    created = await write(api, "POST", "/objectives", json=objective("Grow product X"))
+    objective_id = created["objective_id"]
+    await write(api, "POST", f"/objectives/{objective_id}/activate")
+    view = await read_at(api, objective_id, 2)
+    sales, nps = view["key_results"]
+    checked = await write(
+        api,
+        "POST",
+        f"/objectives/{objective_id}/key-results/{sales['key_result_id']}/check-ins",
+        json={"value": 1150, "confidence": 0.8, "note": "good July"},
+    )
+
+    view = await read_at(api, objective_id, checked["version"])
+    assert view["objective"]["status"] == "active"
+    assert view["objective"]["version"] == 3
+    sales, nps = view["key_results"]
+    assert sales["target"] == 1300 and sales["relative_target"] == "+30%"
+    assert sales["current"] == 1150 and sales["score"] == pytest.approx(50.0)
+    assert sales["confidence"] == 0.8
+    assert nps["score"] == 0.0
+    assert view["objective"]["score"] == pytest.approx(25.0)
+    assert view["pace"] in {"not_started", "on_track", "at_risk", "off_track", "stale"}
+    assert view["children"] == []
+
+
+async def test_a_read_ahead_of_the_projection_says_so_instead_of_returning_old_data(
+    api: httpx.AsyncClient,
+) -> None:
+    created = await write(api, "POST", "/objectives", json=objective("Grow product X"))
+    response = await api.get(
+        f"/objectives/{created['objective_id']}", params={"min_version": 99, "wait": 0.2}
+    )
+    assert response.status_code == 503
+    assert response.json()["error"] == "projection_behind"
+    assert response.headers["Retry-After"] == "1"
+
+
+async def test_history_says_who_changed_what_when_and_why(api: httpx.AsyncClient) -> None:
+    created = await write(api, "POST", "/objectives", json=objective("Grow product X"))
+    objective_id = created["objective_id"]
+    view = await read_at(api, objective_id, 1)
+    sales_id = view["key_results"][0]["key_result_id"]
+    revised = await write(
+        api,
+        "PUT",
+        f"/objectives/{objective_id}/key-results/{sales_id}",
+        json={**SALES_KR, "relative_target": None, "target": 1200},
+        headers={"X-Reason": "the market shrank", "X-Actor": "bob"},
+    )
+    await read_at(api, objective_id, revised["version"])
+
+    history = (await api.get(f"/objectives/{objective_id}/history")).json()
+    assert [entry["event_type"] for entry in history] == ["ObjectiveCreated", "KeyResultRevised"]
+    revision = history[1]
+    assert revision["actor"] == "bob"
+    assert revision["reason"] == "the market shrank"
+    changes = {change["field"]: change for change in revision["changes"]}
+    target = changes[f"key_results[{sales_id}].target"]
+    assert (target["before"], target["after"]) == (1300, 1200)
+
+    timeline = (await api.get(f"/objectives/{objective_id}/timeline")).json()
+    assert [row["cause"] for row in timeline] == ["created", "key_result_revised"]
+
+
+async def test_lists_filter_and_page_in_a_stable_order(api: httpx.AsyncClient) -> None:
+    parent = await write(api, "POST", "/objectives", json=objective("Company goal", team="exec"))
+    children = []
+    for number in range(5):
+        child = await write(
+            api,
+            "POST",
+            "/objectives",
+            json=objective(f"Team goal {number}", parent_id=parent["objective_id"]),
+        )
+        children.append(child["objective_id"])
+    await read_at(api, children[-1], 1)
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"team": "sales", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await api.get("/objectives", params=params)).json()
+        seen.extend(item["objective_id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == children, "every child once, in creation order"
+
+    by_parent = (await api.get("/objectives", params={"parent_id": parent["objective_id"]})).json()
+    assert len(by_parent["items"]) == 5
+    parent_view = await read_at(api, parent["objective_id"], 1)
+    assert sorted(c["objective_id"] for c in parent_view["children"]) == sorted(children)
+    assert (await api.get("/objectives", params={"cursor": "garbage"})).status_code == 422
+    assert (await api.get("/objectives", params={"status": "active"})).json()["items"] == []
