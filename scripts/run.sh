@@ -1,10 +1,31 @@
 #!/usr/bin/env bash
 # Set up and run the service on this machine: local Kafka (KRaft) + SQLite stores + HTTP on :8000.
 # Ctrl-C stops the service; `.venv/bin/okr kafka stop` stops the broker.
+#   scripts/run.sh [okr serve options]
+#   scripts/run.sh --demo [okr demo options]   the service, plus the seed's scenario played live
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
 ensure_venv
 require_java_and_maven
 okr kafka start
-exec okr serve "$@"
+if [ "${1:-}" != "--demo" ]; then
+  exec okr serve "$@"
+fi
+shift
+
+# The service in the background, the demo against it, then the service kept until Ctrl-C.
+okr serve &
+serve_pid=$!
+stop_service() {
+  trap - EXIT INT TERM
+  kill -TERM "$serve_pid" 2>/dev/null || true
+  wait "$serve_pid" 2>/dev/null || true
+}
+trap stop_service EXIT
+trap 'stop_service; exit 130' INT
+trap 'stop_service; exit 143' TERM
+
+okr demo --wait-for-service 120 "$@"
+echo "The service keeps running; Ctrl-C stops it."
+wait "$serve_pid"

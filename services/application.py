@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
@@ -152,7 +152,7 @@ class OkrApplication(Application[UUID]):
                 replayed = self._replayed(command.command_id, digest)
                 if replayed is not None:
                     return replayed
-                self._evict(objective_id)
+                self.evict([objective_id])
                 if attempt + 1 < attempts:
                     continue
                 current = self.get_objective(objective_id) if objective_id else None
@@ -202,12 +202,15 @@ class OkrApplication(Application[UUID]):
             warnings=issues(outcome.report, "warnings"),
         )
 
-    def _evict(self, objective_id: UUID | None) -> None:
-        """A conflict means our cached copy is behind; drop it so the next load is fresh."""
+    def evict(self, objective_ids: Iterable[UUID | None]) -> None:
+        """A conflict means our cached copies are behind; drop them so the next load is fresh."""
         cache = self.repository.cache
-        if cache is not None and objective_id is not None:
-            with contextlib.suppress(KeyError):
-                cache.get(objective_id, evict=True)
+        if cache is None:
+            return
+        for objective_id in objective_ids:
+            if objective_id is not None:
+                with contextlib.suppress(KeyError):
+                    cache.get(objective_id, evict=True)
 
     def save_events(self, events: Sequence[DomainEvent], **kwargs: Any) -> list[Recording[UUID]]:
         """Store events already decided, in one transaction with what `kwargs` carry.

@@ -158,6 +158,42 @@ def scorer() -> None:
     asyncio.run(_until_terminated(run_jobs(settings, scorer_jobs(settings))))
 
 
+@app.command("demo")
+def demo(
+    seconds: float = typer.Option(60.0, min=1, help="How long to publish KPI events."),
+    events_per_second: float = typer.Option(
+        3.0, min=0.1, max=100, help="KPI events per second, per KPI."
+    ),
+    url: str | None = typer.Option(
+        None, help="The running service's HTTP API (default: OKR_HTTP_HOST:OKR_HTTP_PORT)."
+    ),
+    wait_for_service: float = typer.Option(
+        30.0, min=0, help="Seconds to wait for the service to be healthy before giving up."
+    ),
+) -> None:
+    """Play the seed's scenario against a running `okr serve`: objectives over this quarter,
+    bound to KPIs, then live KPI events on kpi.events; prints the scores as they move."""
+    from services.demo import DemoError, run_demo
+
+    settings = settings_or_exit()
+    try:
+        asyncio.run(
+            run_demo(
+                settings,
+                seconds=seconds,
+                events_per_second=events_per_second,
+                base_url=url,
+                wait_for_service_s=wait_for_service,
+                echo=typer.echo,
+            )
+        )
+    except DemoError as error:
+        raise _fail(error) from None
+    except KeyboardInterrupt:
+        typer.echo("demo stopped", err=True)
+        raise typer.Exit(130) from None
+
+
 async def _until_terminated(main: Coroutine[Any, Any, None]) -> None:
     """SIGTERM stops the process like Ctrl-C does: cancelled, cleaned up, exit 0."""
     task = asyncio.ensure_future(main)

@@ -17,9 +17,8 @@ their rows, frozen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -132,7 +131,7 @@ class BindingsFollower:
             try:
                 self._reconcile(objective_ids, tracking, plan)
             except IntegrityError as error:
-                self._evict(plan.objective_ids)
+                self.application.evict(plan.objective_ids)
                 if self.position() >= tracking.notification_id:
                     return len(notifications)  # another follower on this store did it
                 log.info("bindings lost a race (%s); recomputing (attempt %d)", error, attempt)
@@ -245,14 +244,6 @@ class BindingsFollower:
             objective = evolve(event, objective)
         plan.events.extend(events)
         return objective
-
-    def _evict(self, objective_ids: Iterable[UUID]) -> None:
-        cache = self.application.repository.cache
-        if cache is None:
-            return
-        for objective_id in objective_ids:
-            with contextlib.suppress(KeyError):
-                cache.get(objective_id, evict=True)
 
 
 def _bound(objective: Objective | None) -> list[KeyResult]:

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -67,13 +68,19 @@ GROUP_ID = "okr-scorer"
 """Consumer group, after the deployment's topic prefix (environments sharing a cluster must not
 share a group: a rebalance would hand one environment's partitions to another's scorer)."""
 ACTOR = "okr-scorer"
-MAX_RECORDS = 5000
+MAX_RECORDS = 20000
 """Records per batch at most. Much of a batch's cost is per key result moved rather than per
 record, so bigger batches coalesce more KPI events into each `KpiProgressRecorded`."""
 FETCH_TIMEOUT_MS = 500
 SESSION_TIMEOUT_MS = 6000
 """A scorer that died without leaving the group holds its partitions until this passes; 6 s is
 the broker's default minimum (`group.min.session.timeout.ms`)."""
+CLOSE_TIMEOUT_S = 5.0
+"""Longest wait for the consumer (leaving the group) or the producer to close. aiokafka's close
+first waits for a JoinGroup in flight, which the broker may hold for the whole rebalance (up to
+`max.poll.interval.ms`, 5 min) while members killed without leaving time out; the stored positions
+make leaving cleanly unnecessary (the broker drops us after the session timeout), so shutdown is
+bounded instead."""
 CONFLICT_RETRIES = 20
 """A lost race means someone else's write got in; recomputing on fresh state wins the next one
 unless writes to the same objectives keep coming, which the cap turns into a logged retry."""
@@ -190,7 +197,7 @@ class KpiScorer:
                 self.application.save_events(plan.events, kpi_batch=plan.batch)
             except IntegrityError as error:
                 log.info("KPI batch lost a race (%s); recomputing (attempt %d)", error, attempt)
-                self._evict(plan.objective_ids)
+                self.application.evict(plan.objective_ids)
                 continue
             self._remember(plan.objectives)
             self.application.snapshot_due(plan.events)
@@ -309,14 +316,6 @@ class KpiScorer:
             for topic in topics
             for partition, offset in self.reader.positions(topic).items()
         }
-
-    def _evict(self, objective_ids: Iterable[UUID]) -> None:
-        cache = self.application.repository.cache
-        if cache is None:
-            return
-        for objective_id in objective_ids:
-            with contextlib.suppress(KeyError):
-                cache.get(objective_id, evict=True)
 
     def _remember(self, objectives: dict[UUID, Objective]) -> None:
         """The objectives as saved, so the next batch does not replay what we just wrote."""
@@ -485,7 +484,25 @@ async def score_batch(
             rejected[0][1],
         )
     scorer = scorer or KpiScorer(application)
-    return await asyncio.to_thread(scorer.score, items)
+    return await _to_thread_to_completion(scorer.score, items)
+
+
+async def _to_thread_to_completion(
+    function: Callable[[Sequence[Item]], BatchReport], items: Sequence[Item]
+) -> BatchReport:
+    """Run a batch in a worker thread; if cancelled meanwhile, let it finish before re-raising.
+
+    A cancelled `asyncio.to_thread` leaves its thread running: the caller would go on to leave
+    the group and close the application (its connection pool) under a transaction in flight.
+    Waiting for the batch (bounded: one transaction) keeps shutdown orderly.
+    """
+    work = asyncio.ensure_future(asyncio.to_thread(function, items))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(work)
+        raise
 
 
 # --- the consumer loop ----------------------------------------------------------------------------
@@ -542,8 +559,25 @@ async def kafka_clients(
         await producer.start()
         yield consumer, producer
     finally:
-        await consumer.stop()
-        await producer.stop()
+        await _close_within(consumer.stop(), "consumer")
+        await _close_within(producer.stop(), "producer")
+
+
+async def _close_within(closing: Coroutine[Any, Any, None], what: str) -> None:
+    """Close a Kafka client, but never for longer than `CLOSE_TIMEOUT_S`, and never let a close
+    failure replace the exception (or cancellation) that is being propagated."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await closing
+    except TimeoutError:
+        log.warning("KPI scorer: %s not closed within %.0fs; moving on", what, CLOSE_TIMEOUT_S)
+    except Exception as error:
+        log.warning("KPI scorer: %s closed with %s: %s", what, type(error).__name__, error)
+    except asyncio.CancelledError:
+        if _being_cancelled():
+            raise
+        # aiokafka's close can re-raise the cancellation of one of its own inner tasks.
+        log.warning("KPI scorer: %s close was interrupted by one of its own tasks", what)
 
 
 async def run_scorer(
@@ -559,6 +593,7 @@ async def run_scorer(
     the stored positions (nothing is lost or doubled: they move only with the effects)."""
     group = group_id or group_id_for(settings)
     scorer = scorer or KpiScorer(application)
+    freeze_start_up_objects()
     failures = 0
     while True:
         try:
@@ -569,6 +604,10 @@ async def run_scorer(
                 finally:
                     scorer.assigned.clear()
         except Exception as error:
+            if _being_cancelled():
+                # An error raised while unwinding a cancellation replaced the CancelledError:
+                # retrying would keep a stopping process alive.
+                raise asyncio.CancelledError from error
             failures += 1
             delay = backoff.delay_s(failures)
             log.warning(
@@ -579,6 +618,19 @@ async def run_scorer(
                 exc_info=not isinstance(error, KafkaError | OSError),
             )
             await asyncio.sleep(delay)
+
+
+def freeze_start_up_objects() -> None:
+    """Move everything alive at start-up (modules, pydantic schemas, the application) out of the
+    cyclic GC's reach: otherwise every full collection walks them again, and a batch allocates
+    enough objects (an observation, a row and a parsed event per record) to trigger many."""
+    gc.collect()
+    gc.freeze()
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _consume(

@@ -44,6 +44,12 @@ class Wakeup:
 
 
 async def wait_for_wakeup(event: asyncio.Event, timeout_s: float) -> None:
-    """Until the event is set or `timeout_s` passed (the poll that catches other processes)."""
+    """Until the event is set or `timeout_s` passed (the poll that catches other processes).
+
+    `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11, `wait_for` returns normally when
+    the task is cancelled in the same loop step as the event is set, so a follower woken by a
+    save at shutdown would swallow its cancellation and keep running (a hung stop).
+    """
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await event.wait()

@@ -3,7 +3,8 @@
 Kafka: `OKR_TEST_KAFKA` if set; else a testcontainers Kafka when a Docker engine answers; else the
 project's local broker (`okr kafka start`) on a test port. PostgreSQL: `OKR_TEST_POSTGRES_URL`.
 Under `CI=true` a missing service fails the run; elsewhere the tests that need it are skipped.
-Every test gets its own topic prefix and its own databases, so nothing leaks between tests.
+Every test gets its own topic prefix and its own databases, so nothing leaks between tests;
+`store_settings` runs a test once per storage backend (SQLite files, then PostgreSQL).
 """
 
 from __future__ import annotations
@@ -121,3 +122,21 @@ def settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Setting
         event_store_url=f"sqlite:///{tmp_path / 'events.sqlite'}",
         read_store_url=f"sqlite:///{tmp_path / 'read.sqlite'}",
     )
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """The test's settings, run once with both stores in SQLite files, once in fresh PostgreSQL.
+
+    Both stores move together, as a deployment sets them; a test that asks for this runs on each
+    backend, and its PostgreSQL run carries the `postgres` marker.
+    """
+    if request.param == "sqlite":
+        return settings
+    database: str = request.getfixturevalue("postgres_database")
+    return settings.model_copy(update={"event_store_url": database, "read_store_url": database})

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from projections.views import ReadStore
-from services.api import as_of, asyncapi, commands, health, lint, metrics, reads
+from services.api import as_of, asyncapi, commands, health, kpis, lint, metrics, reads
 from services.api.errors import install_error_handlers
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
@@ -81,6 +81,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(commands.router)
     app.include_router(reads.router)
+    app.include_router(kpis.router)
     app.include_router(lint.router)
     app.include_router(as_of.router)
     app.include_router(metrics.router)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import defaultdict
 
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from events import topics
 from events.okr import parse_okr_event
 from services.settings import Settings
+from tests import seed
 from tests.e2e.conftest import RunningService
+from tests.kafka_support import produce, read_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -22,41 +22,10 @@ OBJECTIVE = {
     "title": "Grow product X",
     "owner": "alice",
     "team": "sales",
-    "period_start": "2026-07-01",
-    "period_end": "2026-09-30",
-    "key_results": [
-        {
-            "title": "Increase sales of product X by 30 % by Q3",
-            "metric": "units",
-            "baseline": 1000,
-            "relative_target": "+30%",
-            "deadline": "2026-09-30",
-        }
-    ],
+    "period_start": seed.QUARTER_START.isoformat(),
+    "period_end": seed.QUARTER_END.isoformat(),
+    "key_results": [seed.SALES.as_json()],
 }
-
-
-async def read_until(
-    settings: Settings, topic: str, done: object, timeout_s: float = 60
-) -> list[tuple[bytes | None, bytes]]:
-    """Read `topic` from the start until `done(records)` is true."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(topic),
-        **settings.kafka_client_options(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[tuple[bytes | None, bytes]] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not done(records):  # type: ignore[operator]
-                batch = await consumer.getmany(timeout_ms=500)
-                for messages in batch.values():
-                    records.extend((m.key, m.value) for m in messages if m.value is not None)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def test_commands_over_http_and_kafka_become_ordered_events_on_kafka(
@@ -76,49 +45,42 @@ async def test_commands_over_http_and_kafka_become_ordered_events_on_kafka(
         assert stale.status_code == 409
         invalid = await http.post(
             "/objectives",
-            json={**OBJECTIVE, "key_results": [{"title": "Increase lead generation"}]},
+            json={**OBJECTIVE, "key_results": [seed.LEAD_GENERATION.as_json()]},
         )
         assert invalid.status_code == 422
         assert len(invalid.json()["problems"]) >= 4
         assert (await http.get("/health")).json()["down"] == []
 
-    producer = AIOKafkaProducer(**settings.kafka_client_options(), enable_idempotence=True)
-    await producer.start()
     command_id = str(uuid.uuid4())
-    try:
-        # The key result id is only known from the stored objective: read it off okr.events.
-        events = await read_until(settings, topics.EVENTS, lambda records: len(records) >= 2)
-        _, created_payload = parse_okr_event(events[0][1])
-        key_result_id = str(created_payload.key_results[0].key_result_id)  # type: ignore[attr-defined]
-        command = {
-            "command_id": command_id,
-            "objective_id": objective_id,
-            "expected_version": 2,
-            "actor": "sales-service",
-            "body": {"type": "check_in", "key_result_id": key_result_id, "value": 1150},
-        }
-        await producer.send_and_wait(
-            settings.topic(topics.COMMANDS), orjson.dumps(command), key=objective_id.encode()
-        )
-        await producer.send_and_wait(
-            settings.topic(topics.COMMANDS), b"{not json", key=objective_id.encode()
-        )
-    finally:
-        await producer.stop()
+    # The key result id is only known from the stored objective: read it off okr.events.
+    events = await read_until(settings, topics.EVENTS, lambda records: len(records) >= 2)
+    _, created_payload = parse_okr_event(events[0].value)
+    key_result_id = str(created_payload.key_results[0].key_result_id)  # type: ignore[attr-defined]
+    command = {
+        "command_id": command_id,
+        "objective_id": objective_id,
+        "expected_version": 2,
+        "actor": "sales-service",
+        "body": {"type": "check_in", "key_result_id": key_result_id, "value": 1150},
+    }
+    key = objective_id.encode()
+    await produce(
+        settings, topics.COMMANDS, [(key, orjson.dumps(command), []), (key, b"{not json", [])]
+    )
 
     results = await read_until(settings, topics.COMMAND_RESULTS, lambda records: len(records) >= 1)
-    result = orjson.loads(results[0][1])
+    result = orjson.loads(results[0].value)
     assert result["command_id"] == command_id
     assert result["status"] == "accepted" and result["version"] == 3
 
     dead = await read_until(settings, topics.DEAD_LETTERS, lambda records: len(records) >= 1)
-    letter = orjson.loads(dead[0][1])
+    letter = orjson.loads(dead[0].value)
     assert letter["origin_topic"] == settings.topic(topics.COMMANDS)
     assert letter["value"]["data"] == "{not json"
 
     events = await read_until(settings, topics.EVENTS, lambda records: len(records) >= 3)
     versions: dict[bytes | None, list[int]] = defaultdict(list)
-    for key, value in events:
-        envelope, _ = parse_okr_event(value)
-        versions[key].append(envelope.version)
+    for record in events:
+        envelope, _ = parse_okr_event(record.value)
+        versions[record.key].append(envelope.version)
     assert versions == {objective_id.encode(): [1, 2, 3]}

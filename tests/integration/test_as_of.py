@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -26,27 +26,15 @@ from services.application import OkrApplication
 from services.history import ObjectiveAsOf, objective_as_of
 from services.persistence import ObjectiveSnapshot
 from services.settings import Settings
+from tests import seed
 
 START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 MOMENTS = [START + n * DAY for n in range(6)]
 """When versions 1..6 were written."""
 
-NPS = wire.KeyResultDefinition(
-    title="Raise NPS to 80",
-    metric="NPS points",
-    baseline=62,
-    target=80,
-    deadline=date(2026, 9, 30),
-)
-SALES = wire.KeyResultDefinition(
-    title="Increase sales of product X by 30 % by Q3",
-    metric="units",
-    baseline=1000,
-    relative_target="+30%",
-    deadline=date(2026, 9, 30),
-    weight=2,
-)
+NPS = seed.NPS.as_definition()
+SALES = seed.SALES.as_definition(weight=2)
 SALES_REVISED = SALES.model_copy(update={"relative_target": None, "target": 1200})
 
 
@@ -95,19 +83,13 @@ class History:
     sales_id: UUID
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    """Snapshots every 2 versions, on SQLite (default) or PostgreSQL."""
-    updates: dict[str, Any] = {"snapshot_interval": 2}
-    if request.param == "postgres":
-        updates["event_store_url"] = request.getfixturevalue("postgres_database")
-    return settings.model_copy(update=updates)
-
-
 @pytest.fixture
 def history(store_settings: Settings) -> Iterator[History]:
+    """On SQLite, then PostgreSQL, with snapshots every 2 versions."""
     clock = FakeClock()
-    application = OkrApplication(store_settings, clock=clock)
+    application = OkrApplication(
+        store_settings.model_copy(update={"snapshot_interval": 2}), clock=clock
+    )
     objective_id = uuid4()
 
     def run(moment: datetime, body: wire.CommandBody, reason: str | None = None) -> None:
@@ -129,8 +111,8 @@ def history(store_settings: Settings) -> Iterator[History]:
             title="Grow product X",
             owner="alice",
             team="sales",
-            period_start=date(2026, 7, 1),
-            period_end=date(2026, 9, 30),
+            period_start=seed.QUARTER_START,
+            period_end=seed.QUARTER_END,
             key_results=[NPS, SALES],
         ),
     )

@@ -41,41 +41,17 @@ from events.commands import (
 from services.application import OkrApplication
 from services.persistence import ObjectiveSnapshot
 from services.settings import Settings
+from tests import seed
 
 Q3_START = date(2025, 7, 1)
 Q3_END = date(2025, 9, 30)
 NOW = datetime(2025, 7, 15, 9, 30, 15, 123456, tzinfo=UTC)
 RACERS = 8
 
-SALES = KeyResultDefinition(
-    title="Increase sales of product X by 30 % by Q3",
-    kind="increase",
-    metric="units",
-    baseline=1000,
-    relative_target="+30%",
-    deadline=Q3_END,
-    weight=2.5,
-)
-CHURN = KeyResultDefinition(
-    title="Reduce total churn by 5 %",
-    kind="decrease",
-    metric="% monthly churn",
-    baseline=8.0,
-    relative_target="-5%",
-    deadline=Q3_END,
-)
-NPS = KeyResultDefinition(
-    title="Raise NPS to 80", metric="NPS points", baseline=62.0, target=80.0, deadline=Q3_END
-)
-PURCHASE_PATH = KeyResultDefinition(
-    title="Cut the purchase path to 3\u20134 minutes",
-    kind="range",
-    metric="minutes",
-    baseline=7.0,
-    target_low=3.0,
-    target_high=4.0,
-    deadline=Q3_END,
-)
+SALES = seed.SALES.as_definition(deadline=Q3_END, weight=2.5)
+CHURN = seed.CHURN.as_definition(deadline=Q3_END)
+NPS = seed.NPS.as_definition(deadline=Q3_END)
+PURCHASE_PATH = seed.PURCHASE_PATH.as_definition(deadline=Q3_END)
 ERROR_RATE = KeyResultDefinition(
     title="Keep checkout errors at most 0.3 %",
     kind="at_most",
@@ -98,21 +74,7 @@ LAUNCH = KeyResultDefinition(
 )
 EVERY_KIND = [SALES, CHURN, NPS, PURCHASE_PATH, ERROR_RATE, UPTIME, LAUNCH]
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
 OpenApplication = Callable[..., OkrApplication]
-
-
-@pytest.fixture(params=BACKENDS)
-def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    """The test's settings, with the event store on the backend under test."""
-    if request.param == "postgres":
-        database: str = request.getfixturevalue("postgres_database")
-        return settings.model_copy(update={"event_store_url": database})
-    return settings
 
 
 @pytest.fixture

@@ -19,52 +19,18 @@ from domain.objective import Objective
 from services.api.app import create_app
 from services.application import OkrApplication
 from services.settings import Settings
+from tests import seed
 
 ACTOR = "alice@example.com"
-DEADLINE = "2026-09-30"
 
-SALES = {
-    "title": "Increase sales of product X by 30 % by Q3",
-    "kind": "increase",
-    "metric": "units",
-    "baseline": 1000,
-    "relative_target": "+30%",
-    "deadline": DEADLINE,
-}
-CHURN = {
-    "title": "Reduce total churn by 5 %",
-    "kind": "decrease",
-    "metric": "churned customers per month",
-    "baseline": 400,
-    "relative_target": "-5%",
-    "deadline": DEADLINE,
-}
-NPS = {
-    "title": "Raise NPS to 80",
-    "kind": "increase",
-    "metric": "NPS points",
-    "baseline": 62,
-    "target": 80,
-    "deadline": DEADLINE,
-}
-PURCHASE_PATH = {
-    "title": "Cut the purchase path to 3\u20134 minutes",
-    "kind": "range",
-    "metric": "minutes",
-    "baseline": 7,
-    "target_low": 3,
-    "target_high": 4,
-    "deadline": DEADLINE,
-}
-LEAD_GENERATION = {"title": "Increase lead generation"}
-CHURN_OBSTACLES = {"title": "Identify and eliminate obstacles contributing to churn"}
+SALES = seed.SALES.as_json()
+CHURN = seed.CHURN.as_json()
+NPS = seed.NPS.as_json()
+PURCHASE_PATH = seed.PURCHASE_PATH.as_json()
+LEAD_GENERATION = seed.LEAD_GENERATION.as_json()
+CHURN_OBSTACLES = seed.CHURN_OBSTACLES.as_json()
 
-UNMEASURABLE = {
-    ("missing_target", "key_results[0].target"),
-    ("missing_metric", "key_results[0].metric"),
-    ("missing_baseline", "key_results[0].baseline"),
-    ("missing_deadline", "key_results[0].deadline"),
-}
+UNMEASURABLE = seed.unmeasurable_problems()
 
 
 def objective(*key_results: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
@@ -72,8 +38,8 @@ def objective(*key_results: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
         "title": "Win the mid-market",
         "owner": ACTOR,
         "team": "growth",
-        "period_start": "2026-07-01",
-        "period_end": DEADLINE,
+        "period_start": seed.QUARTER_START.isoformat(),
+        "period_end": seed.QUARTER_END.isoformat(),
         "key_results": list(key_results),
         **fields,
     }
@@ -156,14 +122,6 @@ def problem_fields(body: Mapping[str, Any]) -> set[tuple[str, str]]:
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    database: str = request.getfixturevalue("postgres_database")
-    return settings.model_copy(update={"event_store_url": database, "read_store_url": database})
-
-
 @pytest.fixture
 def application(store_settings: Settings) -> Iterator[OkrApplication]:
     application = OkrApplication(store_settings)
@@ -195,7 +153,7 @@ async def test_create_answers_201_at_version_1(api: Api) -> None:
     ("key_result", "resolved"),
     [
         (SALES, {"target": 1300, "relative_target": "+30%"}),
-        (CHURN, {"target": 380}),
+        (CHURN, {"target": 7.6}),
         (NPS, {"target": 80}),
         (PURCHASE_PATH, {"target_low": 3, "target_high": 4, "target": None}),
     ],

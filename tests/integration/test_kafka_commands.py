@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from events import topics
 from events.commands import Command, CommandResult
@@ -26,11 +25,17 @@ from services.application import OkrApplication
 from services.command_consumer import GROUP_ID, run_command_consumer
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
-
-DEADLINE_S = 60.0
-
-Headers = list[tuple[str, bytes]]
-
+from tests import seed
+from tests.kafka_support import (
+    Headers,
+    Message,
+    committed_offsets,
+    end_offsets,
+    produce,
+    read_to_end,
+    read_until,
+    running,
+)
 
 # --- helpers
 
@@ -46,18 +51,9 @@ def good_objective(objective_id: str, title: str = "Delight our customers") -> d
         "title": title,
         "owner": "alice",
         "team": "growth",
-        "period_start": "2026-07-01",
-        "period_end": "2026-09-30",
-        "key_results": [
-            {
-                "title": "Raise NPS to 80",
-                "kind": "increase",
-                "metric": "NPS points",
-                "baseline": 40,
-                "target": 80,
-                "deadline": "2026-09-30",
-            }
-        ],
+        "period_start": seed.QUARTER_START.isoformat(),
+        "period_end": seed.QUARTER_END.isoformat(),
+        "key_results": [seed.NPS.as_json()],
     }
 
 
@@ -83,114 +79,13 @@ def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message)
 
 
-async def produce(
-    settings: Settings, messages: Sequence[tuple[str | None, bytes | None, Headers]]
-) -> list[Any]:
-    """Send (key, value, headers) in order; returns each message's RecordMetadata."""
-    producer = AIOKafkaProducer(**settings.kafka_client_options(), enable_idempotence=True)
-    await producer.start()
-    try:
-        return [
-            await producer.send_and_wait(
-                settings.topic(topics.COMMANDS),
-                value=value,
-                key=key.encode() if key is not None else None,
-                headers=headers,
-            )
-            for key, value, headers in messages
-        ]
-    finally:
-        await producer.stop()
-
-
 async def send_commands(settings: Settings, *messages: dict[str, Any]) -> list[Any]:
     """Commands keyed by their objective (the body's for a creation), as senders do."""
-    keyed: list[tuple[str | None, bytes | None, Headers]] = [
-        (message["objective_id"] or message["body"].get("objective_id"), encode(message), [])
-        for message in messages
-    ]
-    return await produce(settings, keyed)
-
-
-async def read_until(
-    settings: Settings,
-    logical_topic: str,
-    done: Callable[[list[Any]], bool],
-    consumer_task: asyncio.Task[None] | None = None,
-) -> list[Any]:
-    """Every record of a topic from the start, read until `done(records)` or the deadline."""
-    reader = AIOKafkaConsumer(
-        settings.topic(logical_topic),
-        **settings.kafka_client_options(),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await reader.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(DEADLINE_S):
-            while not done(records):
-                if consumer_task is not None and consumer_task.done():
-                    consumer_task.result()
-                    raise AssertionError("the command consumer stopped")
-                batch = await reader.getmany(timeout_ms=300)
-                for partition_records in batch.values():
-                    records.extend(partition_records)
-    except TimeoutError:
-        raise AssertionError(f"gave up waiting on {logical_topic}; read {records}") from None
-    finally:
-        await reader.stop()
-    return records
-
-
-async def read_to_end(settings: Settings, logical_topic: str) -> list[Any]:
-    """Every record a topic holds right now (its end offsets when called)."""
-    reader = AIOKafkaConsumer(
-        **settings.kafka_client_options(), group_id=None, enable_auto_commit=False
-    )
-    await reader.start()
-    try:
-        name = settings.topic(logical_topic)
-        partitions = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        ends = await reader.end_offsets(partitions)
-        records: list[Any] = []
-        async with asyncio.timeout(DEADLINE_S):
-            while [p for p, end in ends.items() if await reader.position(p) < end]:
-                batch = await reader.getmany(*partitions, timeout_ms=300)
-                for partition_records in batch.values():
-                    records.extend(partition_records)
-    finally:
-        await reader.stop()
-    return records
-
-
-async def end_offsets(settings: Settings, name: str) -> dict[int, int]:
-    reader = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None)
-    await reader.start()
-    try:
-        partitions = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
-        ends = await reader.end_offsets(partitions)
-    finally:
-        await reader.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
-
-
-async def committed_offsets(settings: Settings, name: str) -> dict[int, int | None]:
-    """The command consumer group's committed positions on `name`."""
-    group = AIOKafkaConsumer(
-        **settings.kafka_client_options(), group_id=settings.consumer_group(GROUP_ID)
-    )
-    await group.start()
-    try:
-        return {
-            p: await group.committed(TopicPartition(name, p))
-            for p in range(settings.topic_partitions)
-        }
-    finally:
-        await group.stop()
+    keyed: list[Message] = []
+    for message in messages:
+        key: str | None = message["objective_id"] or message["body"].get("objective_id")
+        keyed.append((key.encode() if key is not None else None, encode(message), []))
+    return await produce(settings, topics.COMMANDS, keyed)
 
 
 def results_of(records: list[Any]) -> dict[str, list[CommandResult]]:
@@ -213,7 +108,7 @@ async def wait_for_results(
         found = results_of(records)
         return all(len(found.get(id_, [])) >= n for id_, n in expected.items())
 
-    return results_of(await read_until(settings, topics.COMMAND_RESULTS, done, task))
+    return results_of(await read_until(settings, topics.COMMAND_RESULTS, done, watch=task))
 
 
 async def result_of(settings: Settings, task: asyncio.Task[None], command_id: str) -> CommandResult:
@@ -221,17 +116,10 @@ async def result_of(settings: Settings, task: asyncio.Task[None], command_id: st
     return result
 
 
-@contextlib.asynccontextmanager
-async def consumer_running(
+def consumer_running(
     settings: Settings, application: OkrApplication
-) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(run_command_consumer(settings, application))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running(run_command_consumer(settings, application))
 
 
 async def event_count(application: OkrApplication) -> int:
@@ -239,15 +127,6 @@ async def event_count(application: OkrApplication) -> int:
 
 
 # --- fixtures
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    """The test's settings on SQLite, or on a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        database: str = request.getfixturevalue("postgres_database")
-        return settings.model_copy(update={"event_store_url": database})
-    return settings
 
 
 @pytest.fixture
@@ -337,19 +216,14 @@ async def test_invalid_fields_in_a_readable_command_are_rejected_with_every_prob
 async def test_the_seeds_unmeasurable_key_result_is_rejected_with_its_reasons(
     store_settings: Settings, application: OkrApplication
 ) -> None:
-    body = good_objective(new_id()) | {"key_results": [{"title": "Increase lead generation"}]}
+    body = good_objective(new_id()) | {"key_results": [seed.LEAD_GENERATION.as_json()]}
     vague = command(body)
     async with consumer_running(store_settings, application) as task:
         await send_commands(store_settings, vague)
         result = await result_of(store_settings, task, vague["command_id"])
 
     assert (result.status, result.error) == ("rejected", "quality_rejected")
-    assert {(p.code, p.field) for p in result.problems} == {
-        ("missing_target", "key_results[0].target"),
-        ("missing_metric", "key_results[0].metric"),
-        ("missing_baseline", "key_results[0].baseline"),
-        ("missing_deadline", "key_results[0].deadline"),
-    }
+    assert {(p.code, p.field) for p in result.problems} == seed.unmeasurable_problems()
     assert await event_count(application) == 0
 
 
@@ -427,7 +301,9 @@ async def test_messages_that_are_not_commands_are_dead_lettered_and_the_consumer
     async with consumer_running(settings, sqlite_application) as task:
         sent = await produce(
             settings,
-            [(key, value, headers) for _, value, headers in bad] + [(key, encode(valid), [])],
+            topics.COMMANDS,
+            [(key.encode(), value, headers) for _, value, headers in bad]
+            + [(key.encode(), encode(valid), [])],
         )
         result = await result_of(settings, task, valid["command_id"])
     # The bad messages precede the valid one in its partition: their outcomes are all out by now.
@@ -484,7 +360,7 @@ async def test_a_restarted_consumer_neither_repeats_nor_misses_a_command(
 
     async with consumer_running(settings, sqlite_application) as task:
         await send_commands(settings, *before)
-        await read_until(settings, topics.COMMAND_RESULTS, lambda r: len(r) >= 1, task)
+        await read_until(settings, topics.COMMAND_RESULTS, lambda r: len(r) >= 1, watch=task)
     # Stopped as soon as the first result showed up, most likely in the middle of the stream.
     await send_commands(settings, *after)
     async with consumer_running(settings, sqlite_application) as task:
@@ -492,9 +368,9 @@ async def test_a_restarted_consumer_neither_repeats_nor_misses_a_command(
             settings, task, {c["command_id"]: 1 for c in before + after}
         )
 
-    commands_topic = settings.topic(topics.COMMANDS)
-    assert await committed_offsets(settings, commands_topic) == await end_offsets(
-        settings, commands_topic
+    group = settings.consumer_group(GROUP_ID)
+    assert await committed_offsets(settings, group, topics.COMMANDS) == await end_offsets(
+        settings, topics.COMMANDS
     ), "everything processed is committed"
     for sent in before + after:
         answers = results[sent["command_id"]]

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.kafka_admin import ensure_topics, topic_specs
 from services.settings import Settings
+from tests.kafka_support import committed_offsets
 
 PARTITIONS = 4
 MESSAGES = 400
 KEYS = 17
+PLUMBING = "plumbing"
+GROUP = "plumbing-group"
 
 
 async def create_topic(settings: Settings, name: str) -> None:
@@ -62,7 +65,7 @@ async def consume(settings: Settings, topic: str, group: str, limit: int) -> lis
 async def test_keyed_idempotent_messages_resume_after_restart_without_loss_or_repeat(
     settings: Settings,
 ) -> None:
-    topic = settings.topic("plumbing")
+    topic = settings.topic(PLUMBING)
     await create_topic(settings, topic)
     producer = AIOKafkaProducer(**settings.kafka_client_options(), enable_idempotence=True)
     await producer.start()
@@ -76,8 +79,8 @@ async def test_keyed_idempotent_messages_resume_after_restart_without_loss_or_re
         await producer.stop()
     assert {m.partition for m in metadata} == set(range(PARTITIONS)), "keys spread over partitions"
 
-    first = await consume(settings, topic, "plumbing-group", limit=MESSAGES // 3)
-    rest = await consume(settings, topic, "plumbing-group", limit=MESSAGES - len(first))
+    first = await consume(settings, topic, GROUP, limit=MESSAGES // 3)
+    rest = await consume(settings, topic, GROUP, limit=MESSAGES - len(first))
 
     values = [value for _, value in first + rest]
     assert sorted(values) == list(range(MESSAGES)), "every message exactly once across restart"
@@ -87,13 +90,10 @@ async def test_keyed_idempotent_messages_resume_after_restart_without_loss_or_re
     for key, key_values in per_key.items():
         assert key_values == sorted(key_values), f"order kept within key {key}"
 
-    check = AIOKafkaConsumer(**settings.kafka_client_options(), group_id="plumbing-group")
-    await check.start()
-    try:
-        committed = [await check.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)]
-    finally:
-        await check.stop()
-    assert sum(c or 0 for c in committed) == MESSAGES, "the group's committed position is the end"
+    committed = await committed_offsets(settings, GROUP, PLUMBING, PARTITIONS)
+    assert sum(c or 0 for c in committed.values()) == MESSAGES, (
+        "the group's committed position is the end"
+    )
 
 
 async def test_service_topics_are_created_idempotently_with_unlimited_event_retention(

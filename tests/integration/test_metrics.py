@@ -8,12 +8,11 @@ numbers are known exactly.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import date
 from uuid import uuid4
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from events import commands as wire
@@ -27,6 +26,8 @@ from services.projector_service import projector_group
 from services.relay import relay_once
 from services.scorer import group_id_for
 from services.settings import Settings
+from tests import seed
+from tests.kafka_support import commit_offsets
 
 PRODUCED = {0: 5, 1: 2}
 """Messages produced per partition of okr.events."""
@@ -66,18 +67,7 @@ async def projector_behind(settings: Settings) -> None:
                 await producer.send_and_wait(topic, f"m{n}".encode(), partition=partition)
     finally:
         await producer.stop()
-    committer = AIOKafkaConsumer(
-        **settings.kafka_client_options(),
-        group_id=projector_group(settings),
-        enable_auto_commit=False,
-    )
-    await committer.start()
-    try:
-        committed = {TopicPartition(topic, p): offset for p, offset in COMMITTED.items()}
-        committer.assign(list(committed))
-        await committer.commit(committed)
-    finally:
-        await committer.stop()
+    await commit_offsets(settings, projector_group(settings), topics.EVENTS, COMMITTED)
 
 
 def samples(text: str) -> Samples:
@@ -161,17 +151,9 @@ async def test_relay_backlog_is_what_is_stored_but_not_published(
         title="Grow product X",
         owner="alice",
         team="sales",
-        period_start=date(2026, 7, 1),
-        period_end=date(2026, 9, 30),
-        key_results=[
-            wire.KeyResultDefinition(
-                title="Raise NPS to 80",
-                metric="NPS points",
-                baseline=62,
-                target=80,
-                deadline=date(2026, 9, 30),
-            )
-        ],
+        period_start=seed.QUARTER_START,
+        period_end=seed.QUARTER_END,
+        key_results=[seed.NPS.as_definition()],
     )
     for body in (create, wire.ActivateObjective()):
         application.handle(

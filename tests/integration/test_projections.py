@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import date
+from collections.abc import Iterator
 from typing import Any, cast
 from uuid import UUID, uuid4
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
 from domain.objective_events import DomainEvent
@@ -36,42 +34,23 @@ from services.projector_service import (
 )
 from services.relay import relay_once, relay_producer, to_envelope
 from services.settings import Settings
+from tests import seed
+from tests.kafka_support import (
+    commit_offsets,
+    committed_offsets,
+    end_offsets,
+    eventually,
+    running,
+)
 
 ALICE = "alice@example.com"
-DEADLINE_S = 90.0
 
-NPS = wire.KeyResultDefinition(
-    title="Raise NPS to 80", metric="NPS points", baseline=62, target=80, deadline=date(2026, 9, 30)
-)
-PURCHASE_PATH = wire.KeyResultDefinition(
-    title="Cut the purchase path to 3-4 minutes",
-    kind="range",
-    metric="minutes",
-    baseline=7,
-    target_low=3,
-    target_high=4,
-    deadline=date(2026, 9, 30),
-    weight=2,
-)
-SALES = wire.KeyResultDefinition(
-    title="Increase sales of product X by 30 % by Q3",
-    metric="units",
-    baseline=1000,
-    relative_target="+30%",
-    deadline=date(2026, 9, 30),
-)
+NPS = seed.NPS.as_definition()
+PURCHASE_PATH = seed.PURCHASE_PATH.as_definition(weight=2)
+SALES = seed.SALES.as_definition()
 
 
-# --- fixtures: one read store per backend ---------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    """The test's settings, with the read store on SQLite (default) or on PostgreSQL."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_database")
-        return settings.model_copy(update={"read_store_url": url})
-    return settings
+# --- fixtures: one read store per backend (`store_settings`) --------------------------------------
 
 
 @pytest.fixture
@@ -124,8 +103,8 @@ class Writer:
                 title=title,
                 owner=ALICE,
                 team="growth",
-                period_start=date(2026, 7, 1),
-                period_end=date(2026, 9, 30),
+                period_start=seed.QUARTER_START,
+                period_end=seed.QUARTER_END,
                 parent_id=parent_id,
                 key_results=[NPS, PURCHASE_PATH],
             )
@@ -158,30 +137,6 @@ class Writer:
 # --- following the topic --------------------------------------------------------------------------
 
 
-async def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    topic = settings.topic(topics.EVENTS)
-    partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll to a deadline; never a fixed sleep."""
-    try:
-        async with asyncio.timeout(DEADLINE_S):
-            while True:
-                if await condition():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting until {what}")
-
-
 async def publish_and_project(
     settings: Settings, application: OkrApplication, store: ReadStore
 ) -> None:
@@ -191,7 +146,9 @@ async def publish_and_project(
 
 
 async def projected_to_end(settings: Settings, store: ReadStore) -> None:
-    ends = {key: end for key, end in (await end_offsets(settings)).items() if end > 0}
+    topic = settings.topic(topics.EVENTS)
+    published = (await end_offsets(settings, topics.EVENTS)).items()
+    ends = {(topic, partition): end for partition, end in published if end > 0}
     assert ends, "something was published"
 
     async def reached() -> bool:
@@ -201,19 +158,11 @@ async def projected_to_end(settings: Settings, store: ReadStore) -> None:
     await eventually(reached, f"the projector reaches {ends}")
 
 
-@contextlib.asynccontextmanager
-async def running_projector(
+def running_projector(
     settings: Settings, store: ReadStore, reports: list[BatchReport] | None = None
-) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(
-        run_projector_service(settings, store, on_batch=None if reports is None else reports.append)
-    )
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    on_batch = None if reports is None else reports.append
+    return running(run_projector_service(settings, store, on_batch=on_batch))
 
 
 def assert_same_rows(rebuilt: ReadStoreDump, incremental: ReadStoreDump) -> None:
@@ -320,7 +269,7 @@ async def test_a_restarted_projector_resumes_at_its_stored_positions(
         positions_at_stop = await asyncio.to_thread(store.positions)
 
         async def committed_to_kafka_too() -> bool:
-            return await committed_offsets(store_settings, positions_at_stop) == positions_at_stop
+            return await projector_committed(store_settings, positions_at_stop) == positions_at_stop
 
         await eventually(committed_to_kafka_too, "Kafka's committed offsets follow the store's")
     published_first = application.stored_event_count()
@@ -373,56 +322,34 @@ async def test_unreadable_positions_at_assignment_never_fall_back_to_kafka_offse
 
     flaky = PositionsFailOnce(store)
     reports: list[BatchReport] = []
-    projector = asyncio.create_task(
-        run_projector(
-            cast(ReadStore, flaky),
-            topic=store_settings.topic(topics.EVENTS),
-            client_options=store_settings.kafka_client_options(),
-            group_id=projector_group(store_settings),
-            retry=RetryDelay(first_s=0.05, max_s=0.2),
-            on_batch=reports.append,
-        )
+    projector = run_projector(
+        cast(ReadStore, flaky),
+        topic=store_settings.topic(topics.EVENTS),
+        client_options=store_settings.kafka_client_options(),
+        group_id=projector_group(store_settings),
+        retry=RetryDelay(first_s=0.05, max_s=0.2),
+        on_batch=reports.append,
     )
-    try:
+    async with running(projector):
         await projected_to_end(store_settings, store)
-    finally:
-        projector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await projector
 
     assert flaky.failed
     assert sum(reports, BatchReport()) == BatchReport(applied=2 * len(objectives))
 
 
-@contextlib.asynccontextmanager
-async def group_consumer(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer in the projector's group that never joins it: it only reads or sets offsets."""
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(),
-        group_id=projector_group(settings),
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        yield consumer
-    finally:
-        await consumer.stop()
-
-
-async def committed_offsets(
+async def projector_committed(
     settings: Settings, positions: dict[tuple[str, int], int]
 ) -> dict[tuple[str, int], int | None]:
-    async with group_consumer(settings) as consumer:
-        return {key: await consumer.committed(TopicPartition(*key)) for key in positions}
+    """The projector group's committed offsets, keyed like the read store's positions."""
+    committed = await committed_offsets(settings, projector_group(settings), topics.EVENTS)
+    return {(topic, partition): committed[partition] for topic, partition in positions}
 
 
 async def rewind_kafka_offsets(settings: Settings, positions: dict[tuple[str, int], int]) -> None:
     """Commit offset 0 for the (now empty) group: only the database position may count."""
-    partitions = [TopicPartition(*key) for key in positions]
-    async with group_consumer(settings) as consumer:
-        consumer.assign(partitions)
-        await consumer.commit(dict.fromkeys(partitions, 0))
-        assert {await consumer.committed(partition) for partition in partitions} == {0}
+    rewound = {partition: 0 for _, partition in positions}
+    await commit_offsets(settings, projector_group(settings), topics.EVENTS, rewound)
+    assert set((await projector_committed(settings, positions)).values()) == {0}
 
 
 async def test_cli_rebuild_refuses_while_a_projector_runs(

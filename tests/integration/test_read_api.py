@@ -17,21 +17,10 @@ from services.kafka_admin import ensure_topics
 from services.projector_service import run_projector_job
 from services.relay import run_relay
 from services.settings import Settings
+from tests import seed
 
-SALES_KR = {
-    "title": "Increase sales of product X by 30 % by Q3",
-    "metric": "units",
-    "baseline": 1000,
-    "relative_target": "+30%",
-    "deadline": "2026-09-30",
-}
-NPS_KR = {
-    "title": "Raise NPS to 80",
-    "metric": "NPS",
-    "baseline": 60,
-    "target": 80,
-    "deadline": "2026-09-30",
-}
+SALES_KR = seed.SALES.as_json()
+NPS_KR = seed.NPS.as_json()
 
 
 def objective(title: str, **overrides: Any) -> dict[str, Any]:
@@ -39,19 +28,11 @@ def objective(title: str, **overrides: Any) -> dict[str, Any]:
         "title": title,
         "owner": "alice",
         "team": "sales",
-        "period_start": "2026-07-01",
-        "period_end": "2026-09-30",
+        "period_start": seed.QUARTER_START.isoformat(),
+        "period_end": seed.QUARTER_END.isoformat(),
         "key_results": [SALES_KR, NPS_KR],
         **overrides,
     }
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    database: str = request.getfixturevalue("postgres_database")
-    return settings.model_copy(update={"event_store_url": database, "read_store_url": database})
 
 
 @pytest.fixture

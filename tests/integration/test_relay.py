@@ -11,13 +11,11 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
 from uuid import UUID, uuid4
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import commands as wire
 from events import topics
@@ -33,40 +31,20 @@ from services.relay import (
     run_relay,
 )
 from services.settings import Settings
+from tests import seed
+from tests.kafka_support import eventually, read_to_end, running
 
 ACTOR = "alice@example.com"
-DEADLINE_S = 60.0
 FAST_RETRIES = Backoff(first_s=0.05, max_s=0.2)
 
-NPS = wire.KeyResultDefinition(
-    title="Raise NPS to 80",
-    metric="NPS points",
-    baseline=62,
-    target=80,
-    deadline=date(2026, 9, 30),
-)
-SALES = wire.KeyResultDefinition(
-    title="Increase sales of product X by 30 % by Q3",
-    metric="units",
-    baseline=1000,
-    relative_target="+30%",
-    deadline=date(2026, 9, 30),
-)
+NPS = seed.NPS.as_definition()
+SALES = seed.SALES.as_definition()
 
 EventKey = tuple[UUID, int]
 """(objective id, version): what identifies an event, and what consumers dedupe on."""
 
 
-# --- fixtures: one event store per backend --------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    """The test's settings, with the event store on SQLite (default) or on PostgreSQL."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_database")
-        return settings.model_copy(update={"event_store_url": url})
-    return settings
+# --- fixtures: one event store per backend (`store_settings`) -------------------------------------
 
 
 @pytest.fixture
@@ -106,8 +84,8 @@ def write_history(application: OkrApplication, check_ins: int) -> UUID:
                 title="Win the mid-market",
                 owner=ACTOR,
                 team="growth",
-                period_start=date(2026, 7, 1),
-                period_end=date(2026, 9, 30),
+                period_start=seed.QUARTER_START,
+                period_end=seed.QUARTER_END,
                 key_results=[NPS],
             )
         )
@@ -155,26 +133,10 @@ class Delivered:
 
 async def read_events(settings: Settings) -> list[Delivered]:
     """Everything on `okr.events` up to its end now, each partition in offset order."""
-    topic = settings.topic(topics.EVENTS)
-    partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(), enable_auto_commit=False, group_id=None
-    )
-    await consumer.start()
     delivered: list[Delivered] = []
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        async with asyncio.timeout(DEADLINE_S):
-            while [p for p in partitions if await consumer.position(p) < end[p]]:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        envelope, _ = parse_okr_event(record.value)
-                        delivered.append(Delivered(record.key, envelope))
-    finally:
-        await consumer.stop()
+    for record in await read_to_end(settings, topics.EVENTS):
+        envelope, _ = parse_okr_event(record.value)
+        delivered.append(Delivered(record.key, envelope))
     return delivered
 
 
@@ -206,18 +168,6 @@ def assert_complete_and_ordered(
 # --- driving the relay ----------------------------------------------------------------------------
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll to a deadline; never a fixed sleep."""
-    try:
-        async with asyncio.timeout(DEADLINE_S):
-            while True:
-                if await condition():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting until {what}")
-
-
 async def relay_reaches(application: OkrApplication, notification_id: int) -> None:
     async def reached() -> bool:
         return await asyncio.to_thread(relay_position, application) >= notification_id
@@ -225,17 +175,10 @@ async def relay_reaches(application: OkrApplication, notification_id: int) -> No
     await eventually(reached, f"relay position reaches {notification_id}")
 
 
-@contextlib.asynccontextmanager
-async def running_relay(
+def running_relay(
     settings: Settings, application: OkrApplication
-) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(run_relay(settings, application, backoff=FAST_RETRIES))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    return running(run_relay(settings, application, backoff=FAST_RETRIES))
 
 
 # --- the promises ---------------------------------------------------------------------------------

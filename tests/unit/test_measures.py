@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import date
 
 import pytest
 from hypothesis import given
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 
 from domain.errors import InvalidRelativeTargetError, OkrError
 from domain.measures import KeyResultKind, KeyResultSpec, resolve_relative_target
+from tests import seed
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -89,20 +89,8 @@ def test_percent_sign_decides_the_direction(baseline: float, percent: int) -> No
     assert resolve_relative_target(baseline, f"-{percent}%") <= baseline
 
 
-def _sales_spec(**changes: object) -> KeyResultSpec:
-    fields: dict[str, object] = {
-        "title": "Increase sales of product X by 30 % by Q3",
-        "metric": "units",
-        "baseline": 1000.0,
-        "relative_target": "+30%",
-        "deadline": date(2025, 9, 30),
-    }
-    fields.update(changes)
-    return KeyResultSpec.model_validate(fields)
-
-
 def test_resolved_fills_the_target_and_keeps_the_relative_form_for_display() -> None:
-    spec = _sales_spec()
+    spec = seed.SALES.as_spec()
     resolved = spec.resolved()
     assert resolved.target == 1300.0
     assert resolved.relative_target == "+30%"
@@ -110,27 +98,20 @@ def test_resolved_fills_the_target_and_keeps_the_relative_form_for_display() -> 
 
 
 def test_resolved_keeps_an_explicit_target() -> None:
-    assert _sales_spec(target=1500.0).resolved().target == 1500.0
+    assert seed.SALES.as_spec(target=1500.0).resolved().target == 1500.0
 
 
 def test_resolved_cannot_fill_the_target_without_a_baseline() -> None:
-    assert _sales_spec(baseline=None).resolved().target is None
+    assert seed.SALES.as_spec(baseline=None).resolved().target is None
 
 
 def test_resolved_reports_an_unreadable_relative_target() -> None:
     with pytest.raises(InvalidRelativeTargetError):
-        _sales_spec(relative_target="lots").resolved()
+        seed.SALES.as_spec(relative_target="lots").resolved()
 
 
 def test_resolved_ignores_relative_target_on_a_range() -> None:
-    spec = KeyResultSpec(
-        title="Cut the purchase path to 3-4 minutes",
-        kind=KeyResultKind.RANGE,
-        baseline=7.0,
-        target_low=3.0,
-        target_high=4.0,
-        relative_target="-50%",
-    )
+    spec = seed.PURCHASE_PATH.as_spec(relative_target="-50%")
     assert spec.resolved().target is None
 
 
@@ -180,5 +161,5 @@ def test_spec_is_immutable() -> None:
 
 
 def test_spec_round_trips_through_json() -> None:
-    spec = _sales_spec()
+    spec = seed.SALES.as_spec()
     assert KeyResultSpec.model_validate_json(spec.model_dump_json()) == spec

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import pytest
@@ -49,47 +49,21 @@ from domain.objective_events import (
     ObjectiveRevised,
     ProgressCheckedIn,
 )
+from domain.quality import QualityReport
 from services.persistence import OrjsonTranscoder, PydanticMapper
+from tests import seed
 
 Q3_START = date(2025, 7, 1)
 Q3_END = date(2025, 9, 30)
 NOW = datetime(2025, 7, 15, 9, 30, tzinfo=UTC)
 
-SALES = KeyResultSpec(
-    title="Increase sales of product X by 30 % by Q3",
-    kind=KeyResultKind.INCREASE,
-    metric="units",
-    baseline=1000.0,
-    relative_target="+30%",
-    deadline=Q3_END,
-)
-CHURN = KeyResultSpec(
-    title="Reduce total churn by 5 %",
-    kind=KeyResultKind.DECREASE,
-    metric="% monthly churn",
-    baseline=8.0,
-    relative_target="-5%",
-    deadline=Q3_END,
-)
-NPS = KeyResultSpec(
-    title="Raise NPS to 80", metric="NPS points", baseline=62.0, target=80.0, deadline=Q3_END
-)
-PURCHASE_PATH = KeyResultSpec(
-    title="Cut the purchase path to 3\u20134 minutes",
-    kind=KeyResultKind.RANGE,
-    metric="minutes",
-    baseline=7.0,
-    target_low=3.0,
-    target_high=4.0,
-    deadline=Q3_END,
-)
+GOOD_EXAMPLES = tuple(example.as_spec(deadline=Q3_END) for example in seed.GOOD)
+SALES, CHURN, NPS, PURCHASE_PATH = GOOD_EXAMPLES
 LAUNCH = KeyResultSpec(
     title="Launch the loyalty app", kind=KeyResultKind.MILESTONE, deadline=Q3_END
 )
-GOOD_EXAMPLES = (SALES, CHURN, NPS, PURCHASE_PATH)
 
-LEAD_GENERATION = KeyResultSpec(title="Increase lead generation")
-CHURN_OBSTACLES = KeyResultSpec(title="Identify and eliminate obstacles contributing to churn")
+LEAD_GENERATION, CHURN_OBSTACLES = (example.as_spec() for example in seed.BAD)
 
 SALES_KPI = KpiBinding(kpi_key="sales.product_x.units", aggregation=Aggregation.SUM)
 
@@ -123,17 +97,26 @@ class History:
         return self.state
 
 
-def created(*key_results: KeyResultSpec, **fields: object) -> History:
+def create(
+    key_results: Sequence[KeyResultSpec] = GOOD_EXAMPLES,
+    *,
+    made: Decision | None = None,
+    **fields: Any,
+) -> tuple[list[DomainEvent], QualityReport]:
+    """`create_objective` for alice's sales team in Q3; `fields` override or add to that."""
+    defaults: dict[str, Any] = {
+        "title": "Win the mid-market",
+        "owner": "alice",
+        "team": "sales",
+        "period_start": Q3_START,
+        "period_end": Q3_END,
+    }
+    return decide.create_objective(made or decision(), key_results=key_results, **defaults | fields)
+
+
+def created(*key_results: KeyResultSpec, **fields: Any) -> History:
     history = History()
-    events, _ = decide.create_objective(
-        decision(),
-        title=str(fields.get("title", "Win the mid-market")),
-        owner="alice",
-        team="sales",
-        period_start=Q3_START,
-        period_end=Q3_END,
-        key_results=key_results or GOOD_EXAMPLES,
-    )
+    events, _ = create(key_results or GOOD_EXAMPLES, **fields)
     history.record(events)
     return history
 
@@ -165,45 +148,19 @@ def located(error: QualityRejectedError) -> set[tuple[str, str]]:
     return {(issue.code, issue.field) for issue in error.report.problems}
 
 
-def unmeasurable_at(index: int) -> set[tuple[str, str]]:
-    where = f"key_results[{index}]"
-    return {
-        ("missing_target", f"{where}.target"),
-        ("missing_metric", f"{where}.metric"),
-        ("missing_baseline", f"{where}.baseline"),
-        ("missing_deadline", f"{where}.deadline"),
-    }
-
-
 # --- create -----------------------------------------------------------------------------------
 
 
 def test_create_rejects_the_seeds_unmeasurable_key_results_listing_every_problem() -> None:
     with pytest.raises(QualityRejectedError) as raised:
-        decide.create_objective(
-            decision(),
-            title="Grow",
-            owner="alice",
-            team="sales",
-            period_start=Q3_START,
-            period_end=Q3_END,
-            key_results=[SALES, LEAD_GENERATION, CHURN_OBSTACLES],
-        )
-    assert located(raised.value) == unmeasurable_at(1) | unmeasurable_at(2)
+        create([SALES, LEAD_GENERATION, CHURN_OBSTACLES], title="Grow")
+    assert located(raised.value) == seed.unmeasurable_problems(1) | seed.unmeasurable_problems(2)
 
 
 def test_create_reports_an_unreadable_relative_target_with_every_other_problem() -> None:
     vague = KeyResultSpec(title="Increase sales a lot", baseline=10.0, relative_target="lots")
     with pytest.raises(QualityRejectedError) as raised:
-        decide.create_objective(
-            decision(),
-            title="Grow",
-            owner="alice",
-            team="sales",
-            period_start=Q3_START,
-            period_end=Q3_END,
-            key_results=[vague],
-        )
+        create([vague], title="Grow")
     assert located(raised.value) == {
         ("invalid_relative_target", "key_results[0].relative_target"),
         ("missing_metric", "key_results[0].metric"),
@@ -213,32 +170,15 @@ def test_create_reports_an_unreadable_relative_target_with_every_other_problem()
 
 def test_create_rejects_a_period_that_ends_before_it_starts() -> None:
     with pytest.raises(QualityRejectedError) as raised:
-        decide.create_objective(
-            decision(),
-            title="Grow",
-            owner="alice",
-            team="sales",
-            period_start=Q3_END,
-            period_end=Q3_START,
-            key_results=[NPS],
-        )
+        create([NPS], title="Grow", period_start=Q3_END, period_end=Q3_START)
     assert ("invalid_period", "period_end") in located(raised.value)
 
 
 def test_create_accepts_the_seeds_good_key_results_resolving_relative_targets() -> None:
     parent = uuid4()
     chosen = uuid4()
-    events, report = decide.create_objective(
-        decision(),
-        title="Win the mid-market",
-        description="Q3 push",
-        owner="alice",
-        team="sales",
-        period_start=Q3_START,
-        period_end=Q3_END,
-        key_results=GOOD_EXAMPLES,
-        parent_id=parent,
-        objective_id=chosen,
+    events, report = create(
+        GOOD_EXAMPLES, description="Q3 push", parent_id=parent, objective_id=chosen
     )
     assert report.problems == ()
     [event] = events
@@ -366,7 +306,7 @@ def test_activate_checks_quality_again() -> None:
     draft = evolve(legacy, None)
     with pytest.raises(QualityRejectedError) as raised:
         decide.activate_objective(draft, decision())
-    assert located(raised.value) == unmeasurable_at(0)
+    assert located(raised.value) == seed.unmeasurable_problems(0)
 
 
 @pytest.mark.parametrize("reason", [None, "", "   "])
@@ -442,7 +382,7 @@ def test_add_key_result_resolves_it_and_returns_its_id() -> None:
 def test_add_key_result_rejects_an_unmeasurable_one_at_its_index() -> None:
     with pytest.raises(QualityRejectedError) as raised:
         decide.add_key_result(created(NPS, SALES).objective, decision(), LEAD_GENERATION)
-    assert located(raised.value) == unmeasurable_at(2)
+    assert located(raised.value) == seed.unmeasurable_problems(2)
 
 
 @pytest.mark.parametrize("history", [closed, archived], ids=["closed", "archived"])
@@ -503,7 +443,7 @@ def test_revise_key_result_is_linted_at_its_index() -> None:
     objective = created(NPS, SALES).objective
     with pytest.raises(QualityRejectedError) as raised:
         decide.revise_key_result(objective, decision("why"), kr_id(objective, 1), LEAD_GENERATION)
-    assert located(raised.value) == unmeasurable_at(1)
+    assert located(raised.value) == seed.unmeasurable_problems(1)
 
 
 def test_unknown_key_results_are_not_found() -> None:
@@ -670,15 +610,7 @@ def test_every_event_records_who_when_under_which_command_and_why() -> None:
         expected.append((made.actor, made.command_id, made.now, made.reason))
         return made
 
-    events, _ = decide.create_objective(
-        take(),
-        title="Win",
-        owner="alice",
-        team="sales",
-        period_start=Q3_START,
-        period_end=Q3_END,
-        key_results=[NPS, SALES],
-    )
+    events, _ = create([NPS, SALES], made=take(), title="Win")
     objective = history.record(events)
     nps_id, sales_id = kr_id(objective, 0), kr_id(objective, 1)
     history.record(decide.revise_objective(history.objective, take(actor="bob"), team="growth")[0])

@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from domain import objective as decide
-from domain.measures import KeyResultKind, KeyResultSpec
 from domain.objective import Decision, Objective, ObjectiveStatus, evolve
 from domain.objective_events import Aggregation, DomainEvent, KpiBinding
 from events.okr import OkrEventEnvelope
@@ -35,32 +34,16 @@ from projections.views import (
     TimelineCause,
 )
 from services.relay import to_envelope
+from tests import seed
 
 TOPIC = "okr.events"
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
 
-NPS = KeyResultSpec(
-    title="Raise NPS to 80", metric="NPS points", baseline=62, target=80, deadline=date(2026, 9, 30)
-)
-PURCHASE_PATH = KeyResultSpec(
-    title="Cut the purchase path to 3-4 minutes",
-    kind=KeyResultKind.RANGE,
-    metric="minutes",
-    baseline=7,
-    target_low=3,
-    target_high=4,
-    deadline=date(2026, 9, 30),
-    weight=2,
-)
-SALES = KeyResultSpec(
-    title="Increase sales of product X by 30 % by Q3",
-    metric="units",
-    baseline=1000,
-    relative_target="+30%",
-    deadline=date(2026, 9, 30),
-)
+NPS = seed.NPS.as_spec()
+PURCHASE_PATH = seed.PURCHASE_PATH.as_spec(weight=2)
+SALES = seed.SALES.as_spec()
 
 
 class History:

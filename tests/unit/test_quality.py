@@ -19,52 +19,15 @@ from domain.quality import (
     require_quality,
 )
 from domain.scoring import score_key_result
+from tests import seed
 
 Q3_START = date(2025, 7, 1)
 Q3_END = date(2025, 9, 30)
 
-SALES = KeyResultSpec(
-    title="Increase sales of product X by 30 % by Q3",
-    kind=KeyResultKind.INCREASE,
-    metric="units",
-    baseline=1000.0,
-    relative_target="+30%",
-    deadline=Q3_END,
-)
-CHURN = KeyResultSpec(
-    title="Reduce total churn by 5 %",
-    kind=KeyResultKind.DECREASE,
-    metric="% monthly churn",
-    baseline=8.0,
-    relative_target="-5%",
-    deadline=Q3_END,
-)
-NPS = KeyResultSpec(
-    title="Raise NPS to 80",
-    metric="NPS points",
-    baseline=62.0,
-    target=80.0,
-    deadline=Q3_END,
-)
-PURCHASE_PATH = KeyResultSpec(
-    title="Cut the purchase path to 3\u20134 minutes",  # en dash, as the seed writes it
-    kind=KeyResultKind.RANGE,
-    metric="minutes",
-    baseline=7.0,
-    target_low=3.0,
-    target_high=4.0,
-    deadline=Q3_END,
-)
-GOOD_EXAMPLES = [SALES, CHURN, NPS, PURCHASE_PATH]
-
-LEAD_GENERATION = KeyResultSpec(title="Increase lead generation")
-CHURN_OBSTACLES = KeyResultSpec(title="Identify and eliminate obstacles contributing to churn")
-MISSING_EVERYTHING = {
-    ("missing_target", "key_results[0].target"),
-    ("missing_metric", "key_results[0].metric"),
-    ("missing_baseline", "key_results[0].baseline"),
-    ("missing_deadline", "key_results[0].deadline"),
-}
+GOOD_EXAMPLES = [example.as_spec(deadline=Q3_END) for example in seed.GOOD]
+SALES, CHURN, NPS, PURCHASE_PATH = GOOD_EXAMPLES
+LEAD_GENERATION, CHURN_OBSTACLES = (example.as_spec() for example in seed.BAD)
+MISSING_EVERYTHING = seed.unmeasurable_problems()
 
 
 def codes(issues: tuple[QualityIssue, ...]) -> set[str]:
@@ -127,9 +90,8 @@ def test_rejection_error_survives_pickling() -> None:
 @pytest.mark.parametrize(
     "title",
     [
-        "Identification et élimination des obstacles contribuant au désabonnement",
-        "Examiner les entonnoirs de vente en ligne pour repérer les éventuels blocages",
-        "Améliorer la qualité globale du service client",
+        seed.CHURN_OBSTACLES.french,
+        *seed.SCENARIO_ACTIVITIES,
         "Review the onboarding funnel",
         "Help the support team with tickets",
         "Work on analyzing the checkout",
@@ -144,7 +106,7 @@ def test_activity_wording_without_a_number_is_a_smell(title: str) -> None:
 @pytest.mark.parametrize(
     "title",
     [
-        "Augmenter le score NPS à 80 pour prouver l'amélioration du service client",
+        seed.NPS.french,
         "Improve NPS from 62 to 80",
         "Reduce helpdesk tickets",  # "help" only as part of another word
         "Raise NPS to 80",
@@ -313,7 +275,7 @@ finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 maybe_numbers = st.none() | finite_floats | st.sampled_from([0.0, 1.0, 3.0, 4.0, 7.0])
 any_specs = st.builds(
     KeyResultSpec,
-    title=st.text(max_size=40) | st.sampled_from(["Increase lead generation", "Raise NPS to 80"]),
+    title=st.text(max_size=40) | st.sampled_from([seed.LEAD_GENERATION.english, seed.NPS.english]),
     kind=st.sampled_from(KeyResultKind),
     metric=st.none() | st.text(max_size=10),
     baseline=maybe_numbers,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import date
 
 import pytest
 from hypothesis import assume, given
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 from domain.errors import NotScorableError, OkrError
 from domain.measures import KeyResultKind, KeyResultSpec
 from domain.scoring import Score, objective_score, score_key_result
+from tests import seed
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 scores = st.floats(min_value=0.0, max_value=100.0)
@@ -58,13 +58,7 @@ def test_purchase_path_example_from_the_design() -> None:
 
 def test_attainment_above_target_is_kept_unclamped() -> None:
     """Sales +30 % from 1000 units means 1300; selling 1375 is 125 % of the way."""
-    spec = KeyResultSpec(
-        title="Increase sales of product X by 30 % by Q3",
-        metric="units",
-        baseline=1000.0,
-        relative_target="+30%",
-        deadline=date(2025, 9, 30),
-    )
+    spec = seed.SALES.as_spec()
     assert score_key_result(spec, 1375.0) == Score(score=100.0, attainment=125.0)
 
 
@@ -77,13 +71,7 @@ def test_increase_below_baseline_scores_zero_with_negative_attainment() -> None:
 
 
 def test_decrease_churn_by_five_percent() -> None:
-    spec = KeyResultSpec(
-        title="Reduce total churn by 5 %",
-        kind=KeyResultKind.DECREASE,
-        metric="% monthly churn",
-        baseline=8.0,
-        relative_target="-5%",
-    )
+    spec = seed.CHURN.as_spec()
     result = score_key_result(spec, 7.8)
     assert result.score == pytest.approx(50.0)
     assert score_key_result(spec, 7.6).score == 100.0
@@ -163,7 +151,7 @@ def test_milestone_is_done_or_not(current: float, expected: float) -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        KeyResultSpec(title="Increase lead generation"),
+        seed.LEAD_GENERATION.as_spec(),
         KeyResultSpec(title="No target", baseline=1.0),
         KeyResultSpec(title="No baseline", target=1.0),
         KeyResultSpec(title="Relative without baseline", relative_target="+30%"),

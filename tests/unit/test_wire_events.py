@@ -14,32 +14,17 @@ import orjson
 import pytest
 
 from domain import objective_events as domain
-from domain.measures import KeyResultKind, KeyResultSpec
 from events import okr, upcasters
 from events.commands import KeyResultDefinition
 from services.relay import to_envelope
+from tests import seed
 
 OBJECTIVE_ID = UUID("0b7f6a52-0d0e-4a47-9d0b-4f3cbb0f1a10")
 KEY_RESULT_ID = UUID("7d1c0a8b-5e9f-4c21-8a3b-2f6e4d9c8b71")
 WHEN = datetime(2026, 7, 14, 9, 30, tzinfo=UTC)
 
-NPS = KeyResultSpec(
-    title="Raise NPS to 80",
-    metric="NPS points",
-    baseline=62,
-    target=80,
-    deadline=date(2026, 9, 30),
-)
-PURCHASE_PATH = KeyResultSpec(
-    title="Cut the purchase path to 3-4 minutes",
-    kind=KeyResultKind.RANGE,
-    metric="minutes",
-    baseline=7,
-    target_low=3,
-    target_high=4,
-    deadline=date(2026, 9, 30),
-    weight=2,
-)
+NPS = seed.NPS.as_spec()
+PURCHASE_PATH = seed.PURCHASE_PATH.as_spec(weight=2)
 
 
 def header(version: int, reason: str | None = None) -> dict[str, object]:

@@ -1,0 +1,630 @@
+"""KPI scoring benchmark: how close the scorer gets to the broker's ceiling, and how fast a KPI
+event shows in the read models.
+
+Streams N KPI events (default 200,000 over 1,000 KPIs, each bound to one key result) through the
+real broker and measures, in one run:
+
+(a) ceiling: raw aiokafka `getmany` of the same messages with pydantic parsing (no group, no store);
+(b) scorer: `run_scorer` + the bindings follower (as `okr scorer` runs them), from the moment the
+    consumer holds its partitions until every key result's stored value equals its final value,
+    computed here from the stream with `domain.kpi_series` (checked against the event store too);
+(c) latency: the whole pipeline of `okr serve` minus HTTP (scorer, bindings follower, outbox relay,
+    projector, read store), KPI events offered at a fixed rate; per event, from the producer's
+    `send` to the first poll of the read store (the tables the read API serves) that shows it.
+    Each latency event is the next value of a `latest`-bound KPI, increasing per KPI, so "shown"
+    means: the key result's `current` in the read store is at least that value. The read store is
+    polled directly (one query every `POLL_S`), not through HTTP: the API adds a constant per
+    request, and polling 200 objectives over HTTP every few ms would load the 2 cores measured.
+
+    .venv/bin/python -m bench.kpi_scoring --json var/bench/kpi_scoring.json
+    .venv/bin/python -m bench.kpi_scoring --store postgresql://postgres@127.0.0.1:55432/postgres
+
+Prints a table; `--json PATH` writes ceiling_msgs_per_s, scorer_msgs_per_s, ratio, p50_ms, p99_ms
+and the context (cores, versions, store, N). Each run uses its own topics (unique prefix) and its
+own stores (a temporary directory, or a fresh PostgreSQL database dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from domain.kpi_series import Observation, aggregate, epoch_us
+from domain.objective_events import Aggregation
+from events import commands as wire
+from events import topics
+from events.kpi import KpiEvent
+from services.application import OkrApplication
+from services.kafka_admin import ensure_topics
+from services.kpi_bindings import follow_bindings, run_bindings_follower
+from services.projector_service import open_read_store, run_projector_service
+from services.relay import run_relay
+from services.scorer import MAX_RECORDS, KpiScorer, kpi_reader, run_scorer
+from services.settings import Settings
+from services.stores import is_postgres, postgres_location
+
+ACTOR = "bench@example.com"
+PERIOD_START = date(2026, 7, 1)
+PERIOD_END = date(2026, 9, 30)
+STREAM_START = datetime(2026, 7, 1, tzinfo=UTC)
+LATENCY_START = datetime(2026, 9, 1, tzinfo=UTC)
+"""Latency events come after every stream event, so each one moves its `latest` key result."""
+AGGREGATIONS: tuple[wire.Aggregation, ...] = ("latest", "sum", "count", "avg", "min", "max")
+POLL_S = 0.01
+DEADLINE_S = 600.0
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 250.0
+
+
+@dataclass(frozen=True)
+class BoundKpi:
+    kpi_key: str
+    aggregation: wire.Aggregation
+    objective_id: UUID
+    key_result_id: UUID
+
+
+@dataclass
+class Results:
+    ceiling_msgs_per_s: float = 0.0
+    scorer_msgs_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.scorer_msgs_per_s / self.ceiling_msgs_per_s if self.ceiling_msgs_per_s else 0.0
+
+
+# --- set-up ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stores(store: str) -> Iterator[tuple[str, str]]:
+    """(event store URL, read store URL): SQLite files in a temporary directory, or a fresh
+    PostgreSQL database for both (dropped afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="okr-bench-") as directory:
+        if store == "sqlite":
+            yield f"sqlite:///{directory}/events.sqlite", f"sqlite:///{directory}/read.sqlite"
+            return
+        if not is_postgres(store):
+            raise SystemExit("--store is 'sqlite' or a postgresql:// URL")
+        name = f"okr_bench_{uuid.uuid4().hex[:10]}"
+        admin = postgres_location(store).conninfo
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        base, _, _ = store.rpartition("/")
+        try:
+            yield f"{base}/{name}", f"{base}/{name}"
+        finally:
+            with psycopg.connect(admin, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def handle(application: OkrApplication, body: wire.CommandBody, objective_id: UUID | None) -> None:
+    result = application.handle(
+        wire.Command(
+            command_id=str(uuid.uuid4()), objective_id=objective_id, actor=ACTOR, body=body
+        )
+    )
+    if result.status != "accepted":
+        raise RuntimeError(f"set-up command refused: {result}")
+
+
+def create_bound_key_results(
+    application: OkrApplication, kpis: int, per_objective: int
+) -> list[BoundKpi]:
+    """`kpis` key results, one per KPI, `per_objective` to an active objective; aggregations
+    cycle through all six. Through the application's commands, as a user would."""
+    bound: list[BoundKpi] = []
+    for first in range(0, kpis, per_objective):
+        objective_id = uuid.uuid4()
+        keys = [
+            f"bench.kpi.{index:05d}" for index in range(first, min(kpis, first + per_objective))
+        ]
+        handle(
+            application,
+            wire.CreateObjective(
+                objective_id=objective_id,
+                title=f"Benchmark objective {first // per_objective}",
+                owner=ACTOR,
+                team="bench",
+                period_start=PERIOD_START,
+                period_end=PERIOD_END,
+                key_results=[
+                    wire.KeyResultDefinition(
+                        title=f"Move {key} to its target",
+                        metric="units",
+                        baseline=0,
+                        target=1e12,
+                        deadline=PERIOD_END,
+                    )
+                    for key in keys
+                ],
+            ),
+            None,
+        )
+        handle(application, wire.ActivateObjective(), objective_id)
+        objective = application.get_objective(objective_id)
+        assert objective is not None
+        for index, (key, key_result) in enumerate(
+            zip(keys, objective.key_results, strict=True), start=first
+        ):
+            aggregation = AGGREGATIONS[index % len(AGGREGATIONS)]
+            handle(
+                application,
+                wire.BindKpi(
+                    key_result_id=key_result.key_result_id, kpi_key=key, aggregation=aggregation
+                ),
+                objective_id,
+            )
+            bound.append(BoundKpi(key, aggregation, objective_id, key_result.key_result_id))
+    follow_bindings(application)
+    return bound
+
+
+def build_stream(bound: Sequence[BoundKpi], events: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "event_id": f"bench-{index:08d}",
+            "kpi_key": rng.choice(bound).kpi_key,
+            "value": round(rng.uniform(-100, 1000), 2),
+            "observed_at": (STREAM_START + timedelta(seconds=index)).isoformat(),
+            "source": "bench",
+        }
+        for index in range(events)
+    ]
+
+
+def expected_values(
+    bound: Sequence[BoundKpi], stream: Sequence[dict[str, Any]]
+) -> dict[UUID, float | None]:
+    """Each key result's final value, computed from the stream alone (exact aggregates)."""
+    series: dict[str, list[Observation]] = {b.kpi_key: [] for b in bound}
+    for event in stream:
+        moment = datetime.fromisoformat(event["observed_at"])
+        series[event["kpi_key"]].append(
+            Observation(event["event_id"], event["value"], epoch_us(moment))
+        )
+    return {
+        b.key_result_id: aggregate(series[b.kpi_key]).value(Aggregation(b.aggregation))
+        for b in bound
+    }
+
+
+def producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **settings.kafka_client_options(),
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+
+
+async def produce_all(settings: Settings, stream: Sequence[dict[str, Any]]) -> float:
+    """Publish the stream keyed by KPI; returns the seconds it took."""
+    topic = settings.topic(topics.KPI_EVENTS)
+    started = time.perf_counter()
+    sender = producer(settings)
+    await sender.start()
+    try:
+        pending = [
+            await sender.send(topic, key=e["kpi_key"].encode(), value=orjson.dumps(e))
+            for e in stream
+        ]
+        await asyncio.gather(*pending)
+    finally:
+        await sender.stop()
+    return time.perf_counter() - started
+
+
+# --- (a) the ceiling ------------------------------------------------------------------------------
+
+
+async def measure_ceiling(settings: Settings, events: int) -> float:
+    """Raw aiokafka consumption of the stream with pydantic parsing, as the scorer fetches it."""
+    topic = settings.topic(topics.KPI_EVENTS)
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(),
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        parsed = 0
+        started = time.perf_counter()
+        while parsed < events:
+            fetched = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
+            for records in fetched.values():
+                for record in records:
+                    KpiEvent.model_validate_json(record.value)
+                    parsed += 1
+        return parsed / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+# --- (b) the scorer -------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running(*jobs: Any) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(job) for job in jobs]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def wait_until(condition: Any, what: str, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+async def measure_scorer(
+    settings: Settings,
+    application: OkrApplication,
+    events: int,
+    expected: dict[UUID, float | None],
+) -> tuple[float, float]:
+    """(events/s from partitions held to every stored value final, seconds to join the group)."""
+    scorer = KpiScorer(application)
+    reader = kpi_reader(application)
+    topic = settings.topic(topics.KPI_EVENTS)
+    launched = time.perf_counter()
+    async with running(
+        run_scorer(settings, application, scorer=scorer),
+        run_bindings_follower(settings, application),
+    ):
+
+        async def holding_all() -> bool:
+            return len(scorer.assigned) == settings.topic_partitions
+
+        await wait_until(holding_all, "the scorer to hold every partition", interval_s=0.005)
+        started = time.perf_counter()
+
+        async def final() -> bool:
+            positions = await asyncio.to_thread(reader.positions, topic)
+            if sum(positions.values()) < events:
+                return False
+            bindings = await asyncio.to_thread(reader.all_bindings)
+            return all(b.value == expected[b.key_result_id] for b in bindings)
+
+        await wait_until(final, "every key result's final value", interval_s=0.02)
+        elapsed = time.perf_counter() - started
+    for objective_id in {b.objective_id for b in await asyncio.to_thread(reader.all_bindings)}:
+        objective = application.get_objective(objective_id)
+        assert objective is not None
+        for key_result in objective.key_results:
+            if key_result.current != expected[key_result.key_result_id]:
+                raise AssertionError(f"event store disagrees on {key_result.key_result_id}")
+    return events / elapsed, started - launched
+
+
+# --- (c) latency through the whole pipeline -------------------------------------------------------
+
+
+class ReadStorePoll:
+    """A value per latency key result, in one query: `current` in the read store's `key_results`
+    (what the read API serves), or `value` in the event store's `kpi_bindings` (the scorer's
+    commit, to split the latency between the scorer and relay + projector)."""
+
+    def __init__(
+        self,
+        url: str,
+        key_results: Sequence[UUID],
+        table: str = "key_results",
+        column: str = "current",
+    ) -> None:
+        self.url = url
+        self.key_results = [str(k) for k in key_results]
+        self.table = table
+        self.column = column
+
+    def currents(self) -> dict[str, float | None]:
+        if is_postgres(self.url):
+            with psycopg.connect(postgres_location(self.url).conninfo) as connection:
+                rows = connection.execute(
+                    f"SELECT key_result_id::text, {self.column} FROM {self.table} "
+                    "WHERE key_result_id::text = ANY(%s)",
+                    [self.key_results],
+                ).fetchall()
+        else:
+            path = self.url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(path)) as connection:
+                marks = ",".join("?" for _ in self.key_results)
+                rows = connection.execute(
+                    f"SELECT key_result_id, {self.column} FROM {self.table} "
+                    f"WHERE key_result_id IN ({marks})",
+                    self.key_results,
+                ).fetchall()
+        return {str(UUID(str(k))): v for k, v in rows}
+
+
+async def measure_latency(
+    settings: Settings,
+    application: OkrApplication,
+    bound: Sequence[BoundKpi],
+    expected: dict[UUID, float | None],
+    rate: int,
+    seconds: float,
+) -> tuple[Latencies, int]:
+    """Latencies (ms) of events offered at `rate`/s for `seconds`, and how many were never seen
+    in the read store."""
+    latest = [b for b in bound if b.aggregation == "latest"]
+    key_results = [b.key_result_id for b in latest]
+    poll = ReadStorePoll(settings.read_store_url, key_results)
+    scored = ReadStorePoll(settings.event_store_url, key_results, "kpi_bindings", "value")
+    read_store = await asyncio.to_thread(open_read_store, settings)
+    try:
+        async with running(
+            run_scorer(settings, application),
+            run_bindings_follower(settings, application),
+            run_relay(settings, application),
+            run_projector_service(settings, read_store),
+        ):
+            # First the backlog: the read store shows the final values of (b).
+            async def caught_up() -> bool:
+                currents = await asyncio.to_thread(poll.currents)
+                return all(
+                    currents.get(str(b.key_result_id)) == expected[b.key_result_id] for b in latest
+                )
+
+            await wait_until(caught_up, "the read store to show the scorer's values")
+            return await offer_and_watch(
+                settings, {"read_store": poll, "event_store": scored}, latest, rate, seconds
+            )
+    finally:
+        await asyncio.to_thread(read_store.close)
+
+
+Latencies = dict[str, list[float]]
+"""Milliseconds from send to shown, per place watched ("read_store", "event_store")."""
+
+
+async def offer_and_watch(
+    settings: Settings,
+    polls: dict[str, ReadStorePoll],
+    latest: Sequence[BoundKpi],
+    rate: int,
+    seconds: float,
+) -> tuple[Latencies, int]:
+    """Offer `rate` events/s for `seconds`; per poll, when each event's value was first shown."""
+    topic = settings.topic(topics.KPI_EVENTS)
+    total = int(rate * seconds)
+    rng = random.Random(7)
+    sent: dict[str, list[tuple[float, float]]] = {str(b.key_result_id): [] for b in latest}
+    """Per key result: (value, time sent), values increasing."""
+    seen_at: dict[str, dict[tuple[str, float], float]] = {name: {} for name in polls}
+    done = asyncio.Event()
+
+    async def watch(name: str, poll: ReadStorePoll) -> None:
+        seen = seen_at[name]
+        while True:
+            currents = await asyncio.to_thread(poll.currents)
+            now = time.perf_counter()
+            for key_result, values in sent.items():
+                shown = currents.get(key_result)
+                if shown is None:
+                    continue
+                for value, _ in reversed(values):
+                    if (key_result, value) in seen:
+                        break  # and every earlier value too
+                    if value <= shown:
+                        seen[(key_result, value)] = now
+            if done.is_set() and len(seen) >= total:
+                return
+            await asyncio.sleep(POLL_S)
+
+    sender = producer(settings)
+    await sender.start()
+    watchers = [asyncio.create_task(watch(name, poll)) for name, poll in polls.items()]
+    try:
+        started = time.perf_counter()
+        pending = []
+        for index in range(total):
+            due = started + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0.002:
+                await asyncio.sleep(delay)
+            target = rng.choice(latest)
+            value = 1e6 + index  # above any stream value, increasing: each one moves `latest`
+            event = {
+                "event_id": f"latency-{index:08d}",
+                "kpi_key": target.kpi_key,
+                "value": value,
+                "observed_at": (LATENCY_START + timedelta(milliseconds=index)).isoformat(),
+                "source": "bench",
+            }
+            sent[str(target.key_result_id)].append((value, time.perf_counter()))
+            pending.append(
+                await sender.send(topic, key=target.kpi_key.encode(), value=orjson.dumps(event))
+            )
+        await asyncio.gather(*pending)
+        done.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await asyncio.gather(*(asyncio.shield(w) for w in watchers))
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        for watcher in watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await sender.stop()
+    latencies: Latencies = {
+        name: [
+            (seen[(key_result, value)] - at) * 1000
+            for key_result, values in sent.items()
+            for value, at in values
+            if (key_result, value) in seen
+        ]
+        for name, seen in seen_at.items()
+    }
+    return latencies, total - len(latencies["read_store"])
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+async def run(arguments: argparse.Namespace) -> Results:
+    results = Results()
+    with stores(arguments.store) as (event_store_url, read_store_url):
+        settings = Settings(
+            kafka_bootstrap_servers=arguments.bootstrap,
+            topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+            event_store_url=event_store_url,
+            read_store_url=read_store_url,
+        )
+        await ensure_topics(settings)
+        application = await asyncio.to_thread(OkrApplication, settings)
+        try:
+            step = time.perf_counter()
+            bound = await asyncio.to_thread(
+                create_bound_key_results, application, arguments.kpis, arguments.per_objective
+            )
+            setup_s = time.perf_counter() - step
+            stream = build_stream(bound, arguments.events, arguments.seed)
+            expected = expected_values(bound, stream)
+            produce_s = await produce_all(settings, stream)
+            results.ceiling_msgs_per_s = await measure_ceiling(settings, arguments.events)
+            results.scorer_msgs_per_s, join_s = await measure_scorer(
+                settings, application, arguments.events, expected
+            )
+            latencies, unseen = await measure_latency(
+                settings, application, bound, expected, arguments.rate, arguments.latency_seconds
+            )
+            results.p50_ms = percentile(latencies["read_store"], 0.50)
+            results.p99_ms = percentile(latencies["read_store"], 0.99)
+            results.context = {
+                "cores": os.cpu_count(),
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+                "versions": {
+                    name: importlib.metadata.version(name)
+                    for name in ("aiokafka", "pydantic", "eventsourcing", "orjson", "psycopg")
+                },
+                "store": "sqlite" if arguments.store == "sqlite" else "postgres",
+                "events": arguments.events,
+                "kpis": arguments.kpis,
+                "key_results_per_objective": arguments.per_objective,
+                "partitions": settings.topic_partitions,
+                "scorer_max_records": MAX_RECORDS,
+                "offered_rate_per_s": arguments.rate,
+                "latency_seconds": arguments.latency_seconds,
+                "latency_events": len(latencies["read_store"]) + unseen,
+                "scored_p50_ms": round(percentile(latencies["event_store"], 0.50), 1),
+                "scored_p99_ms": round(percentile(latencies["event_store"], 0.99), 1),
+                "latency_events_unseen": unseen,
+                "latency_read": "read store polled directly every 10 ms (key_results table); "
+                "scored_* = the same, polling the scorer's kpi_bindings in the event store",
+                "setup_s": round(setup_s, 2),
+                "produce_s": round(produce_s, 2),
+                "scorer_join_s": round(join_s, 2),
+                "progress_events": application.stored_event_count(),
+            }
+        finally:
+            application.close()
+    return results
+
+
+def table(results: Results) -> str:
+    rows = [
+        ("(a) ceiling: aiokafka getmany + pydantic", f"{results.ceiling_msgs_per_s:,.0f} msg/s"),
+        (
+            "(b) scorer, until every KR shows its final value",
+            f"{results.scorer_msgs_per_s:,.0f} msg/s",
+        ),
+        ("ratio (b)/(a), target >= 0.5", f"{results.ratio:.2f}"),
+        (
+            f"(c) latency p50 at {results.context['offered_rate_per_s']}/s",
+            f"{results.p50_ms:.0f} ms",
+        ),
+        ("(c) latency p99, target <= 250 ms", f"{results.p99_ms:.0f} ms"),
+        (
+            "    of which scored (event store) p50 / p99",
+            f"{results.context['scored_p50_ms']:.0f} / {results.context['scored_p99_ms']:.0f} ms",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value:>14}" for name, value in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--kpis", type=int, default=1_000)
+    parser.add_argument("--per-objective", type=int, default=5, help="key results per objective")
+    parser.add_argument("--rate", type=int, default=2_000, help="offered KPI events/s for (c)")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--store", default="sqlite", help="'sqlite' or a postgresql:// URL")
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--seed", type=int, default=20260714)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    arguments = parser.parse_args(argv)
+    results = asyncio.run(run(arguments))
+    print(table(results))
+    context = results.context
+    print(
+        f"({context['events']:,} events, {context['kpis']} KPIs, store {context['store']}, "
+        f"{context['cores']} cores; {context['latency_events_unseen']} latency events unseen)"
+    )
+    if arguments.json:
+        arguments.json.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "ceiling_msgs_per_s": round(results.ceiling_msgs_per_s),
+            "scorer_msgs_per_s": round(results.scorer_msgs_per_s),
+            "ratio": round(results.ratio, 3),
+            "p50_ms": round(results.p50_ms, 1),
+            "p99_ms": round(results.p99_ms, 1),
+            "targets": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS},
+            "context": context,
+        }
+        arguments.json.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
