@@ -54,6 +54,8 @@ from domain.objective_events import Aggregation
 from events import commands as wire
 from events import topics
 from events.kpi import KpiEvent
+from projections import projector as projector_module
+from services import relay as relay_module
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
@@ -339,6 +341,79 @@ async def measure_scorer(
 # --- (c) latency through the whole pipeline -------------------------------------------------------
 
 
+@dataclass
+class StageTimes:
+    """Wall time and size of each batch of one pipeline stage, to find where (c) queues."""
+
+    seconds: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        total_s = sum(self.seconds)
+        return {
+            "batches": len(self.seconds),
+            "mean_ms": round(1000 * total_s / len(self.seconds), 1) if self.seconds else 0.0,
+            "p99_ms": round(1000 * percentile(self.seconds, 0.99), 1) if self.seconds else 0.0,
+            "mean_size": round(sum(self.sizes) / len(self.sizes), 1) if self.sizes else 0.0,
+            "items_per_busy_s": round(sum(self.sizes) / total_s) if total_s else 0.0,
+        }
+
+
+@contextlib.contextmanager
+def timed_stages() -> Iterator[dict[str, StageTimes]]:
+    """Wrap the scorer's, the relay's and the projector's batch functions with timers (for the
+    run of (c) only); sizes are records scored, events read / published, messages applied."""
+    stages = {name: StageTimes() for name in ("scorer", "relay_read", "relay_publish", "project")}
+    score = KpiScorer.score
+    read_pending = relay_module.OutboxRelay.read_pending
+    publish_batch = relay_module.OutboxRelay.publish_batch
+    apply_batch = projector_module.apply_batch
+
+    def timed_score(self: KpiScorer, items: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return score(self, items)
+        finally:
+            stages["scorer"].seconds.append(time.perf_counter() - started)
+            stages["scorer"].sizes.append(len(items))
+
+    def timed_read(self: Any, limit: int) -> Any:
+        started = time.perf_counter()
+        batch = read_pending(self, limit)
+        if batch:
+            stages["relay_read"].seconds.append(time.perf_counter() - started)
+            stages["relay_read"].sizes.append(len(batch))
+        return batch
+
+    async def timed_publish(self: Any, producer: Any, batch: Any) -> None:
+        started = time.perf_counter()
+        try:
+            await publish_batch(self, producer, batch)
+        finally:
+            stages["relay_publish"].seconds.append(time.perf_counter() - started)
+            stages["relay_publish"].sizes.append(len(batch))
+
+    def timed_apply(store: Any, messages: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return apply_batch(store, messages)
+        finally:
+            stages["project"].seconds.append(time.perf_counter() - started)
+            stages["project"].sizes.append(len(messages))
+
+    KpiScorer.score = timed_score  # type: ignore[method-assign]
+    relay_module.OutboxRelay.read_pending = timed_read  # type: ignore[method-assign]
+    relay_module.OutboxRelay.publish_batch = timed_publish  # type: ignore[method-assign]
+    projector_module.apply_batch = timed_apply
+    try:
+        yield stages
+    finally:
+        KpiScorer.score = score  # type: ignore[method-assign]
+        relay_module.OutboxRelay.read_pending = read_pending  # type: ignore[method-assign]
+        relay_module.OutboxRelay.publish_batch = publish_batch  # type: ignore[method-assign]
+        projector_module.apply_batch = apply_batch
+
+
 class ReadStorePoll:
     """A value per latency key result, in one query: `current` in the read store's `key_results`
     (what the read API serves), or `value` in the event store's `kpi_bindings` (the scorer's
@@ -383,9 +458,9 @@ async def measure_latency(
     expected: dict[UUID, float | None],
     rate: int,
     seconds: float,
-) -> tuple[Latencies, int]:
-    """Latencies (ms) of events offered at `rate`/s for `seconds`, and how many were never seen
-    in the read store."""
+) -> tuple[Latencies, int, dict[str, dict[str, float]]]:
+    """Latencies (ms) of events offered at `rate`/s for `seconds`, how many were never seen in
+    the read store, and each stage's batch times meanwhile."""
     latest = [b for b in bound if b.aggregation == "latest"]
     key_results = [b.key_result_id for b in latest]
     poll = ReadStorePoll(settings.read_store_url, key_results)
@@ -406,9 +481,11 @@ async def measure_latency(
                 )
 
             await wait_until(caught_up, "the read store to show the scorer's values")
-            return await offer_and_watch(
-                settings, {"read_store": poll, "event_store": scored}, latest, rate, seconds
-            )
+            with timed_stages() as stages:
+                latencies, unseen = await offer_and_watch(
+                    settings, {"read_store": poll, "event_store": scored}, latest, rate, seconds
+                )
+            return latencies, unseen, {name: times.summary() for name, times in stages.items()}
     finally:
         await asyncio.to_thread(read_store.close)
 
@@ -529,11 +606,13 @@ async def run(arguments: argparse.Namespace) -> Results:
             stream = build_stream(bound, arguments.events, arguments.seed)
             expected = expected_values(bound, stream)
             produce_s = await produce_all(settings, stream)
-            results.ceiling_msgs_per_s = await measure_ceiling(settings, arguments.events)
-            results.scorer_msgs_per_s, join_s = await measure_scorer(
-                settings, application, arguments.events, expected
-            )
-            latencies, unseen = await measure_latency(
+            join_s = 0.0
+            if not arguments.latency_only:
+                results.ceiling_msgs_per_s = await measure_ceiling(settings, arguments.events)
+                results.scorer_msgs_per_s, join_s = await measure_scorer(
+                    settings, application, arguments.events, expected
+                )
+            latencies, unseen, stages = await measure_latency(
                 settings, application, bound, expected, arguments.rate, arguments.latency_seconds
             )
             results.p50_ms = percentile(latencies["read_store"], 0.50)
@@ -564,6 +643,7 @@ async def run(arguments: argparse.Namespace) -> Results:
                 "produce_s": round(produce_s, 2),
                 "scorer_join_s": round(join_s, 2),
                 "progress_events": application.stored_event_count(),
+                "stages": stages,
             }
         finally:
             application.close()
@@ -603,6 +683,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--seed", type=int, default=20260714)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="skip (a) and (b): the stream is only the backlog (c) starts from",
+    )
     arguments = parser.parse_args(argv)
     results = asyncio.run(run(arguments))
     print(table(results))
@@ -611,6 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({context['events']:,} events, {context['kpis']} KPIs, store {context['store']}, "
         f"{context['cores']} cores; {context['latency_events_unseen']} latency events unseen)"
     )
+    for stage, summary in context["stages"].items():
+        print(f"  {stage:<14} " + ", ".join(f"{k} {v:,}" for k, v in summary.items()))
     if arguments.json:
         arguments.json.parent.mkdir(parents=True, exist_ok=True)
         document = {

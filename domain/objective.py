@@ -361,8 +361,12 @@ def record_kpi_progress(
     observations: int,
     last_kpi_event_id: str,
     last_offset: int | None = None,
+    binding: KpiBinding | None = None,
 ) -> list[DomainEvent]:
     """A KPI batch moved a bound key result; no event when nothing changed.
+
+    `binding` is the binding the value was computed for: a key result rebound since (another KPI
+    or aggregation) takes no progress from it, or its history would credit the wrong KPI.
 
     KPI batches race with people: a key result unbound or removed, or an objective closed, since
     the batch was computed simply takes no progress. A milestone's KPI counts as done at >= 1.
@@ -373,6 +377,8 @@ def record_kpi_progress(
         (kr for kr in objective.key_results if kr.key_result_id == key_result_id), None
     )
     if key_result is None or key_result.binding is None:
+        return []
+    if binding is not None and key_result.binding != binding:
         return []
     if key_result.spec.kind is KeyResultKind.MILESTONE:
         value = MILESTONE_DONE if value >= MILESTONE_DONE else 0.0

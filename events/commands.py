@@ -19,7 +19,19 @@ SCHEMA_VERSION: Literal[1] = 1
 KeyResultKind = Literal["increase", "decrease", "range", "at_least", "at_most", "milestone"]
 Aggregation = Literal["latest", "sum", "count", "avg", "min", "max"]
 
+MAX_VERSION = 2**63 - 1
+"""Versions are 64-bit integers in both stores; a larger number is refused, not overflowed."""
+
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+Version = Annotated[int, Field(ge=0, le=MAX_VERSION)]
+PeriodDay = Annotated[
+    date,
+    Field(
+        ge=date(1900, 1, 1),
+        le=date(9998, 12, 31),
+        description="A day of the period; the period runs over whole days (UTC).",
+    ),
+]
 LongText = Annotated[str, Field(max_length=5000)]
 KpiKey = Annotated[
     str,
@@ -62,8 +74,8 @@ class CreateObjective(Contract):
     description: LongText = ""
     owner: ShortText
     team: ShortText
-    period_start: date
-    period_end: date
+    period_start: PeriodDay
+    period_end: PeriodDay
     parent_id: UUID | None = Field(None, description="The objective this one aligns to.")
     key_results: list[KeyResultDefinition] = Field(min_length=1, max_length=50)
 
@@ -76,8 +88,8 @@ class ReviseObjective(Contract):
     description: LongText | None = None
     owner: ShortText | None = None
     team: ShortText | None = None
-    period_start: date | None = None
-    period_end: date | None = None
+    period_start: PeriodDay | None = None
+    period_end: PeriodDay | None = None
 
 
 class AlignObjective(Contract):
@@ -163,8 +175,8 @@ class Command(Contract):
     objective_id: UUID | None = Field(
         None, description="Target objective; null only for create_objective."
     )
-    expected_version: int | None = Field(
-        None, ge=0, description="Refuse (conflict) unless the objective is at this version."
+    expected_version: Version | None = Field(
+        None, description="Refuse (conflict) unless the objective is at this version."
     )
     actor: ShortText = Field(description="Who decides.")
     reason: LongText | None = Field(

@@ -31,7 +31,7 @@ from uuid import UUID
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from events.okr import parse_okr_event
+from events.okr import OkrEventEnvelope, OkrPayload, parse_okr_event
 from projections.reducer import reduce_event
 from projections.views import AuditRow, ProjectedObjective, ReadStore, TimelineRow
 
@@ -91,16 +91,24 @@ class _Batch:
 
 
 def apply_batch(store: ReadStore, messages: Sequence[Message]) -> BatchReport:
-    """Fold `messages` into the store and move the positions past them, in one transaction."""
+    """Fold `messages` into the store and move the positions past them, in one transaction.
+
+    Every message is parsed first, so the objectives the batch touches are read in one query and
+    written back in one `executemany` each (not one statement per event: at a live stream's rate
+    the per-statement waits, not the SQL, were what kept the read models behind).
+    """
     batch = _Batch()
     report = BatchReport()
+    parsed = [(message, _parse(message)) for message in messages]
     with store.transaction() as writer:
-        for message in messages:
+        objective_ids = [p[0].objective_id for _, p in parsed if not isinstance(p, ValueError)]
+        loaded = writer.load_many(objective_ids)
+        batch.states = {objective_id: loaded.get(objective_id) for objective_id in objective_ids}
+        for message, event in parsed:
             key = (message.topic, message.partition)
             batch.next_offsets[key] = max(batch.next_offsets.get(key, 0), message.offset + 1)
-            report += _apply_one(batch, message, writer.load)
-        for projected in batch.dirty.values():
-            writer.save(projected)
+            report += _apply_one(batch, message, event)
+        writer.save_many(list(batch.dirty.values()))
         writer.append_timeline(batch.timeline)
         writer.append_audit(batch.audit)
         for (topic, partition), next_offset in batch.next_offsets.items():
@@ -108,21 +116,26 @@ def apply_batch(store: ReadStore, messages: Sequence[Message]) -> BatchReport:
     return report
 
 
-def _apply_one(
-    batch: _Batch, message: Message, load: Callable[[UUID], ProjectedObjective | None]
-) -> BatchReport:
-    where = f"{message.topic}[{message.partition}]@{message.offset}"
+Parsed = tuple[OkrEventEnvelope, OkrPayload]
+
+
+def _parse(message: Message) -> Parsed | ValueError:
     try:
         if message.value is None:
             raise ValueError("a message without a value")
-        envelope, payload = parse_okr_event(message.value)
+        return parse_okr_event(message.value)
     except ValueError as error:
-        log.warning("projector: skipping unreadable message %s: %s", where, error)
+        return error
+
+
+def _apply_one(batch: _Batch, message: Message, parsed: Parsed | ValueError) -> BatchReport:
+    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    if isinstance(parsed, ValueError):
+        log.warning("projector: skipping unreadable message %s: %s", where, parsed)
         return BatchReport(invalid=1)
+    envelope, payload = parsed
     objective_id = envelope.objective_id
-    if objective_id not in batch.states:
-        batch.states[objective_id] = load(objective_id)
-    state = batch.states[objective_id]
+    state = batch.states.get(objective_id)
     projected_version = state.objective.version if state is not None else 0
     if envelope.version <= projected_version:
         return BatchReport(duplicates=1)

@@ -8,14 +8,14 @@ from the key result row, so the read side can never disagree with the command si
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import singledispatch
+from functools import lru_cache, singledispatch
 from typing import Any
 from uuid import UUID
 
 from domain.errors import KeyResultNotFoundError, ObjectiveNotFoundError
 from domain.measures import KeyResultSpec
 from domain.objective import ObjectiveStatus
-from domain.scoring import objective_score, score_key_result
+from domain.scoring import Score, objective_score, score_key_result
 from events import okr
 from events.commands import KeyResultDefinition
 from projections.views import (
@@ -102,15 +102,24 @@ def reduce_event(
 # --- scores ---------------------------------------------------------------------------------------
 
 
-def spec_of(row: KeyResultRow) -> KeyResultSpec:
-    return KeyResultSpec.model_validate(row.model_dump(include=set(DEFINITION_FIELDS)))
+MEMO_SIZE = 4096
+"""Rows remembered by the memos below: an event changes one key result, and a batch of a live
+stream brings many events per objective, so the other rows are scored and audited once."""
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _score(definition: tuple[Any, ...], current: float | None) -> Score:
+    """`score_key_result` is a pure function of the definition and the value: computed once."""
+    spec = KeyResultSpec.model_validate(dict(zip(DEFINITION_FIELDS, definition, strict=True)))
+    return score_key_result(spec, current)
 
 
 def rescore(projected: ProjectedObjective) -> ProjectedObjective:
     """Number the key results in order and recompute every score from the stored values."""
     key_results = []
     for position, row in enumerate(projected.key_results):
-        result = score_key_result(spec_of(row), row.current)
+        definition = tuple(getattr(row, name) for name in DEFINITION_FIELDS)
+        result = _score(definition, row.current)
         key_results.append(
             row.model_copy(
                 update={
@@ -154,13 +163,25 @@ def audited_fields(projected: ProjectedObjective | None) -> dict[str, Any]:
     """Field path -> JSON value, objective fields first, then each key result in order."""
     if projected is None:
         return {}
-    objective = projected.objective.model_dump(mode="json", include=set(OBJECTIVE_AUDITED))
-    fields = {name: objective[name] for name in OBJECTIVE_AUDITED}
+    fields = dict(_objective_audited(projected.objective))
     for row in projected.key_results:
-        values = row.model_dump(mode="json", include=set(KEY_RESULT_AUDITED))
-        for name in KEY_RESULT_AUDITED:
-            fields[f"key_results[{row.key_result_id}].{name}"] = values[name]
+        fields.update(_key_result_audited(row))
     return fields
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _objective_audited(objective: ObjectiveRow) -> tuple[tuple[str, Any], ...]:
+    """Rows are frozen, so their audited JSON values are computed once per distinct row."""
+    values = objective.model_dump(mode="json", include=set(OBJECTIVE_AUDITED))
+    return tuple((name, values[name]) for name in OBJECTIVE_AUDITED)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _key_result_audited(row: KeyResultRow) -> tuple[tuple[str, Any], ...]:
+    values = row.model_dump(mode="json", include=set(KEY_RESULT_AUDITED))
+    return tuple(
+        (f"key_results[{row.key_result_id}].{name}", values[name]) for name in KEY_RESULT_AUDITED
+    )
 
 
 def diff(

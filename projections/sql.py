@@ -210,13 +210,47 @@ class SqlProjectionWriter:
         key_results = self._store.key_results_in(self._session, objective_id)
         return ProjectedObjective(objective=objective, key_results=tuple(key_results))
 
+    def load_many(self, objective_ids: Sequence[UUID]) -> dict[UUID, ProjectedObjective]:
+        """Two queries for the whole batch, not two per objective: each statement is a round
+        trip (PostgreSQL) or a GIL release and re-acquire (SQLite) that the projector waits on."""
+        found: dict[UUID, ProjectedObjective] = {}
+        for chunk in _chunks(sorted(set(objective_ids)), IN_CHUNK):
+            marks = ", ".join("?" * len(chunk))
+            objectives = self._store.rows_in(
+                self._session,
+                ObjectiveRow,
+                f"SELECT * FROM objectives WHERE objective_id IN ({marks})",
+                chunk,
+            )
+            key_results: dict[UUID, list[KeyResultRow]] = {o.objective_id: [] for o in objectives}
+            for row in self._store.rows_in(
+                self._session,
+                KeyResultRow,
+                f"SELECT * FROM key_results WHERE objective_id IN ({marks}) "
+                "ORDER BY objective_id, position",
+                chunk,
+            ):
+                key_results[row.objective_id].append(row)
+            for objective in objectives:
+                found[objective.objective_id] = ProjectedObjective(
+                    objective=objective, key_results=tuple(key_results[objective.objective_id])
+                )
+        return found
+
     def save(self, projected: ProjectedObjective) -> None:
-        objective = projected.objective
-        self._session.run(UPSERT_OBJECTIVE, _params(objective, OBJECTIVE_COLUMNS))
-        self._session.run(
-            "DELETE FROM key_results WHERE objective_id = ?", [objective.objective_id]
+        self.save_many([projected])
+
+    def save_many(self, projected: Sequence[ProjectedObjective]) -> None:
+        if not projected:
+            return
+        self._session.run_many(
+            UPSERT_OBJECTIVE, [_params(p.objective, OBJECTIVE_COLUMNS) for p in projected]
         )
-        rows = [_params(row, KEY_RESULT_COLUMNS) for row in projected.key_results]
+        self._session.run_many(
+            "DELETE FROM key_results WHERE objective_id = ?",
+            [[p.objective.objective_id] for p in projected],
+        )
+        rows = [_params(row, KEY_RESULT_COLUMNS) for p in projected for row in p.key_results]
         if rows:
             self._session.run_many(INSERT_KEY_RESULT, rows)
 
@@ -361,6 +395,9 @@ class SqlReadStore:
         sql = "SELECT * FROM key_results WHERE objective_id = ? ORDER BY position"
         return self._rows(KeyResultRow, session.fetch(sql, [objective_id]))
 
+    def rows_in(self, session: Session, model: type[R], sql: str, params: Sequence[Any]) -> list[R]:
+        return self._rows(model, session.fetch(sql, params))
+
     def _query(self, model: type[R], sql: str, params: Sequence[Any]) -> list[R]:
         with self.dialect.session(write=False) as session:
             return self._rows(model, session.fetch(sql, params))
@@ -372,6 +409,17 @@ class SqlReadStore:
                 row[column] = self.dialect.decode_json(row[column])
             decoded.append(model.model_validate(row))
         return decoded
+
+
+T = TypeVar("T")
+
+IN_CHUNK = 500
+"""Ids per `IN (...)` list: well under SQLite's bound-parameter limit (999 before 3.32)."""
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _all(table: str, order: str) -> str:

@@ -187,8 +187,14 @@ class ProjectionWriter(Protocol):
 
     def load(self, objective_id: UUID) -> ProjectedObjective | None: ...
 
+    def load_many(self, objective_ids: Sequence[UUID]) -> dict[UUID, ProjectedObjective]:
+        """The projected objectives among `objective_ids` (absent ones are left out)."""
+
     def save(self, projected: ProjectedObjective) -> None:
         """Upsert the objective and make its key result rows exactly `projected.key_results`."""
+
+    def save_many(self, projected: Sequence[ProjectedObjective]) -> None:
+        """`save` for each, in as few statements as the database allows."""
 
     def append_timeline(self, rows: Sequence[TimelineRow]) -> None: ...
 

@@ -38,7 +38,6 @@ from typing import Any, get_args
 
 import orjson
 from aiokafka.errors import KafkaError
-from eventsourcing.persistence import InterfaceError, OperationalError
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
@@ -50,7 +49,7 @@ from events.dead_letters import DeadLetterReason
 from events.topics import COMMAND_RESULTS, COMMANDS
 from services.application import OkrApplication
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_broker
-from services.errors import REJECTABLE, Rejection, reject
+from services.errors import REJECTABLE, TRANSIENT, Rejection, reject
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
 
@@ -66,8 +65,6 @@ RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 RECONNECT_DELAY_S = 5.0
 MAX_COMMAND_ID_LENGTH = 200
 
-TRANSIENT: tuple[type[Exception], ...] = (OperationalError, InterfaceError, KafkaError, OSError)
-"""Outages: retrying the same message later succeeds, so it is neither refused nor dead-lettered."""
 
 COMMAND_TYPES: frozenset[str] = frozenset(
     body.model_fields["type"].default for body in get_args(Command.model_fields["body"].annotation)

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from eventsourcing.persistence import InterfaceError, OperationalError
 from pydantic import ValidationError
 
 from domain.errors import (
@@ -89,3 +91,6 @@ def _problems_of(error: Exception, code: str) -> list[Issue]:
 
 REJECTABLE: tuple[type[Exception], ...] = (ValidationError, OkrError)
 """Errors that mean "this command is refused", as opposed to a fault of ours or of a store."""
+
+TRANSIENT: tuple[type[Exception], ...] = (OperationalError, InterfaceError, KafkaError, OSError)
+"""Outages: the same command later succeeds, so HTTP answers 503 and Kafka retries the message."""

@@ -41,6 +41,7 @@ from domain.objective import (
 from domain.objective_events import (
     DomainEvent,
     KeyResultRemoved,
+    KpiBinding,
     KpiBound,
     KpiUnbound,
     ObjectiveActivated,
@@ -236,6 +237,7 @@ class BindingsFollower:
                 value,
                 observations=binding.aggregate.count,
                 last_kpi_event_id=latest.event_id,
+                binding=KpiBinding(kpi_key=binding.kpi_key, aggregation=binding.aggregation),
             )
         except NotScorableError as error:
             log.warning("key result %s not back-filled: %s", binding.key_result_id, error)

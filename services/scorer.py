@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from domain.errors import NotScorableError
 from domain.kpi_series import Observation, epoch_us
 from domain.objective import Decision, Objective, ObjectiveStatus, evolve, record_kpi_progress
-from domain.objective_events import DomainEvent
+from domain.objective_events import DomainEvent, KpiBinding
 from events.dead_letters import DeadLetterReason
 from events.kpi import KpiEvent
 from events.topics import KPI_EVENTS
@@ -278,6 +278,7 @@ class KpiScorer:
                     observations=moved.observations,
                     last_kpi_event_id=moved.last_event_id,
                     last_offset=moved.last_offset,
+                    binding=KpiBinding(kpi_key=binding.kpi_key, aggregation=binding.aggregation),
                 )
             except NotScorableError as error:
                 log.warning("key result %s not moved: %s", binding.key_result_id, error)

@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from domain.measures import KeyResultKind
 from domain.objective import ObjectiveStatus
 from domain.objective_events import Aggregation
+from events.commands import MAX_VERSION
 from services.api.commands import get_application
 from services.api.errors import REJECTION_RESPONSES
 from services.application import OkrApplication
@@ -139,7 +140,9 @@ async def get_objective_as_of(
         AwareDatetime | None,
         Query(description="A moment, ISO 8601 with a time zone, e.g. 2026-08-01T12:00:00Z."),
     ] = None,
-    version: Annotated[int | None, Query(ge=1, description="A version (1, 2, …).")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="A version (1, 2, …).")
+    ] = None,
 ) -> ObjectiveAsOfBody:
     _exactly_one(at, version)
     found = await asyncio.to_thread(

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from events.commands import (
+    MAX_VERSION,
     ActivateObjective,
     AddKeyResult,
     Aggregation,
@@ -101,7 +102,8 @@ def get_expected_version(
         Header(pattern=VERSION_TAG, description='Version the objective must be at, e.g. "3".'),
     ] = None,
     expected_version: Annotated[
-        int | None, Query(ge=0, description="Same as If-Match, as a query parameter.")
+        int | None,
+        Query(ge=0, le=MAX_VERSION, description="Same as If-Match, as a query parameter."),
     ] = None,
 ) -> int | None:
     header = int(if_match.strip('"')) if if_match is not None else None

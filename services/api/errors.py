@@ -14,7 +14,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from events.commands import Issue
-from services.errors import REJECTABLE, Rejection, invalid_command, problems_of, reject
+from services.errors import (
+    REJECTABLE,
+    TRANSIENT,
+    Rejection,
+    invalid_command,
+    problems_of,
+    reject,
+)
 
 
 class RejectionBody(BaseModel):
@@ -29,6 +36,7 @@ REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": RejectionBody, "description": "No such objective or key result."},
     409: {"model": RejectionBody, "description": "Stale version, or not allowed in this status."},
     422: {"model": RejectionBody, "description": "Invalid, unmeasurable or reasonless command."},
+    503: {"model": RejectionBody, "description": "A store or Kafka is unavailable; retry."},
 }
 """For the OpenAPI document: what the command endpoints answer when they refuse."""
 
@@ -50,7 +58,18 @@ async def on_invalid_request(_: Request, error: Exception) -> JSONResponse:
     return rejection_response(invalid_command(problems_of(error.errors())))
 
 
+async def on_outage(_: Request, error: Exception) -> JSONResponse:
+    """A store or Kafka outage is not the client's fault and passes: 503, try again shortly."""
+    message = f"a backing service is unavailable ({type(error).__name__}); retry shortly"
+    problem = Issue(code="unavailable", field="(service)", message=message)
+    response = rejection_response(Rejection(503, "unavailable", message, [problem]))
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error_type in REJECTABLE:
         app.add_exception_handler(error_type, on_rejected_command)
+    for error_type in TRANSIENT:
+        app.add_exception_handler(error_type, on_outage)
     app.add_exception_handler(RequestValidationError, on_invalid_request)

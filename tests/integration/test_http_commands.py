@@ -378,3 +378,46 @@ async def test_a_check_in_on_a_draft_is_409(api: Api) -> None:
             "POST", f"/objectives/{objective_id}/key-results/{nps_id}/check-ins", {"value": 70}
         )
     refused(response, 409, "invalid_transition")
+
+
+async def test_numbers_and_days_beyond_what_the_stores_hold_are_refused_not_crashed(
+    api: Api,
+) -> None:
+    objective_id, _ = await api.create(NPS)
+    huge = str(2**70)
+    async with api.writes_nothing():
+        far_future = await api.send(
+            "POST",
+            "/objectives",
+            objective(NPS, period_start="9999-01-01", period_end="9999-12-31"),
+        )
+        huge_query = await api.send(
+            "POST", f"/objectives/{objective_id}/activate", params={"expected_version": huge}
+        )
+        huge_header = await api.send(
+            "POST", f"/objectives/{objective_id}/activate", headers={"If-Match": f'"{huge}"'}
+        )
+        as_of = await api.send("GET", f"/objectives/{objective_id}/as-of", params={"version": huge})
+    assert {("body", "period_start"), ("body", "period_end")} <= {
+        (problem["field"].split(".")[0], problem["field"].split(".")[-1])
+        for problem in refused(far_future, 422, "invalid_command")["problems"]
+    }
+    for response in (huge_query, huge_header, as_of):
+        assert response.status_code == 422, response.text
+
+
+async def test_a_store_outage_is_a_503_to_retry_not_a_500(api: Api) -> None:
+    from eventsourcing.persistence import OperationalError
+
+    def unavailable(*_: Any, **__: Any) -> Any:
+        raise OperationalError("database is locked")
+
+    objective_id, _ = await api.create(NPS)
+    original = api.application.handle
+    api.application.handle = unavailable  # type: ignore[method-assign]
+    try:
+        response = await api.send("POST", f"/objectives/{objective_id}/activate")
+    finally:
+        api.application.handle = original  # type: ignore[method-assign]
+    assert refused(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "1"

@@ -752,3 +752,27 @@ def test_replaying_stored_events_rebuilds_exactly_what_folding_saw(data: st.Data
     assert rebuilt is not None
     assert rebuilt.score == history.objective.score
     assert [event.originator_version for event in reloaded] == list(range(1, len(reloaded) + 1))
+
+
+def test_kpi_progress_computed_for_a_binding_since_replaced_is_not_recorded() -> None:
+    history = activated(SALES)
+    sales_id = kr_id(history.objective)
+    rebound = KpiBinding(kpi_key="sales.product_x.orders", aggregation=Aggregation.COUNT)
+    history.record(decide.bind_kpi(history.objective, decision(), sales_id, SALES_KPI))
+    history.record(decide.bind_kpi(history.objective, decision(), sales_id, rebound))
+
+    def progress(binding: KpiBinding) -> list[DomainEvent]:
+        return decide.record_kpi_progress(
+            history.objective,
+            decision(),
+            sales_id,
+            1100.0,
+            observations=1,
+            last_kpi_event_id="e1",
+            binding=binding,
+        )
+
+    assert progress(SALES_KPI) == []
+    [recorded] = progress(rebound)
+    assert isinstance(recorded, KpiProgressRecorded)
+    assert recorded.kpi_key == "sales.product_x.orders"
