@@ -642,7 +642,7 @@ async def run(arguments: argparse.Namespace) -> Results:
                 "setup_s": round(setup_s, 2),
                 "produce_s": round(produce_s, 2),
                 "scorer_join_s": round(join_s, 2),
-                "progress_events": application.stored_event_count(),
+                "progress_events": application.last_notification_id(),
                 "stages": stages,
             }
         finally:

@@ -25,13 +25,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from events.okr import OkrEventEnvelope, OkrPayload, parse_okr_event
+from projections.backoff import Backoff
+from projections.kafka_positions import SeekToStoredPositions
 from projections.reducer import reduce_event
 from projections.views import AuditRow, ProjectedObjective, ReadStore, TimelineRow
 
@@ -171,59 +174,16 @@ def _apply_one(batch: _Batch, message: Message, parsed: Parsed | ValueError) -> 
 # --- the Kafka side -------------------------------------------------------------------------------
 
 
-class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, start each partition where the database says, not where Kafka committed.
-
-    The database position moves in the transaction of the rows; Kafka's committed offset is
-    written after it and can lag behind (a crash in between) or be missing. aiokafka already
-    starts fetching from the committed offset while this listener awaits the database, so the
-    partitions stay paused until they are sought. If the positions cannot be read they stay
-    paused and `raise_if_failed` stops the runner, which restarts: falling back to Kafka's
-    offsets could skip events a fresh store never saw.
-    """
-
-    def __init__(self, consumer: AIOKafkaConsumer, store: ReadStore) -> None:
-        self._consumer = consumer
-        self._store = store
-        self._failure: Exception | None = None
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Nothing to save: every applied batch stored its position already."""
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        partitions = sorted(assigned)
-        self._consumer.pause(*partitions)
-        try:
-            positions = await asyncio.to_thread(self._store.positions)
-        except Exception as error:
-            self._failure = error
-            return
-        unknown = []
-        for partition in partitions:
-            stored = positions.get((partition.topic, partition.partition))
-            if stored is None:
-                unknown.append(partition)
-            else:
-                self._consumer.seek(partition, stored)
-        if unknown:
-            await self._consumer.seek_to_beginning(*unknown)
-        self._consumer.resume(*partitions)
-        log.info("projector: assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
-
-    def raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-
-@dataclass(frozen=True)
-class RetryDelay:
-    """Capped exponential pause after a failed batch (store or Kafka unreachable)."""
-
-    first_s: float = 0.5
-    max_s: float = 30.0
-
-    def seconds(self, failures: int) -> float:
-        return min(self.max_s, self.first_s * 2.0 ** max(0, failures - 1))
+def stored_positions(
+    store: ReadStore, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The read store's next offset of each partition it has a position for."""
+    positions = store.positions()
+    return {
+        tp: positions[(tp.topic, tp.partition)]
+        for tp in partitions
+        if (tp.topic, tp.partition) in positions
+    }
 
 
 async def run_projector(
@@ -233,7 +193,7 @@ async def run_projector(
     client_options: Mapping[str, Any],
     group_id: str = PROJECTOR_GROUP,
     max_records: int = MAX_RECORDS,
-    retry: RetryDelay = RetryDelay(),
+    backoff: Backoff = Backoff(),
     on_batch: Callable[[BatchReport], None] | None = None,
 ) -> None:
     """Project `topic` until cancelled. A failure restarts the consumer from the stored positions.
@@ -251,7 +211,9 @@ async def run_projector(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        listener = SeekToStoredPositions(consumer, store)
+        listener = SeekToStoredPositions(
+            consumer, partial(stored_positions, store), name="projector"
+        )
         try:
             consumer.subscribe([topic], listener=listener)
             await consumer.start()
@@ -275,12 +237,12 @@ async def run_projector(
                 "projector: %s: %s; restarting from the stored positions in %.1fs",
                 type(error).__name__,
                 error,
-                retry.seconds(failures),
+                backoff.delay_s(failures),
                 exc_info=not isinstance(error, KafkaError | OSError),
             )
         finally:
             await consumer.stop()  # leave the group while pausing, so others can take over
-        await asyncio.sleep(retry.seconds(failures))
+        await asyncio.sleep(backoff.delay_s(failures))
 
 
 async def _commit(

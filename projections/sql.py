@@ -17,6 +17,7 @@ from uuid import UUID
 from projections.views import (
     AuditRow,
     KeyResultRow,
+    ObjectiveDetail,
     ObjectiveFilter,
     ObjectivePage,
     ObjectiveRow,
@@ -180,6 +181,7 @@ SELECT_POSITIONS = (
     'SELECT topic, kafka_partition AS "partition", next_offset FROM projection_positions '
     "ORDER BY topic, kafka_partition"
 )
+SELECT_CHILDREN = "SELECT * FROM objectives WHERE parent_id = ? ORDER BY created_at, objective_id"
 JSON_COLUMNS = {"detail", "changes"}
 
 
@@ -325,8 +327,22 @@ class SqlReadStore:
             return self.key_results_in(session, objective_id)
 
     def children(self, parent_id: UUID) -> list[ObjectiveRow]:
-        sql = "SELECT * FROM objectives WHERE parent_id = ? ORDER BY created_at, objective_id"
-        return self._query(ObjectiveRow, sql, [parent_id])
+        return self._query(ObjectiveRow, SELECT_CHILDREN, [parent_id])
+
+    def objective_detail(self, objective_id: UUID) -> ObjectiveDetail | None:
+        """One read session: SQLite's deferred BEGIN and PostgreSQL's REPEATABLE READ both hold
+        the snapshot of the first SELECT until the session ends."""
+        with self.dialect.session(write=False) as session:
+            objective = self.objective_in(session, objective_id)
+            if objective is None:
+                return None
+            return ObjectiveDetail(
+                objective=objective,
+                key_results=tuple(self.key_results_in(session, objective_id)),
+                children=tuple(
+                    self.rows_in(session, ObjectiveRow, SELECT_CHILDREN, [objective_id])
+                ),
+            )
 
     def timeline(self, objective_id: UUID, key_result_id: UUID | None = None) -> list[TimelineRow]:
         sql = "SELECT * FROM score_timeline WHERE objective_id = ?"

@@ -131,6 +131,14 @@ class ProjectedObjective(Row):
     key_results: tuple[KeyResultRow, ...]
 
 
+class ObjectiveDetail(Row):
+    """An objective, its key results and the objectives aligned to it, read as of one moment."""
+
+    objective: ObjectiveRow
+    key_results: tuple[KeyResultRow, ...]
+    children: tuple[ObjectiveRow, ...]
+
+
 class ObjectivePage(Row):
     items: tuple[ObjectiveRow, ...]
     next_cursor: str | None = Field(description="Pass back as `after_cursor`; null at the end.")
@@ -218,6 +226,13 @@ class ReadStore(Protocol):
     ) -> ObjectivePage: ...
 
     def get_objective(self, objective_id: UUID) -> ObjectiveRow | None: ...
+
+    def objective_detail(self, objective_id: UUID) -> ObjectiveDetail | None:
+        """The objective with its key results and children, all from ONE read transaction.
+
+        Three separate reads could straddle a projector commit and pair an objective at version
+        N with key results at N+1; one snapshot cannot.
+        """
 
     def key_results(self, objective_id: UUID) -> list[KeyResultRow]: ...
 

@@ -248,8 +248,8 @@ class OkrApplication(Application[UUID]):
                     "snapshot of %s at %s failed", event.originator_id, event.originator_version
                 )
 
-    def stored_event_count(self) -> int:
+    def last_notification_id(self) -> int:
+        """The notification id of the newest stored event, 0 when none. Ids only grow, so the
+        difference between two readings counts the events stored in between (when no insert
+        failed: a failed one can leave a gap on PostgreSQL)."""
         return self.recorder.max_notification_id() or 0
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "persistence": self.env.get("PERSISTENCE_MODULE")}

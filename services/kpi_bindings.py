@@ -49,6 +49,7 @@ from domain.objective_events import (
     ObjectiveClosed,
     ObjectiveRevised,
 )
+from projections.backoff import Backoff
 from services.kpi_store import (
     Binding,
     KpiBatch,
@@ -56,7 +57,7 @@ from services.kpi_store import (
     KpiStateConflictError,
     TrackingWrite,
 )
-from services.relay import Backoff, tracking_recorder
+from services.relay import tracking_recorder
 from services.scorer import ACTOR, kpi_reader
 from services.wakeup import wait_for_wakeup
 

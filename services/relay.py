@@ -15,7 +15,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from weakref import WeakKeyDictionary
 
@@ -25,6 +24,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.objective_events import DomainEvent
 from events import okr, topics
+from projections.backoff import Backoff
 from services.wakeup import wait_for_wakeup
 
 if TYPE_CHECKING:
@@ -244,17 +244,6 @@ async def relay_once(
     relay = await OutboxRelay.open(settings, application)
     async with relay_producer(settings) as producer:
         return await relay.publish_pending(producer, batch_size=batch_size, limit=limit)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential pause between attempts while Kafka (or the store) keeps failing."""
-
-    first_s: float = 0.5
-    max_s: float = 30.0
-
-    def delay_s(self, failures: int) -> float:
-        return min(self.max_s, self.first_s * 2.0 ** max(0, failures - 1))
 
 
 async def run_relay(

@@ -30,11 +30,12 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from eventsourcing.persistence import IntegrityError
 from pydantic import ValidationError
@@ -46,6 +47,8 @@ from domain.objective_events import DomainEvent, KpiBinding
 from events.dead_letters import DeadLetterReason
 from events.kpi import KpiEvent
 from events.topics import KPI_EVENTS
+from projections.backoff import Backoff
+from projections.kafka_positions import SeekToStoredPositions
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.kafka_admin import ensure_topics
 from services.kpi_store import (
@@ -56,7 +59,6 @@ from services.kpi_store import (
     ObservationRow,
     PositionMove,
 )
-from services.relay import Backoff
 
 if TYPE_CHECKING:
     from services.application import OkrApplication
@@ -509,30 +511,19 @@ async def _to_thread_to_completion(
 # --- the consumer loop ----------------------------------------------------------------------------
 
 
-class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On every assignment, start each partition where the event store says scoring stopped."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, scorer: KpiScorer, topic: str) -> None:
-        self.consumer = consumer
-        self.scorer = scorer
-        self.topic = topic
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.scorer.assigned -= set(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        positions = await asyncio.to_thread(self.scorer.reader.positions, self.topic)
-        for tp in assigned:
-            if tp.partition in positions:
-                self.consumer.seek(tp, positions[tp.partition])
-            else:
-                await self.consumer.seek_to_beginning(tp)
-        self.scorer.assigned |= set(assigned)
-        log.info(
-            "KPI scorer holds %s partitions %s",
-            self.topic,
-            sorted(tp.partition for tp in self.scorer.assigned),
+def stored_positions(
+    reader: KpiReader, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The event store's next offset to score of each partition it has a position for."""
+    found: dict[TopicPartition, int] = {}
+    for topic in sorted({tp.topic for tp in partitions}):
+        positions = reader.positions(topic)
+        found.update(
+            (tp, positions[tp.partition])
+            for tp in partitions
+            if tp.topic == topic and tp.partition in positions
         )
+    return found
 
 
 @contextlib.asynccontextmanager
@@ -644,12 +635,19 @@ async def _consume(
 ) -> None:
     topic = settings.topic(KPI_EVENTS)
     dead_letters = DeadLetterPublisher(settings, send_with_producer(producer), consumer_group=group)
-    listener = SeekToStoredPositions(consumer, scorer, topic)
+    listener = SeekToStoredPositions(
+        consumer,
+        partial(stored_positions, scorer.reader),
+        name="KPI scorer",
+        on_assigned=scorer.assigned.update,
+        on_revoked=scorer.assigned.difference_update,
+    )
     consumer.subscribe([topic], listener=listener)
     await consumer.start()
     log.info("KPI scorer consuming %s as group %s", topic, group)
     while True:
         fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records)
+        listener.raise_if_failed()
         records = [record for tp in sorted(fetched) for record in fetched[tp]]
         if not records:
             continue

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "okr-ledger" / "kafka",
         description="Where the resolved Kafka jars are kept, outside git.",
     )
-    local_kafka_heap: str = Field("512m", pattern=r"^\d+[kmg]$")
+    local_kafka_heap: str = Field("1g", pattern=r"^\d+[kmg]$")
     kafka_home: Path | None = Field(
         None,
         validation_alias=AliasChoices("KAFKA_HOME", "OKR_KAFKA_HOME"),

@@ -201,17 +201,16 @@ async def get_objective(
     if min_version is not None and (version is None or version < min_version):
         return projection_behind(objective_id, min_version, version)
 
-    def read() -> tuple[ObjectiveRow | None, list[KeyResultRow], list[ObjectiveRow]]:
-        return (
-            store.get_objective(objective_id),
-            store.key_results(objective_id),
-            store.children(objective_id),
-        )
-
-    row, key_results, children = await asyncio.to_thread(read)
-    if row is None:
+    detail = await asyncio.to_thread(store.objective_detail, objective_id)
+    if detail is None:
         raise ObjectiveNotFoundError(objective_id)
-    return objective_view(settings, row, key_results, children, datetime.now(UTC))
+    return objective_view(
+        settings,
+        detail.objective,
+        list(detail.key_results),
+        list(detail.children),
+        datetime.now(UTC),
+    )
 
 
 @router.get(

@@ -28,10 +28,10 @@ import pytest
 
 from events import commands as wire
 from events import topics
+from projections.backoff import Backoff
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
-from services.relay import Backoff
 from services.scorer import KpiScorer, kpi_reader, run_scorer
 from services.settings import Settings
 from tests.kpi_support import (

@@ -89,7 +89,7 @@ class Api:
         return found
 
     async def stored_events(self) -> int:
-        return await asyncio.to_thread(self.application.stored_event_count)
+        return await asyncio.to_thread(self.application.last_notification_id)
 
     @contextlib.asynccontextmanager
     async def writes_nothing(self) -> AsyncIterator[None]:

@@ -123,7 +123,7 @@ def consumer_running(
 
 
 async def event_count(application: OkrApplication) -> int:
-    return await asyncio.to_thread(application.stored_event_count)
+    return await asyncio.to_thread(application.last_notification_id)
 
 
 # --- fixtures

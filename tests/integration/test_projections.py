@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from domain.objective_events import DomainEvent
 from events import commands as wire
 from events import topics
-from projections.projector import BatchReport, RetryDelay, run_projector
+from projections.backoff import Backoff
+from projections.projector import BatchReport, run_projector
 from projections.views import ReadStore, ReadStoreDump
 from services.application import OkrApplication
 from services.cli import app as cli
@@ -254,7 +255,7 @@ async def test_incremental_store_equals_the_store_rebuilt_from_offset_zero(
     assert report.events.applied == len(incremental.audit)
     assert report.events.duplicates == 3
     assert (report.events.gaps, report.events.invalid) == (0, 0)
-    assert report.counts["audit"] == application.stored_event_count()
+    assert report.counts["audit"] == application.last_notification_id()
     assert_same_rows(await asyncio.to_thread(store.dump), incremental)
 
 
@@ -272,7 +273,7 @@ async def test_a_restarted_projector_resumes_at_its_stored_positions(
             return await projector_committed(store_settings, positions_at_stop) == positions_at_stop
 
         await eventually(committed_to_kafka_too, "Kafka's committed offsets follow the store's")
-    published_first = application.stored_event_count()
+    published_first = application.last_notification_id()
     assert sum(r.applied for r in first_run) == published_first
 
     await rewind_kafka_offsets(store_settings, positions_at_stop)
@@ -282,7 +283,7 @@ async def test_a_restarted_projector_resumes_at_its_stored_positions(
     async with running_projector(store_settings, store, second_run):
         await publish_and_project(store_settings, application, store)
 
-    new_events = application.stored_event_count() - published_first
+    new_events = application.last_notification_id() - published_first
     total = sum(second_run, BatchReport())
     assert total == BatchReport(applied=new_events), "nothing read twice, nothing skipped"
     for objective_id, _ in objectives:
@@ -327,7 +328,7 @@ async def test_unreadable_positions_at_assignment_never_fall_back_to_kafka_offse
         topic=store_settings.topic(topics.EVENTS),
         client_options=store_settings.kafka_client_options(),
         group_id=projector_group(store_settings),
-        retry=RetryDelay(first_s=0.05, max_s=0.2),
+        backoff=Backoff(first_s=0.05, max_s=0.2),
         on_batch=reports.append,
     )
     async with running(projector):

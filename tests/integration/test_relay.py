@@ -20,10 +20,10 @@ import pytest
 from events import commands as wire
 from events import topics
 from events.okr import OkrEventEnvelope, parse_okr_event
+from projections.backoff import Backoff
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.relay import (
-    Backoff,
     OutboxRelay,
     relay_once,
     relay_position,

@@ -27,12 +27,12 @@ from eventsourcing.persistence import IntegrityError
 from events import commands as wire
 from events import topics
 from events.kpi import KpiEvent
+from projections.backoff import Backoff
 from services.application import OkrApplication
 from services.dlq import DeadLetterPublisher
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
 from services.kpi_store import KpiBatch, KpiStats, ObservationRow, PositionMove
-from services.relay import Backoff
 from services.scorer import BatchReport, KpiScorer, Origin, kpi_reader, run_scorer, score_batch
 from services.settings import Settings
 from tests.kpi_support import (
