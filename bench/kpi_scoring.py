@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -64,6 +64,7 @@ from services.relay import run_relay
 from services.scorer import MAX_RECORDS, KpiScorer, kpi_reader, run_scorer
 from services.settings import Settings
 from services.stores import is_postgres, postgres_location
+from services.tasks import running
 
 ACTOR = "bench@example.com"
 PERIOD_START = date(2026, 7, 1)
@@ -275,19 +276,6 @@ async def measure_ceiling(settings: Settings, events: int) -> float:
 
 
 # --- (b) the scorer -------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running(*jobs: Any) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(job) for job in jobs]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def wait_until(condition: Any, what: str, interval_s: float = 0.05) -> None:

@@ -17,6 +17,7 @@ from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.projector_service import open_read_store
 from services.settings import Settings
+from services.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,10 @@ def create_app(
         if owns_read_store:
             app.state.read_store = await asyncio.to_thread(open_read_store, settings)
         jobs = [keep_trying_to_ensure_topics(settings), *(job(application) for job in background)]
-        tasks = [asyncio.create_task(job) for job in jobs]
         try:
-            yield
+            async with running(*jobs):
+                yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             if owns_read_store:
                 await asyncio.to_thread(app.state.read_store.close)
                 app.state.read_store = None
