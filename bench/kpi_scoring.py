@@ -8,9 +8,12 @@ real broker and measures, in one run:
 (b) scorer: `run_scorer` + the bindings follower (as `okr scorer` runs them), from the moment the
     consumer holds its partitions until every key result's stored value equals its final value,
     computed here from the stream with `domain.kpi_series` (checked against the event store too);
-(c) latency: the whole pipeline of `okr serve` minus HTTP (scorer, bindings follower, outbox relay,
-    projector, read store), KPI events offered at a fixed rate; per event, from the producer's
-    `send` to the first poll of the read store (the tables the read API serves) that shows it.
+(c) latency: the whole pipeline minus HTTP, as `docker-compose.yml` deploys it: a scorer process
+    (`okr scorer`'s jobs: scorer, bindings follower) and a process with `okr serve`'s other jobs
+    (command consumer, outbox relay, projector), `bench.pipeline_process`; `--single-process`
+    runs them all here instead. KPI events offered at a fixed rate; per event, from the
+    producer's `send` to the first poll of the read store (the tables the read API serves) that
+    shows it.
     Each latency event is the next value of a `latest`-bound KPI, increasing per KPI, so "shown"
     means: the key result's `current` in the read store is at least that value. The read store is
     polled directly (one query every `POLL_S`), not through HTTP: the API adds a constant per
@@ -33,12 +36,14 @@ import importlib.metadata
 import os
 import platform
 import random
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -49,13 +54,13 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.stages import STAGES, StageTimes, percentile, timed_stages
 from domain.kpi_series import Observation, aggregate, epoch_us
 from domain.objective_events import Aggregation
 from events import commands as wire
 from events import topics
 from events.kpi import KpiEvent
-from projections import projector as projector_module
-from services import relay as relay_module
+from projections.views import ReadStore
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
@@ -329,79 +334,6 @@ async def measure_scorer(
 # --- (c) latency through the whole pipeline -------------------------------------------------------
 
 
-@dataclass
-class StageTimes:
-    """Wall time and size of each batch of one pipeline stage, to find where (c) queues."""
-
-    seconds: list[float] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-
-    def summary(self) -> dict[str, float]:
-        total_s = sum(self.seconds)
-        return {
-            "batches": len(self.seconds),
-            "mean_ms": round(1000 * total_s / len(self.seconds), 1) if self.seconds else 0.0,
-            "p99_ms": round(1000 * percentile(self.seconds, 0.99), 1) if self.seconds else 0.0,
-            "mean_size": round(sum(self.sizes) / len(self.sizes), 1) if self.sizes else 0.0,
-            "items_per_busy_s": round(sum(self.sizes) / total_s) if total_s else 0.0,
-        }
-
-
-@contextlib.contextmanager
-def timed_stages() -> Iterator[dict[str, StageTimes]]:
-    """Wrap the scorer's, the relay's and the projector's batch functions with timers (for the
-    run of (c) only); sizes are records scored, events read / published, messages applied."""
-    stages = {name: StageTimes() for name in ("scorer", "relay_read", "relay_publish", "project")}
-    score = KpiScorer.score
-    read_pending = relay_module.OutboxRelay.read_pending
-    publish_batch = relay_module.OutboxRelay.publish_batch
-    apply_batch = projector_module.apply_batch
-
-    def timed_score(self: KpiScorer, items: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return score(self, items)
-        finally:
-            stages["scorer"].seconds.append(time.perf_counter() - started)
-            stages["scorer"].sizes.append(len(items))
-
-    def timed_read(self: Any, limit: int) -> Any:
-        started = time.perf_counter()
-        batch = read_pending(self, limit)
-        if batch:
-            stages["relay_read"].seconds.append(time.perf_counter() - started)
-            stages["relay_read"].sizes.append(len(batch))
-        return batch
-
-    async def timed_publish(self: Any, producer: Any, batch: Any) -> None:
-        started = time.perf_counter()
-        try:
-            await publish_batch(self, producer, batch)
-        finally:
-            stages["relay_publish"].seconds.append(time.perf_counter() - started)
-            stages["relay_publish"].sizes.append(len(batch))
-
-    def timed_apply(store: Any, messages: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return apply_batch(store, messages)
-        finally:
-            stages["project"].seconds.append(time.perf_counter() - started)
-            stages["project"].sizes.append(len(messages))
-
-    KpiScorer.score = timed_score  # type: ignore[method-assign]
-    relay_module.OutboxRelay.read_pending = timed_read  # type: ignore[method-assign]
-    relay_module.OutboxRelay.publish_batch = timed_publish  # type: ignore[method-assign]
-    projector_module.apply_batch = timed_apply
-    try:
-        yield stages
-    finally:
-        KpiScorer.score = score  # type: ignore[method-assign]
-        relay_module.OutboxRelay.read_pending = read_pending  # type: ignore[method-assign]
-        relay_module.OutboxRelay.publish_batch = publish_batch  # type: ignore[method-assign]
-        projector_module.apply_batch = apply_batch
-
-
 class ReadStorePoll:
     """A value per latency key result, in one query: `current` in the read store's `key_results`
     (what the read API serves), or `value` in the event store's `kpi_bindings` (the scorer's
@@ -446,21 +378,25 @@ async def measure_latency(
     expected: dict[UUID, float | None],
     rate: int,
     seconds: float,
+    *,
+    processes: bool = True,
+    profile_dir: Path | None = None,
 ) -> tuple[Latencies, int, dict[str, dict[str, float]]]:
     """Latencies (ms) of events offered at `rate`/s for `seconds`, how many were never seen in
-    the read store, and each stage's batch times meanwhile."""
+    the read store, and each stage's batch times meanwhile.
+
+    `processes`: the scorer runs as `okr scorer` does, in its own process, and the relay and the
+    projector in another (`okr serve` without its scorer), as the README's deployment runs them;
+    else all of them share this process (and its GIL) with the benchmark's producer and polls.
+    """
     latest = [b for b in bound if b.aggregation == "latest"]
     key_results = [b.key_result_id for b in latest]
     poll = ReadStorePoll(settings.read_store_url, key_results)
     scored = ReadStorePoll(settings.event_store_url, key_results, "kpi_bindings", "value")
-    read_store = await asyncio.to_thread(open_read_store, settings)
+    read_store = await asyncio.to_thread(open_read_store, settings)  # creates the tables polled
+    stages = {name: StageTimes() for name in STAGES}
     try:
-        async with running(
-            run_scorer(settings, application),
-            run_bindings_follower(settings, application),
-            run_relay(settings, application),
-            run_projector_service(settings, read_store),
-        ):
+        async with pipeline(settings, application, read_store, processes, stages, profile_dir):
             # First the backlog: the read store shows the final values of (b).
             async def caught_up() -> bool:
                 currents = await asyncio.to_thread(poll.currents)
@@ -469,13 +405,96 @@ async def measure_latency(
                 )
 
             await wait_until(caught_up, "the read store to show the scorer's values")
-            with timed_stages() as stages:
-                latencies, unseen = await offer_and_watch(
-                    settings, {"read_store": poll, "event_store": scored}, latest, rate, seconds
-                )
-            return latencies, unseen, {name: times.summary() for name, times in stages.items()}
+            offered_from = time.time()
+            latencies, unseen = await offer_and_watch(
+                settings, {"read_store": poll, "event_store": scored}, latest, rate, seconds
+            )
+            offered_until = time.time()
     finally:
         await asyncio.to_thread(read_store.close)
+    summaries = {
+        name: times.within(offered_from, offered_until).summary() for name, times in stages.items()
+    }
+    return latencies, unseen, summaries
+
+
+@contextlib.asynccontextmanager
+async def pipeline(
+    settings: Settings,
+    application: OkrApplication,
+    read_store: ReadStore,
+    processes: bool,
+    stages: dict[str, StageTimes],
+    profile_dir: Path | None = None,
+) -> AsyncIterator[None]:
+    """The scorer, the bindings follower, the relay and the projector running; their batch
+    times are added to `stages` when the block exits."""
+    if not processes:
+        with timed_stages() as timed:
+            async with running(
+                run_scorer(settings, application),
+                run_bindings_follower(settings, application),
+                run_relay(settings, application),
+                run_projector_service(settings, read_store),
+            ):
+                yield
+        for name, times in timed.items():
+            stages[name].extend(times)
+        return
+    with tempfile.TemporaryDirectory(prefix="okr-bench-processes-") as directory:
+        children = [
+            start_process(settings, role, Path(directory), profile_dir)
+            for role in ("scorer", "pipeline")
+        ]
+        try:
+            yield
+        finally:
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            for child in children:
+                await asyncio.to_thread(stop, child)
+        for role in ("scorer", "pipeline"):
+            written = orjson.loads((Path(directory) / f"{role}.stages.json").read_bytes())
+            for name, times in written.items():
+                stages[name].extend(StageTimes.from_json(times))
+
+
+def stop(child: subprocess.Popen[bytes]) -> None:
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def start_process(
+    settings: Settings, role: str, directory: Path, profile_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m bench.pipeline_process ROLE`, configured like this run (a child that dies
+    leaves its log, and the wait for the read store times out naming it)."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("OKR_")}
+    environment |= {
+        "OKR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "OKR_TOPIC_PREFIX": settings.topic_prefix,
+        "OKR_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "OKR_EVENT_STORE_URL": settings.event_store_url,
+        "OKR_READ_STORE_URL": settings.read_store_url,
+    }
+    log = directory / f"{role}.log"
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.pipeline_process",
+                role,
+                str(directory / f"{role}.stages.json"),
+                *([str(profile_dir)] if profile_dir else []),
+            ],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
 
 
 Latencies = dict[str, list[float]]
@@ -564,13 +583,6 @@ async def offer_and_watch(
     return latencies, total - len(latencies["read_store"])
 
 
-def percentile(values: Sequence[float], share: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
-
-
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -601,7 +613,14 @@ async def run(arguments: argparse.Namespace) -> Results:
                     settings, application, arguments.events, expected
                 )
             latencies, unseen, stages = await measure_latency(
-                settings, application, bound, expected, arguments.rate, arguments.latency_seconds
+                settings,
+                application,
+                bound,
+                expected,
+                arguments.rate,
+                arguments.latency_seconds,
+                processes=not arguments.single_process,
+                profile_dir=arguments.profile_dir,
             )
             results.p50_ms = percentile(latencies["read_store"], 0.50)
             results.p99_ms = percentile(latencies["read_store"], 0.99)
@@ -621,6 +640,9 @@ async def run(arguments: argparse.Namespace) -> Results:
                 "scorer_max_records": MAX_RECORDS,
                 "offered_rate_per_s": arguments.rate,
                 "latency_seconds": arguments.latency_seconds,
+                "latency_pipeline": "one process"
+                if arguments.single_process
+                else "scorer process + relay/projector process (bench.pipeline_process)",
                 "latency_events": len(latencies["read_store"]) + unseen,
                 "scored_p50_ms": round(percentile(latencies["event_store"], 0.50), 1),
                 "scored_p99_ms": round(percentile(latencies["event_store"], 0.99), 1),
@@ -675,6 +697,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latency-only",
         action="store_true",
         help="skip (a) and (b): the stream is only the backlog (c) starts from",
+    )
+    parser.add_argument(
+        "--single-process",
+        action="store_true",
+        help="(c) with the scorer, relay and projector in this process (one GIL), instead of "
+        "a scorer process and a relay + projector process as deployed",
+    )
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="with the stage processes: write a cProfile of each stage's batches here",
     )
     arguments = parser.parse_args(argv)
     results = asyncio.run(run(arguments))

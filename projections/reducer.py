@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache, singledispatch
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -54,6 +55,10 @@ OBJECTIVE_AUDITED = (
 )
 KEY_RESULT_AUDITED = (*DEFINITION_FIELDS, "current", "confidence", "kpi_key", "aggregation")
 """Decisions and reported values; scores are derived (timeline), timestamps are the row's own."""
+
+_definition_of = attrgetter(*DEFINITION_FIELDS)
+_objective_audited_values = attrgetter(*OBJECTIVE_AUDITED)
+_key_result_audited_values = attrgetter(*KEY_RESULT_AUDITED)
 
 
 class InconsistentEventError(ValueError):
@@ -108,32 +113,50 @@ stream brings many events per objective, so the other rows are scored and audite
 
 
 @lru_cache(maxsize=MEMO_SIZE)
+def _spec(definition: tuple[Any, ...]) -> KeyResultSpec:
+    """A key result's definition as the domain's spec, validated once per distinct definition."""
+    return KeyResultSpec.model_validate(dict(zip(DEFINITION_FIELDS, definition, strict=True)))
+
+
+@lru_cache(maxsize=MEMO_SIZE)
 def _score(definition: tuple[Any, ...], current: float | None) -> Score:
     """`score_key_result` is a pure function of the definition and the value: computed once."""
-    spec = KeyResultSpec.model_validate(dict(zip(DEFINITION_FIELDS, definition, strict=True)))
-    return score_key_result(spec, current)
+    return score_key_result(_spec(definition), current)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _objective_score(items: tuple[tuple[float, float], ...]) -> float:
+    """Exact (`Fraction`) weighted mean, computed once per distinct set of key result scores."""
+    return objective_score(items)
 
 
 def rescore(projected: ProjectedObjective) -> ProjectedObjective:
-    """Number the key results in order and recompute every score from the stored values."""
+    """Number the key results in order and recompute every score from the stored values.
+
+    A row whose position and scores are unchanged is kept as the same object, so the audit
+    `diff` and the writer see at a glance which rows an event changed.
+    """
     key_results = []
     for position, row in enumerate(projected.key_results):
-        definition = tuple(getattr(row, name) for name in DEFINITION_FIELDS)
-        result = _score(definition, row.current)
-        key_results.append(
-            row.model_copy(
+        result = _score(_definition_of(row), row.current)
+        if (
+            row.position != position
+            or row.score != result.score
+            or row.attainment != result.attainment
+        ):
+            row = row.model_copy(
                 update={
                     "position": position,
                     "score": result.score,
                     "attainment": result.attainment,
                 }
             )
-        )
-    score = objective_score((row.score, row.weight) for row in key_results)
-    return ProjectedObjective(
-        objective=projected.objective.model_copy(update={"score": score}),
-        key_results=tuple(key_results),
-    )
+        key_results.append(row)
+    score = _objective_score(tuple((row.score, row.weight) for row in key_results))
+    objective = projected.objective
+    if objective.score != score:
+        objective = objective.model_copy(update={"score": score})
+    return ProjectedObjective(objective=objective, key_results=tuple(key_results))
 
 
 def _timeline_row(
@@ -187,14 +210,82 @@ def _key_result_audited(row: KeyResultRow) -> tuple[tuple[str, Any], ...]:
 def diff(
     before: ProjectedObjective | None, after: ProjectedObjective | None
 ) -> tuple[FieldChange, ...]:
-    """Every audited field whose value differs; a missing field (or objective) reads as null."""
-    old, new = audited_fields(before), audited_fields(after)
-    paths = dict.fromkeys([*old, *new])
-    return tuple(
+    """Every audited field whose value differs; a missing field (or objective) reads as null.
+
+    In the order of `audited_fields(before)` then the paths only `after` has. Rows that are the
+    same object on both sides (`rescore` keeps unchanged rows) are skipped, and of a changed row
+    only the fields whose values differ are rendered as JSON (none of the audited fields is a
+    datetime, so equal Python values are equal JSON values).
+    """
+    changes: list[FieldChange] = []
+    old_objective = before.objective if before is not None else None
+    new_objective = after.objective if after is not None else None
+    if old_objective is None or new_objective is None:
+        if old_objective is not new_objective:
+            changes += _whole_row_changes(
+                _objective_audited(old_objective) if old_objective is not None else (),
+                _objective_audited(new_objective) if new_objective is not None else (),
+            )
+    else:
+        changes += _changed_fields(
+            old_objective,
+            new_objective,
+            OBJECTIVE_AUDITED,
+            _objective_audited_values,
+            "",
+        )
+    old_rows = {r.key_result_id: r for r in before.key_results} if before is not None else {}
+    new_rows = {r.key_result_id: r for r in after.key_results} if after is not None else {}
+    for key_result_id, old_row in old_rows.items():
+        new_row = new_rows.get(key_result_id)
+        if new_row is None:
+            changes += _whole_row_changes(_key_result_audited(old_row), ())
+        elif new_row is not old_row:
+            changes += _changed_fields(
+                old_row,
+                new_row,
+                KEY_RESULT_AUDITED,
+                _key_result_audited_values,
+                f"key_results[{key_result_id}].",
+            )
+    for key_result_id, new_row in new_rows.items():
+        if key_result_id not in old_rows:
+            changes += _whole_row_changes((), _key_result_audited(new_row))
+    return tuple(changes)
+
+
+def _changed_fields(
+    old: ObjectiveRow | KeyResultRow,
+    new: ObjectiveRow | KeyResultRow,
+    names: tuple[str, ...],
+    values_of: attrgetter[Any],
+    prefix: str,
+) -> list[FieldChange]:
+    differing = {
+        name
+        for name, was, now in zip(names, values_of(old), values_of(new), strict=True)
+        if was != now
+    }
+    if not differing:
+        return []
+    was_json = old.model_dump(mode="json", include=differing)
+    now_json = new.model_dump(mode="json", include=differing)
+    return [
+        FieldChange(field=f"{prefix}{name}", before=was_json[name], after=now_json[name])
+        for name in names
+        if name in differing and was_json[name] != now_json[name]
+    ]
+
+
+def _whole_row_changes(
+    old_fields: tuple[tuple[str, Any], ...], new_fields: tuple[tuple[str, Any], ...]
+) -> list[FieldChange]:
+    old, new = dict(old_fields), dict(new_fields)
+    return [
         FieldChange(field=path, before=old.get(path), after=new.get(path))
-        for path in paths
+        for path in dict.fromkeys([*old, *new])
         if old.get(path) != new.get(path)
-    )
+    ]
 
 
 # --- one rule per event type ----------------------------------------------------------------------
@@ -420,11 +511,20 @@ def _kpi_progress(
     envelope: okr.OkrEventEnvelope,
 ) -> Step:
     current = _require(state, envelope)
-    key_results = _replace(
-        current, payload.key_result_id, current=payload.value, last_update=envelope.occurred_at
+    # The scorer's stream of value changes: copy the one row (both values come validated from
+    # the payload and the envelope) rather than dump and re-validate it as `_replace` does.
+    changed = _find(current, payload.key_result_id).model_copy(
+        update={"current": payload.value, "last_update": envelope.occurred_at}
     )
-    detail = payload.model_dump(
-        mode="json", include={"kpi_key", "observations", "last_kpi_event_id", "last_offset"}
+    key_results = tuple(
+        changed if row.key_result_id == payload.key_result_id else row
+        for row in current.key_results
     )
+    detail = {
+        "kpi_key": payload.kpi_key,
+        "observations": payload.observations,
+        "last_kpi_event_id": payload.last_kpi_event_id,
+        "last_offset": payload.last_offset,
+    }
     evolved = _touch(current, envelope, key_results=key_results)
     return evolved, ScoreEffect(TimelineCause.KPI, payload.key_result_id, detail)

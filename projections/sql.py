@@ -9,6 +9,8 @@ column names are the row models' field names, so a row read back validates into 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -169,6 +171,7 @@ AUDIT_COLUMNS = _columns(AuditRow)
 
 UPSERT_OBJECTIVE = _upsert("objectives", OBJECTIVE_COLUMNS, ("objective_id",))
 INSERT_KEY_RESULT = _insert("key_results", KEY_RESULT_COLUMNS)
+UPSERT_KEY_RESULT = _upsert("key_results", KEY_RESULT_COLUMNS, ("objective_id", "key_result_id"))
 INSERT_TIMELINE = _insert("score_timeline", TIMELINE_COLUMNS)
 INSERT_AUDIT = _insert("audit", AUDIT_COLUMNS)
 ADVANCE_POSITION = (
@@ -199,24 +202,47 @@ def _params(row: Row, columns: Sequence[str]) -> list[Any]:
 
 
 class SqlProjectionWriter:
-    """The projector's side of one transaction."""
+    """The projector's side of one transaction.
+
+    Objectives come from the store's cache of what it last committed when their stored version
+    says the copy is current (one query of versions for the batch), else from their rows. Saving
+    writes the key result rows an event changed, not all of them: `rescore` keeps unchanged rows
+    as the same objects, so "changed" is an identity test against what was loaded.
+    """
 
     def __init__(self, store: SqlReadStore, session: Session) -> None:
         self._store = store
         self._session = session
+        self._loaded: dict[UUID, ProjectedObjective] = {}
+        self.saved: dict[UUID, ProjectedObjective] = {}
+        """Committed with the transaction, then remembered by the store."""
 
     def load(self, objective_id: UUID) -> ProjectedObjective | None:
-        objective = self._store.objective_in(self._session, objective_id)
-        if objective is None:
-            return None
-        key_results = self._store.key_results_in(self._session, objective_id)
-        return ProjectedObjective(objective=objective, key_results=tuple(key_results))
+        return self.load_many([objective_id]).get(objective_id)
 
     def load_many(self, objective_ids: Sequence[UUID]) -> dict[UUID, ProjectedObjective]:
-        """Two queries for the whole batch, not two per objective: each statement is a round
-        trip (PostgreSQL) or a GIL release and re-acquire (SQLite) that the projector waits on."""
+        """At most three queries for the whole batch, not two per objective: each statement is a
+        round trip (PostgreSQL) or a GIL release and re-acquire (SQLite) the projector waits on."""
         found: dict[UUID, ProjectedObjective] = {}
+        stale: list[UUID] = []
         for chunk in _chunks(sorted(set(objective_ids)), IN_CHUNK):
+            marks = ", ".join("?" * len(chunk))
+            versions = {
+                _uuid(row["objective_id"]): row["version"]
+                for row in self._session.fetch(
+                    f"SELECT objective_id, version FROM objectives WHERE objective_id IN ({marks})",
+                    chunk,
+                )
+            }
+            for objective_id in chunk:
+                if objective_id not in versions:
+                    continue
+                cached = self._store.cached(objective_id)
+                if cached is not None and cached.objective.version == versions[objective_id]:
+                    found[objective_id] = cached
+                else:
+                    stale.append(objective_id)
+        for chunk in _chunks(stale, IN_CHUNK):
             marks = ", ".join("?" * len(chunk))
             objectives = self._store.rows_in(
                 self._session,
@@ -237,6 +263,7 @@ class SqlProjectionWriter:
                 found[objective.objective_id] = ProjectedObjective(
                     objective=objective, key_results=tuple(key_results[objective.objective_id])
                 )
+        self._loaded.update(found)
         return found
 
     def save(self, projected: ProjectedObjective) -> None:
@@ -248,13 +275,33 @@ class SqlProjectionWriter:
         self._session.run_many(
             UPSERT_OBJECTIVE, [_params(p.objective, OBJECTIVE_COLUMNS) for p in projected]
         )
-        self._session.run_many(
-            "DELETE FROM key_results WHERE objective_id = ?",
-            [[p.objective.objective_id] for p in projected],
-        )
-        rows = [_params(row, KEY_RESULT_COLUMNS) for p in projected for row in p.key_results]
-        if rows:
-            self._session.run_many(INSERT_KEY_RESULT, rows)
+        rewritten: list[ProjectedObjective] = []
+        changed: list[KeyResultRow] = []
+        for p in projected:
+            loaded = self._loaded.get(p.objective.objective_id)
+            if loaded is None or _ids(loaded) != _ids(p):
+                rewritten.append(p)  # key results added, removed or reordered: all rows anew
+            else:
+                changed += [
+                    row
+                    for row, was in zip(p.key_results, loaded.key_results, strict=True)
+                    if row is not was
+                ]
+        if rewritten:
+            self._session.run_many(
+                "DELETE FROM key_results WHERE objective_id = ?",
+                [[p.objective.objective_id] for p in rewritten],
+            )
+            rows = [_params(row, KEY_RESULT_COLUMNS) for p in rewritten for row in p.key_results]
+            if rows:
+                self._session.run_many(INSERT_KEY_RESULT, rows)
+        if changed:
+            self._session.run_many(
+                UPSERT_KEY_RESULT, [_params(row, KEY_RESULT_COLUMNS) for row in changed]
+            )
+        for p in projected:
+            self._loaded[p.objective.objective_id] = p
+            self.saved[p.objective.objective_id] = p
 
     def append_timeline(self, rows: Sequence[TimelineRow]) -> None:
         if rows:
@@ -273,6 +320,8 @@ class SqlReadStore:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self._cache: OrderedDict[UUID, ProjectedObjective] = OrderedDict()
+        self._cache_lock = threading.Lock()
         with self.dialect.session(write=True) as session:
             self._create(session)
 
@@ -281,13 +330,30 @@ class SqlReadStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[SqlProjectionWriter]:
         with self.dialect.session(write=True) as session:
-            yield SqlProjectionWriter(self, session)
+            writer = SqlProjectionWriter(self, session)
+            yield writer
+        self._remember(writer.saved)
 
     def reset(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
         with self.dialect.session(write=True) as session:
             for table in TABLES:
                 session.run(f"DROP TABLE IF EXISTS {table}")
             self._create(session)
+
+    def cached(self, objective_id: UUID) -> ProjectedObjective | None:
+        """The objective as this store last committed it (the caller checks its version)."""
+        with self._cache_lock:
+            return self._cache.get(objective_id)
+
+    def _remember(self, saved: Mapping[UUID, ProjectedObjective]) -> None:
+        with self._cache_lock:
+            for objective_id, projected in saved.items():
+                self._cache[objective_id] = projected
+                self._cache.move_to_end(objective_id)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def _create(self, session: Session) -> None:
         for statement in SCHEMA:
@@ -428,6 +494,18 @@ class SqlReadStore:
 
 
 T = TypeVar("T")
+
+CACHE_SIZE = 10_000
+"""Projected objectives the writer keeps (each a few KB): a live stream moves the same ones."""
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _ids(projected: ProjectedObjective) -> tuple[UUID, ...]:
+    return tuple(row.key_result_id for row in projected.key_results)
+
 
 IN_CHUNK = 500
 """Ids per `IN (...)` list: well under SQLite's bound-parameter limit (999 before 3.32)."""

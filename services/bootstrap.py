@@ -19,12 +19,21 @@ from services.settings import Settings
 
 
 def service_jobs(settings: Settings) -> list[BackgroundJob]:
-    """Commands in, events out and projected, KPI events scored: all share one application."""
+    """Commands in, events out and projected, KPI events scored: all share one application.
+
+    Without the scorer when `okr scorer` runs beside it (`OKR_SERVE_RUNS_SCORER=false`): the
+    scorer then has a process, and a GIL, of its own (docs/decisions/0012).
+    """
+    scoring = scorer_jobs(settings) if settings.serve_runs_scorer else []
+    return [*pipeline_jobs(settings), *scoring]
+
+
+def pipeline_jobs(settings: Settings) -> list[BackgroundJob]:
+    """Commands in, events out and projected: `okr serve`'s jobs besides the scorer's."""
     return [
         partial(run_command_consumer, settings),
         partial(run_relay, settings),
         partial(run_projector_job, settings),
-        *scorer_jobs(settings),
     ]
 
 

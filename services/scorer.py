@@ -74,6 +74,11 @@ MAX_RECORDS = 20000
 """Records per batch at most. Much of a batch's cost is per key result moved rather than per
 record, so bigger batches coalesce more KPI events into each `KpiProgressRecorded`."""
 FETCH_TIMEOUT_MS = 500
+BATCH_INTERVAL_S = 0.2
+"""Least time between the starts of two batches. Each batch records one `KpiProgressRecorded`
+per key result it moved, and every one of them is then relayed, projected and audited: under a
+steady stream, gathering what arrives for this long bounds that to 5 per key result a second. An
+idle scorer is not held back: the first records after a pause are scored at once."""
 SESSION_TIMEOUT_MS = 6000
 """A scorer that died without leaving the group holds its partitions until this passes; 6 s is
 the broker's default minimum (`group.min.session.timeout.ms`)."""
@@ -578,6 +583,7 @@ async def run_scorer(
     *,
     group_id: str | None = None,
     max_records: int = MAX_RECORDS,
+    batch_interval_s: float = BATCH_INTERVAL_S,
     backoff: Backoff = Backoff(),
     scorer: KpiScorer | None = None,
 ) -> None:
@@ -592,7 +598,9 @@ async def run_scorer(
             await ensure_topics(settings)
             async with kafka_clients(settings, group) as (consumer, producer):
                 try:
-                    await _consume(settings, scorer, consumer, producer, group, max_records)
+                    await _consume(
+                        settings, scorer, consumer, producer, group, max_records, batch_interval_s
+                    )
                 finally:
                     scorer.assigned.clear()
         except Exception as error:
@@ -632,6 +640,7 @@ async def _consume(
     producer: AIOKafkaProducer,
     group: str,
     max_records: int,
+    batch_interval_s: float,
 ) -> None:
     topic = settings.topic(KPI_EVENTS)
     dead_letters = DeadLetterPublisher(settings, send_with_producer(producer), consumer_group=group)
@@ -645,15 +654,44 @@ async def _consume(
     consumer.subscribe([topic], listener=listener)
     await consumer.start()
     log.info("KPI scorer consuming %s as group %s", topic, group)
+    loop = asyncio.get_running_loop()
+    last_started = float("-inf")
     while True:
         fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records)
         listener.raise_if_failed()
+        if not fetched:
+            continue
+        await _gather_more(
+            consumer, fetched, last_started + batch_interval_s - loop.time(), max_records
+        )
+        listener.raise_if_failed()
+        last_started = loop.time()
         records = [record for tp in sorted(fetched) for record in fetched[tp]]
         if not records:
             continue
         report = await score_batch(scorer.application, records, dead_letters, scorer=scorer)
         _log_report(report)
         await _follow_stored_positions(consumer, fetched, report)
+
+
+async def _gather_more(
+    consumer: AIOKafkaConsumer,
+    fetched: dict[TopicPartition, list[Any]],
+    wait_s: float,
+    max_records: int,
+) -> None:
+    """Add to `fetched` what arrives within `wait_s` (the rest of `BATCH_INTERVAL_S`), up to the
+    batch size; the consumer keeps fetching in the background meanwhile. A partition reassigned
+    in between is sought back to its stored position: records already held are not added twice."""
+    room = max_records - sum(len(records) for records in fetched.values())
+    if wait_s <= 0 or room <= 0:
+        return
+    await asyncio.sleep(wait_s)
+    more = await consumer.getmany(timeout_ms=0, max_records=room)
+    for tp, records in more.items():
+        held = fetched.setdefault(tp, [])
+        after = held[-1].offset if held else -1
+        held.extend(record for record in records if record.offset > after)
 
 
 async def _follow_stored_positions(

@@ -20,7 +20,7 @@ def compose() -> dict[str, Any]:
 
 def test_services_are_kafka_postgres_and_the_service_built_from_the_repo() -> None:
     services = compose()["services"]
-    assert set(services) == {"kafka", "postgres", "okr"}
+    assert set(services) == {"kafka", "postgres", "okr", "scorer"}
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["okr"]["build"] == "."
     assert (ROOT / "Dockerfile").exists()
@@ -54,3 +54,19 @@ def test_addresses_point_at_the_compose_services_and_their_ports() -> None:
     assert database.password == postgres_env["POSTGRES_PASSWORD"]
     assert database.path == f"/{postgres_env['POSTGRES_DB']}"
     assert f"{environment['OKR_HTTP_PORT']}:8000" in services["okr"]["ports"]
+
+
+def test_the_scorer_runs_once_in_its_own_process_on_the_same_stores_and_broker() -> None:
+    services = compose()["services"]
+    okr, scorer = services["okr"], services["scorer"]
+    assert okr["command"] == ["okr", "serve"] and scorer["command"] == ["okr", "scorer"]
+    assert scorer["build"] == "."
+    serve_settings = Settings(
+        **{k.removeprefix(ENV_PREFIX).lower(): v for k, v in okr["environment"].items()}
+    )
+    scorer_settings = Settings(
+        **{k.removeprefix(ENV_PREFIX).lower(): v for k, v in scorer["environment"].items()}
+    )
+    assert not serve_settings.serve_runs_scorer  # not scored twice in one deployment's serve
+    for name in ("kafka_bootstrap_servers", "event_store_url", "topic_prefix", "topic_partitions"):
+        assert getattr(scorer_settings, name) == getattr(serve_settings, name), name

@@ -1,0 +1,140 @@
+"""The projector's writer reuses what it committed only while the stored version says it is current,
+and writes only the key result rows an event changed; both stores.
+
+Two `SqlReadStore` handles on one database stand for two projectors of one group: after a
+rebalance the other one may have moved an objective on, and the first must read it again rather
+than fold the next event onto its stale copy (which would look like a gap and be skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from events import okr
+from events.commands import KeyResultDefinition
+from projections.postgres import PostgresReadStore
+from projections.projector import Message, apply_batch
+from projections.sql import SqlReadStore
+from projections.sqlite import SQLiteReadStore
+
+START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+
+Opener = Callable[[], SqlReadStore]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    opened: list[SqlReadStore] = []
+
+    def opener() -> SqlReadStore:
+        store: SqlReadStore
+        if request.param == "sqlite":
+            store = SQLiteReadStore(tmp_path / "read.sqlite")
+        else:
+            store = PostgresReadStore(request.getfixturevalue("postgres_database"))
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+class Stream:
+    """Messages of one objective with two key results, numbered like `okr.events` offsets."""
+
+    def __init__(self) -> None:
+        self.objective_id = uuid4()
+        self.key_results = [uuid4(), uuid4()]
+        self.version = 0
+
+    def message(self, payload: okr.OkrPayload) -> Message:
+        self.version += 1
+        envelope = okr.okr_event(
+            payload,
+            objective_id=self.objective_id,
+            version=self.version,
+            occurred_at=START + timedelta(minutes=self.version),
+            actor="okr-scorer",
+            command_id=f"test-{self.version}",
+        )
+        return Message("okr.events", 0, self.version - 1, envelope.to_bytes())
+
+    def created(self) -> Message:
+        return self.message(
+            okr.ObjectiveCreated(
+                title="Grow",
+                owner="alice@example.com",
+                team="growth",
+                period_start=date(2026, 7, 1),
+                period_end=date(2026, 9, 30),
+                key_results=[
+                    okr.KeyResult(
+                        key_result_id=key_result_id,
+                        **KeyResultDefinition(
+                            title=f"Key result {index}",
+                            metric="units",
+                            baseline=0,
+                            target=100,
+                        ).model_dump(),
+                    )
+                    for index, key_result_id in enumerate(self.key_results)
+                ],
+            )
+        )
+
+    def progress(self, key_result_id: UUID, value: float) -> Message:
+        return self.message(
+            okr.KpiProgressRecorded(
+                key_result_id=key_result_id,
+                value=value,
+                kpi_key="sales.units",
+                observations=1,
+                last_kpi_event_id=f"kpi-{self.version}",
+                last_offset=self.version,
+            )
+        )
+
+
+def test_a_copy_older_than_the_stored_version_is_read_again(open_store: Opener) -> None:
+    first, second = open_store(), open_store()
+    stream = Stream()
+    kr_a, kr_b = stream.key_results
+    assert apply_batch(first, [stream.created(), stream.progress(kr_a, 10.0)]).applied == 2
+    # The other projector moves the objective on: `first` still holds version 2.
+    assert apply_batch(second, [stream.progress(kr_b, 20.0)]).applied == 1
+
+    report = apply_batch(first, [stream.progress(kr_a, 30.0)])
+
+    assert (report.applied, report.gaps) == (1, 0)
+    rows = {row.key_result_id: row.current for row in first.key_results(stream.objective_id)}
+    assert rows == {kr_a: 30.0, kr_b: 20.0}
+    objective = first.get_objective(stream.objective_id)
+    assert objective is not None and objective.version == 4
+
+
+def test_only_the_changed_row_is_written_and_the_rest_are_kept(open_store: Opener) -> None:
+    store = open_store()
+    stream = Stream()
+    kr_a, kr_b = stream.key_results
+    apply_batch(store, [stream.created(), stream.progress(kr_b, 50.0)])
+    untouched = next(r for r in store.key_results(stream.objective_id) if r.key_result_id == kr_b)
+
+    apply_batch(store, [stream.progress(kr_a, 25.0), stream.progress(kr_a, 75.0)])
+
+    rows = {row.key_result_id: row for row in store.key_results(stream.objective_id)}
+    assert rows[kr_b] == untouched
+    assert rows[kr_a].current == 75.0 and rows[kr_a].score > 0
+    assert [row.position for row in store.key_results(stream.objective_id)] == [0, 1]
+    history = store.timeline(stream.objective_id)
+    assert [entry.value for entry in history if entry.key_result_id == kr_a] == [25.0, 75.0]
