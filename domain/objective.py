@@ -16,6 +16,7 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID, uuid4
 
+from domain.chain import GENESIS_HASH, seal
 from domain.errors import (
     InvalidTransitionError,
     KeyResultNotFoundError,
@@ -84,6 +85,8 @@ class Objective(Immutable):
     key_results: tuple[KeyResult, ...]
     final_score: float | None = None
     retrospective: str | None = None
+    chain_hash: str = GENESIS_HASH
+    """The hash of the last event applied: where the next event's chain link starts."""
 
     @property
     def score(self) -> float:
@@ -385,17 +388,20 @@ def record_kpi_progress(
     if key_result.current == value:
         return []
     _require_value(key_result.spec, value)
-    return [
-        KpiProgressRecorded(
-            **decision.header(objective.id, objective.version + 1),
-            key_result_id=key_result_id,
-            value=value,
-            kpi_key=key_result.binding.kpi_key,
-            observations=observations,
-            last_kpi_event_id=last_kpi_event_id,
-            last_offset=last_offset,
-        )
-    ]
+    return seal(
+        objective.chain_hash,
+        [
+            KpiProgressRecorded(
+                **decision.header(objective.id, objective.version + 1),
+                key_result_id=key_result_id,
+                value=value,
+                kpi_key=key_result.binding.kpi_key,
+                observations=observations,
+                last_kpi_event_id=last_kpi_event_id,
+                last_offset=last_offset,
+            )
+        ],
+    )
 
 
 def require_objective(objective: Objective | None, objective_id: UUID) -> Objective:
@@ -438,7 +444,12 @@ def _touch(objective: Objective | None, event: DomainEvent, **changes: Any) -> O
     if objective is None:
         raise ObjectiveNotFoundError(event.originator_id)
     return objective.model_copy(
-        update={"version": event.originator_version, "modified_on": event.timestamp, **changes}
+        update={
+            "version": event.originator_version,
+            "modified_on": event.timestamp,
+            "chain_hash": event.chain_hash,
+            **changes,
+        }
     )
 
 
@@ -458,6 +469,7 @@ def _created(event: ObjectiveCreated, _: Objective | None) -> Objective:
         version=event.originator_version,
         created_on=event.timestamp,
         modified_on=event.timestamp,
+        chain_hash=event.chain_hash,
         title=event.title,
         description=event.description,
         owner=event.owner,

@@ -55,6 +55,9 @@ class DomainEvent(Immutable):
     actor: str
     command_id: str
     reason: str | None = None
+    chain_hash: str = ""
+    """SHA-256 linking this event to the objective's previous one (`domain.chain`); set by
+    `seal` once the event is decided, empty only on events never meant to be stored."""
 
 
 class ObjectiveCreated(DomainEvent):

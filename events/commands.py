@@ -1,8 +1,10 @@
 """Commands, as other services send them on `okr.commands` and as the HTTP API accepts them.
 
 A message on `okr.commands` is a `Command` envelope (key = objective id) whose `body` is one of the
-command models below, told apart by `type`. The HTTP API takes the same bodies. The outcome of every
-command that could be read goes to `okr.command-results` as a `CommandResult`, keyed by command id.
+command models below, told apart by `type`, sent with a `principal` header naming the sending
+service (UTF-8; it must be on the service's allow-list, and it is the recorded actor). The HTTP
+API takes the same bodies. The outcome of every command that could be read goes to
+`okr.command-results` as a `CommandResult`, keyed by command id.
 These models import nothing of the service: other teams can vendor this package.
 """
 
@@ -12,7 +14,8 @@ from datetime import date
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -22,7 +25,26 @@ Aggregation = Literal["latest", "sum", "count", "avg", "min", "max"]
 MAX_VERSION = 2**63 - 1
 """Versions are 64-bit integers in both stores; a larger number is refused, not overflowed."""
 
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def refuse_nul(text: str) -> str:
+    """PostgreSQL cannot store U+0000 in text or JSONB, SQLite can: refused here, for both
+    stores and both paths (HTTP, Kafka), so no store takes what the other would refuse."""
+    if "\x00" in text:
+        raise PydanticCustomError(
+            "nul_character", "text must not contain the NUL character (U+0000)"
+        )
+    return text
+
+
+NO_NUL = {"pattern": NO_NUL_PATTERN}
+"""For the JSON schema (so clients and fuzzers know); `refuse_nul` says why when it fails."""
+
+# Length first, NUL last: the length errors keep their `string_too_long` codes.
+ShortText = Annotated[
+    str, Field(min_length=1, max_length=200, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
+]
 Version = Annotated[int, Field(ge=0, le=MAX_VERSION)]
 PeriodDay = Annotated[
     date,
@@ -32,7 +54,15 @@ PeriodDay = Annotated[
         description="A day of the period; the period runs over whole days (UTC).",
     ),
 ]
-LongText = Annotated[str, Field(max_length=5000)]
+LongText = Annotated[
+    str, Field(max_length=5000, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
+]
+MetricText = Annotated[
+    str, Field(max_length=100, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
+]
+RelativeTarget = Annotated[
+    str, Field(max_length=30, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
+]
 KpiKey = Annotated[
     str,
     Field(
@@ -53,13 +83,13 @@ class KeyResultDefinition(Contract):
 
     title: ShortText = Field(description="What the key result says, e.g. 'Raise NPS to 80'.")
     kind: KeyResultKind = Field("increase", description="How achievement is judged.")
-    metric: str | None = Field(None, max_length=100, description="Unit, e.g. 'units', '%'.")
+    metric: MetricText | None = Field(None, description="Unit, e.g. 'units', '%'.")
     baseline: float | None = Field(None, description="Value at the start.")
     target: float | None = Field(None, description="Value to reach, or threshold to hold.")
     target_low: float | None = Field(None, description="Range kind: lower bound.")
     target_high: float | None = Field(None, description="Range kind: upper bound.")
-    relative_target: str | None = Field(
-        None, max_length=30, description="Target relative to the baseline, e.g. '+30%'."
+    relative_target: RelativeTarget | None = Field(
+        None, description="Target relative to the baseline, e.g. '+30%'."
     )
     deadline: date | None = Field(None, description="Date by which the target is due.")
     weight: float = Field(1.0, gt=0, le=1000, description="Weight in the objective's score.")
@@ -178,7 +208,12 @@ class Command(Contract):
     expected_version: Version | None = Field(
         None, description="Refuse (conflict) unless the objective is at this version."
     )
-    actor: ShortText = Field(description="Who decides.")
+    actor: ShortText | None = Field(
+        None,
+        description="Who decides, as recorded on the events: always the authenticated principal "
+        "(the API key's over HTTP; the `principal` header on okr.commands). May be left out; a "
+        "value naming anyone else is rejected as impersonation.",
+    )
     reason: LongText | None = Field(
         None, description="Why; required to change a target, remove a KR, close or archive."
     )

@@ -12,27 +12,28 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
-from events.commands import Contract, KpiKey
+from events.commands import NO_NUL, Contract, KpiKey, MetricText, ShortText, refuse_nul
 
 SCHEMA_VERSION: Literal[1] = 1
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 """Bounds that keep every accepted time representable once converted to UTC."""
 
-DimensionName = Annotated[str, Field(min_length=1, max_length=100)]
-DimensionValue = Annotated[str, Field(max_length=200)]
+# No schema pattern on the key: pydantic would render it as `patternProperties`.
+DimensionName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(refuse_nul)]
+DimensionValue = Annotated[
+    str, Field(max_length=200, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
+]
 
 
 class KpiEvent(Contract):
     """One observation of a KPI; the value on `kpi.events` (key = `kpi_key`)."""
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this contract.")
-    event_id: str = Field(
-        min_length=1,
-        max_length=200,
-        description="Unique id of this observation, chosen by the producer; the dedupe key.",
+    event_id: ShortText = Field(
+        description="Unique id of this observation, chosen by the producer; the dedupe key."
     )
     kpi_key: KpiKey
     value: float = Field(
@@ -44,8 +45,8 @@ class KpiEvent(Contract):
         le=LATEST,
         description="When it was measured: ISO 8601 with a UTC offset, e.g. 2026-07-14T09:30:00Z.",
     )
-    source: str = Field(min_length=1, max_length=200, description="Who measured it.")
-    unit: str | None = Field(None, max_length=100, description="Unit of `value`, e.g. 'units'.")
+    source: ShortText = Field(description="Who measured it.")
+    unit: MetricText | None = Field(None, description="Unit of `value`, e.g. 'units'.")
     dimensions: dict[DimensionName, DimensionValue] = Field(
         default_factory=dict,
         max_length=50,

@@ -41,6 +41,12 @@ class OkrEventEnvelope(Contract):
     actor: str = Field(description="Who took it.")
     command_id: str = Field(description="The command that caused it.")
     reason: str | None = Field(None, description="Why, for decisions that need one.")
+    chain_hash: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 chaining this event to the objective's previous one, as stored in "
+        "the event store; `okr audit verify` checks the topic against it.",
+    )
     payload: dict[str, Any] = Field(description="The event's own fields, per `type`.")
 
     def to_bytes(self) -> bytes:
@@ -182,6 +188,7 @@ def okr_event(
     actor: str,
     command_id: str,
     reason: str | None = None,
+    chain_hash: str | None = None,
 ) -> OkrEventEnvelope:
     """Wrap a payload; its type, schema version and event id follow from the arguments."""
     return OkrEventEnvelope(
@@ -194,6 +201,7 @@ def okr_event(
         actor=actor,
         command_id=command_id,
         reason=reason,
+        chain_hash=chain_hash,
         payload=payload.model_dump(mode="json"),
     )
 

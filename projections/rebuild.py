@@ -10,15 +10,12 @@ positions under the replay (`projector_members` lets a caller refuse).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
-from projections.projector import MAX_RECORDS, POLL_TIMEOUT_MS, BatchReport, Message, apply_batch
+from projections.projector import MAX_RECORDS, BatchReport, Message, apply_batch
+from projections.topic_scan import kafka_admin, scan_topic, topic_partitions
 from projections.views import ReadStore
 
 INACTIVE_GROUP_STATES = frozenset({"Empty", "Dead"})
@@ -42,60 +39,18 @@ async def rebuild(
 ) -> RebuildReport:
     partitions = await topic_partitions(client_options, topic)
     await asyncio.to_thread(store.reset)
-    # "earliest" too: aiokafka may still run the reset an assignment triggers after our seek.
-    consumer = AIOKafkaConsumer(
-        **client_options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        end = await consumer.end_offsets(partitions)
-        for partition, first in (await consumer.beginning_offsets(partitions)).items():
-            consumer.seek(partition, first)
-        report = BatchReport()
-        pending = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
-        while pending:
-            fetched = await consumer.getmany(
-                *pending, timeout_ms=POLL_TIMEOUT_MS, max_records=batch_size
-            )
-            messages = [
-                Message.of(record)
-                for tp, records in fetched.items()
-                for record in records
-                if record.offset < end[tp]
-            ]
-            if messages:
-                report += await asyncio.to_thread(apply_batch, store, messages)
-            pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
-    finally:
-        await consumer.stop()
+    report = BatchReport()
+    async with scan_topic(client_options, partitions) as scan:
+        async for records in scan.batches(batch_size):
+            messages = [Message.of(record) for record in records]
+            report += await asyncio.to_thread(apply_batch, store, messages)
     counts = await asyncio.to_thread(store.counts)
-    return RebuildReport(report, {tp.partition: end[tp] for tp in partitions}, counts)
-
-
-@contextlib.asynccontextmanager
-async def _admin(client_options: Mapping[str, Any]) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(**client_options, client_id="okr-projections-rebuild")
-    await admin.start()
-    try:
-        yield admin
-    finally:
-        await admin.close()
-
-
-async def topic_partitions(client_options: Mapping[str, Any], topic: str) -> list[TopicPartition]:
-    """Every partition of `topic`; LookupError before anything is reset if it does not exist."""
-    async with _admin(client_options) as admin:
-        (described,) = await admin.describe_topics([topic])
-    numbers = sorted(partition["partition"] for partition in described["partitions"])
-    if described["error_code"] or not numbers:
-        raise LookupError(f"topic {topic!r} does not exist (error {described['error_code']})")
-    return [TopicPartition(topic, number) for number in numbers]
+    return RebuildReport(report, scan.end_offsets, counts)
 
 
 async def projector_members(client_options: Mapping[str, Any], group_id: str) -> int:
     """How many consumers are in the projector's group now (0 when none runs)."""
-    async with _admin(client_options) as admin:
+    async with kafka_admin(client_options, "okr-projections-rebuild") as admin:
         responses = await admin.describe_consumer_groups([group_id])
     members = 0
     for response in responses:

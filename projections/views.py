@@ -12,7 +12,7 @@ import base64
 import binascii
 import contextlib
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
@@ -182,8 +182,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, objective_id = orjson.loads(raw)
-        return datetime.fromisoformat(created_at), UUID(objective_id)
-    except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as error:
+        # A forged time must fail here, not in the store: naive, or not representable in UTC
+        # (year 1 at +14:00), it would be read as local time or overflow the SQLite adapter.
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("the cursor's time has no UTC offset")
+        return moment.astimezone(UTC), UUID(objective_id)
+    except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError, OverflowError) as error:
         raise InvalidCursorError(f"not a cursor of this listing: {cursor!r}") from error
 
 

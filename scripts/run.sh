@@ -9,6 +9,20 @@ cd "$root"
 ensure_venv
 require_java_and_maven
 okr kafka start
+
+# Every endpoint but /health needs an API key. First run: an admin key, only its hash in the keys
+# file (OKR_API_KEYS_FILE, var/api-keys.json), its plaintext in var/admin.key (mode 600).
+# To replace it: `okr keys revoke --principal admin`, delete var/admin.key, run this again.
+admin_key=var/admin.key
+if [ ! -s "$admin_key" ]; then
+  mkdir -p var
+  (umask 077 && okr keys add --principal admin --role admin >"$admin_key.new")
+  mv "$admin_key.new" "$admin_key"
+  echo "Created an admin API key in $admin_key."
+fi
+echo "Call the API with it, e.g.:"
+echo "  curl -H \"Authorization: Bearer \$(cat $admin_key)\" http://${OKR_HTTP_HOST:-127.0.0.1}:${OKR_HTTP_PORT:-8000}/objectives"
+
 if [ "${1:-}" != "--demo" ]; then
   exec okr serve "$@"
 fi

@@ -113,6 +113,9 @@ class OkrApplication(Application[UUID]):
 
     def handle(self, command: Command) -> CommandResult:
         """Apply a command once; raises domain errors for the edge to map (422/404/409)."""
+        if command.actor is None:
+            raise RuleViolationError("a command needs its actor: the edge names the principal")
+        actor = command.actor
         digest = request_digest(command)
         replayed = self._replayed(command.command_id, digest)
         if replayed is not None:
@@ -132,7 +135,7 @@ class OkrApplication(Application[UUID]):
                 objective = require_objective(self.get_objective(objective_id), objective_id)
             self._check_expected_version(command, objective)
             decision = Decision(
-                actor=command.actor,
+                actor=actor,
                 command_id=command.command_id,
                 now=self.clock(),
                 reason=command.reason,

@@ -26,6 +26,7 @@ from events.kpi import KpiEvent
 from events.okr import PAYLOADS, OkrEventEnvelope
 from projections.projector import PROJECTOR_GROUP
 from services.command_consumer import GROUP_ID as COMMAND_HANDLER_GROUP
+from services.command_consumer import PRINCIPAL_HEADER
 from services.settings import Settings
 
 TITLE = "OKR Ledger"
@@ -55,8 +56,11 @@ def describing_broker(topic_prefix: str = "", bootstrap_servers: str | None = No
         title="commands",
         description=(
             "Commands from other services, keyed by objective id (events.commands.Command), "
-            f"consumed by group {COMMAND_HANDLER_GROUP}. Each readable one gets a result on "
-            "okr.command-results; a message that is not a command goes to okr.dlq."
+            f"consumed by group {COMMAND_HANDLER_GROUP}. Each carries a `principal` header "
+            "naming the sending service, which must be on the service's allow-list "
+            "(OKR_KAFKA_COMMAND_PRINCIPALS) and is recorded as the actor. Each readable one gets "
+            "a result on okr.command-results (rejected `unknown_principal` or `impersonation` "
+            "when the sender may not act); a message that is not a command goes to okr.dlq."
         ),
     )
     async def handle_command(command: Command) -> None:
@@ -122,6 +126,7 @@ def asyncapi_document(
     specification = AsyncAPI(broker, title=TITLE, version=VERSION, description=DESCRIPTION)
     document: dict[str, Any] = specification.to_specification().to_jsonable()
     _add_event_payload_schemas(document)
+    _add_command_headers(document)
     return _in_stable_order(document)
 
 
@@ -151,6 +156,31 @@ def _in_stable_order(document: dict[str, Any]) -> dict[str, Any]:
         if key in components:
             components[key] = by_name(components[key])
     return document
+
+
+COMMAND_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "required": [PRINCIPAL_HEADER],
+    "properties": {
+        PRINCIPAL_HEADER: {
+            "type": "string",
+            "description": (
+                "The service sending the command (UTF-8). It must be on the allow-list "
+                "(OKR_KAFKA_COMMAND_PRINCIPALS), else the command is rejected with "
+                "`unknown_principal`; it is the recorded actor, and a command whose `actor` "
+                "names anyone else is rejected with `impersonation`."
+            ),
+        }
+    },
+}
+
+
+def _add_command_headers(document: dict[str, Any]) -> None:
+    """FastStream documents payloads only; the principal header of commands is added here."""
+    messages = document.get("components", {}).get("messages", {})
+    for name, message in messages.items():
+        if name.startswith("commands:"):
+            message["headers"] = COMMAND_HEADERS
 
 
 def _add_event_payload_schemas(document: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import typer
 
 from services import local_kafka
+from services.audit_cli import audit_app
+from services.keys_cli import keys_app
 from services.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -22,6 +24,8 @@ kafka_app = typer.Typer(help="A local Apache Kafka broker (KRaft) for machines w
 app.add_typer(kafka_app, name="kafka")
 projections_app = typer.Typer(help="The read models built from okr.events.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 
 def settings_or_exit() -> Settings:
@@ -141,11 +145,17 @@ def serve() -> None:
     """Run the service: HTTP API, okr.commands consumer, okr.events relay and KPI scorer."""
     import uvicorn
 
+    from services.api_keys import ApiKeysError
     from services.bootstrap import build_service
 
     settings = settings_or_exit()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    uvicorn.run(build_service(settings), host=settings.http_host, port=settings.http_port)
+    try:
+        service = build_service(settings)
+    except ApiKeysError as error:
+        typer.echo(f"invalid configuration: {error}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(service, host=settings.http_host, port=settings.http_port)
 
 
 @app.command("scorer")
@@ -170,6 +180,11 @@ def demo(
     wait_for_service: float = typer.Option(
         30.0, min=0, help="Seconds to wait for the service to be healthy before giving up."
     ),
+    api_key: str | None = typer.Option(
+        None,
+        help="An editor (or admin) API key of the service (default: OKR_DEMO_API_KEY; else the "
+        "demo adds an okr-demo key to the local keys file).",
+    ),
 ) -> None:
     """Play the seed's scenario against a running `okr serve`: objectives over this quarter,
     bound to KPIs, then live KPI events on kpi.events; prints the scores as they move."""
@@ -184,6 +199,7 @@ def demo(
                 events_per_second=events_per_second,
                 base_url=url,
                 wait_for_service_s=wait_for_service,
+                api_key=api_key,
                 echo=typer.echo,
             )
         )

@@ -5,10 +5,17 @@ Result or dead letter, the rule:
 - A message gets a *result* on `okr.command-results` (key = command id) when it names whom to
   answer: a JSON object whose `schema_version` is 1 (or absent), whose `body.type` is a command
   the contract defines, and whose `command_id` is a string of 1 to 200 characters. Such a message
-  is a command even when other fields are invalid (a bad date, an empty title, a missing actor):
-  it is `rejected` with `invalid_command` and every problem, as the HTTP API answers 422. Domain
-  refusals (unmeasurable key result, stale `expected_version`, unknown objective...) are
-  `rejected` with the code `services.errors.reject` gives; success is `accepted` with the version.
+  is a command even when it may not be applied, and nothing is written for a refused one:
+  - first, who sends it: its `principal` header must name a principal of the allow-list
+    (`OKR_KAFKA_COMMAND_PRINCIPALS`), else it is `rejected` with `unknown_principal`, before
+    anything else is looked at; the principal is the recorded actor, and an `actor` field that
+    names anyone else is `rejected` with `impersonation` (leaving it out is the normal case).
+  - then its fields: an invalid one (a bad date, an empty title) is `rejected` with
+    `invalid_command` and every problem, as the HTTP API answers 422. Domain refusals
+    (unmeasurable key result, stale `expected_version`, unknown objective...) are `rejected` with
+    the code `services.errors.reject` gives; success is `accepted` with the version.
+  The header is only as trustworthy as the permission to write `okr.commands`: Kafka ACLs (SASL
+  principals) must keep other clients off the topic (docs/decisions/0010-api-keys.md).
 - A message gets a *dead letter* on `okr.dlq` when it is not a command at all, so nobody could be
   answered. Checked in this order, the first failure is the reason: no value (`empty`), not UTF-8
   JSON (`not_json`), not an object (`not_an_object`), `schema_version` other than 1
@@ -47,6 +54,7 @@ from pydantic import ValidationError
 from events.commands import SCHEMA_VERSION, Command, CommandResult
 from events.dead_letters import DeadLetterReason
 from events.topics import COMMAND_RESULTS, COMMANDS
+from services.access import AccessError, ImpersonationError, UnknownPrincipalError
 from services.application import OkrApplication
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_broker
 from services.errors import REJECTABLE, TRANSIENT, Rejection, reject
@@ -64,6 +72,8 @@ RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Backoff while the event store or Kafka is unreachable; the last delay repeats."""
 RECONNECT_DELAY_S = 5.0
 MAX_COMMAND_ID_LENGTH = 200
+PRINCIPAL_HEADER = "principal"
+"""The Kafka header naming the service that sends a command (UTF-8)."""
 
 
 COMMAND_TYPES: frozenset[str] = frozenset(
@@ -80,17 +90,9 @@ class NotACommandError(Exception):
         super().__init__(f"{reason}: {detail}")
 
 
-class InvalidCommandError(Exception):
-    """A readable envelope with invalid fields: rejected under its command id, not dead-lettered."""
-
-    def __init__(self, command_id: str, error: ValidationError) -> None:
-        self.command_id = command_id
-        self.validation_error = error
-        super().__init__(f"command {command_id!r} is invalid: {error}")
-
-
-def read_command(value: bytes | None) -> Command:
-    """The command in a message's value, or why not (see the rule in the module docstring)."""
+def read_envelope(value: bytes | None) -> dict[str, Any]:
+    """The JSON object of a message that names whom to answer, or why it does not (see the rule
+    in the module docstring); its `command_id` is then a usable string."""
     if not value:
         raise NotACommandError("empty", "the message has no value")
     try:
@@ -119,10 +121,45 @@ def read_command(value: bytes | None) -> Command:
             f"command_id must be a string of 1 to {MAX_COMMAND_ID_LENGTH} characters, "
             f"got {_json_kind(command_id)}",
         )
+    return data
+
+
+def principal_of(record: KafkaRecord) -> str:
+    """The sender named by the record's `principal` header; `UnknownPrincipalError` if none."""
+    values = {value for name, value in record.headers if name == PRINCIPAL_HEADER}
+    if not values:
+        raise UnknownPrincipalError(
+            f"the command has no {PRINCIPAL_HEADER!r} header naming the service that sends it"
+        )
+    if len(values) > 1:
+        raise UnknownPrincipalError(
+            f"the command has several different {PRINCIPAL_HEADER!r} headers"
+        )
+    [value] = values
     try:
-        return Command.model_validate(data)
-    except ValidationError as error:
-        raise InvalidCommandError(command_id, error) from None
+        return (value or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnknownPrincipalError(f"the {PRINCIPAL_HEADER!r} header is not UTF-8") from None
+
+
+def as_principal(data: dict[str, Any], principal: str, allowed: frozenset[str]) -> dict[str, Any]:
+    """The envelope with its actor set to the allow-listed `principal` that sent it."""
+    if principal not in allowed:
+        raise UnknownPrincipalError(
+            f"principal {principal!r} may not send commands (not in OKR_KAFKA_COMMAND_PRINCIPALS)"
+        )
+    actor = data.get("actor")
+    if actor is not None and actor != principal:
+        raise ImpersonationError(
+            f"the command says its actor is {actor!r} but {principal!r} sent it; leave actor out"
+        )
+    return {**data, "actor": principal}
+
+
+def allowed_principals(settings: Settings) -> frozenset[str]:
+    return frozenset(
+        name.strip() for name in settings.kafka_command_principals.split(",") if name.strip()
+    )
 
 
 def _json_kind(value: Any) -> str:
@@ -148,8 +185,11 @@ class CommandConsumer:
         application: OkrApplication,
         publish_result: Callable[[CommandResult], Awaitable[object]],
         dead_letters: DeadLetterPublisher,
+        principals: frozenset[str],
     ) -> None:
         self.application = application
+        self.principals = principals
+        """Who may send commands; an empty set refuses every one."""
         self.publish_result = publish_result
         self.dead_letters = dead_letters
 
@@ -175,13 +215,18 @@ class CommandConsumer:
 
     async def process(self, record: KafkaRecord) -> None:
         try:
-            command = read_command(record.value)
+            data = read_envelope(record.value)
         except NotACommandError as error:
             await self.dead_letters.publish(record, error.reason, error.detail)
             return
-        except InvalidCommandError as error:
-            rejection = reject(error.validation_error)
-            await self.publish_result(rejected(error.command_id, None, rejection))
+        try:
+            command = Command.model_validate(
+                as_principal(data, principal_of(record), self.principals)
+            )
+        except (AccessError, ValidationError) as error:
+            if isinstance(error, AccessError):
+                log.warning("command %r refused: %s", data["command_id"], error)
+            await self.publish_result(rejected(data["command_id"], None, reject(error)))
             return
         try:
             result = await asyncio.to_thread(self.application.handle, command)
@@ -244,6 +289,7 @@ def build_command_broker(settings: Settings, application: OkrApplication) -> Kaf
         application,
         publish_result,
         DeadLetterPublisher(settings, send_with_broker(broker), consumer_group=group_id),
+        allowed_principals(settings),
     )
 
     @broker.subscriber(
@@ -255,7 +301,8 @@ def build_command_broker(settings: Settings, application: OkrApplication) -> Kaf
         parser=parse_tolerating_headers,
         decoder=keep_raw_bytes,
         title="commands",
-        description="Commands keyed by objective id (events.commands.Command).",
+        description="Commands keyed by objective id (events.commands.Command), each with a "
+        "`principal` header naming its allow-listed sender.",
     )
     async def handle_command(message: KafkaMessage) -> None:
         record = message.raw_message

@@ -11,30 +11,40 @@ The quarter is compressed into the run: each KPI drifts from its baseline toward
 past) its target over `--seconds`. Every run creates new objectives and new event ids, so it can
 be re-run at will; the KPIs themselves are shared streams, as in production, so a second run's
 `sum` key result counts the quarter's sales of every run.
+
+It authenticates like any client, with an API key: `--api-key` / `OKR_DEMO_API_KEY`, or, against
+a service on this machine, an `okr-demo` editor key it adds to the keys file itself (replacing
+the one of its previous run), which the service picks up without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from aiokafka import AIOKafkaProducer
 
 from events.kpi import KpiEvent
 from events.topics import KPI_EVENTS
+from services.access import Role
+from services.api_keys import ApiKeysError, add_key, can_write
 from services.demo_scenario import SALES, SCENARIO, DemoObjective, current_quarter, demo_kpis
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
 
 ACTOR = "okr-demo"
-"""Who the demo's commands and KPI events say they come from."""
+"""The principal of the demo's own API key (the actor of its commands) and its KPI events'
+source."""
 REPORT_EVERY_S = 5.0
 SETTLE_S = 30.0
 """How long the demo waits, after its last event, for the scorer to have stored them all."""
@@ -61,6 +71,41 @@ def service_url(settings: Settings) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.http_port}"
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def demo_api_key(settings: Settings, url: str, given: str | None, echo: Echo) -> str:
+    """The key to send: given, configured, or (service on this machine) made for the demo."""
+    if given:
+        return given
+    if settings.demo_api_key is not None:
+        return settings.demo_api_key.get_secret_value()
+    path = settings.api_keys_file
+    if not (is_loopback(url) and can_write(path)):
+        raise DemoError(
+            f"the service at {url} needs an API key: pass --api-key (or set OKR_DEMO_API_KEY) "
+            f"with an editor key, e.g. from `okr keys add --principal {ACTOR} --role editor` "
+            "on the service's machine"
+        )
+    return _own_key(path, echo)
+
+
+def _own_key(path: Path, echo: Echo) -> str:
+    try:
+        issued = add_key(path, ACTOR, Role.EDITOR, replace_principal=True)
+    except (ApiKeysError, OSError) as error:
+        raise DemoError(f"cannot add the demo's API key to {path}: {error}") from None
+    echo(f"API key: an editor key for {ACTOR} added to {path} (its earlier ones removed)")
+    return issued.key
 
 
 @dataclass(frozen=True)
@@ -164,6 +209,7 @@ async def run_demo(
     events_per_second: float = 3.0,
     base_url: str | None = None,
     wait_for_service_s: float = 30.0,
+    api_key: str | None = None,
     echo: Echo = print,
     rng: random.Random | None = None,
 ) -> DemoReport:
@@ -172,11 +218,11 @@ async def run_demo(
     url = base_url or service_url(settings)
     period = current_quarter(datetime.now(UTC).date())
     report = DemoReport(url, period)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"X-Actor": ACTOR}, timeout=HTTP_TIMEOUT_S
-    ) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=HTTP_TIMEOUT_S) as http:
         client = DemoClient(http)
         await client.wait_until_healthy(wait_for_service_s)
+        key = demo_api_key(settings, url, api_key, echo)
+        http.headers["Authorization"] = f"Bearer {key}"
         echo(f"OKR Ledger at {url}; the scenario runs over {period[0]} .. {period[1]}")
         for objective in SCENARIO:
             created = await client.create(objective, period)
@@ -309,7 +355,10 @@ def _print_where_to_look(report: DemoReport, echo: Echo) -> None:
         ("the whole API", "/docs"),
     ]
     width = max(len(what) for what, _ in places)
-    echo("where to look:")
+    echo(
+        "where to look (every GET needs an API key: -H 'Authorization: Bearer KEY'; "
+        "scripts/run.sh keeps an admin key in var/admin.key):"
+    )
     for what, path in places:
         echo(f"  {what:<{width}}  GET {url}{path}")
     echo("Run `okr demo` again for another scenario; more KPI events keep the scores moving.")

@@ -25,6 +25,13 @@ from domain.errors import (
     VersionConflictError,
 )
 from events.commands import Issue
+from services.access import (
+    AccessError,
+    ImpersonationError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnknownPrincipalError,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,10 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str], ...] = (
     (QualityRejectedError, 422, "quality_rejected"),
     (ReasonRequiredError, 422, "reason_required"),
     (OkrError, 422, "rule_violation"),
+    (UnauthenticatedError, 401, "unauthenticated"),
+    (PermissionDeniedError, 403, "forbidden"),
+    (UnknownPrincipalError, 403, "unknown_principal"),
+    (ImpersonationError, 403, "impersonation"),
 )
 
 
@@ -85,6 +96,8 @@ def _problems_of(error: Exception, code: str) -> list[Issue]:
             Issue(code=issue.code, field=issue.field, message=issue.message)
             for issue in error.report.problems
         ]
+    if isinstance(error, AccessError):
+        return [Issue(code=code, field=error.problem_field, message=str(error))]
     field = "reason" if isinstance(error, ReasonRequiredError) else "(command)"
     return [Issue(code=code, field=field, message=str(error))]
 

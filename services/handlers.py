@@ -7,11 +7,12 @@ call the decision; loading, saving, idempotency and concurrency are the applicat
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
 from domain import objective as decide
+from domain.chain import GENESIS_HASH, seal
 from domain.errors import RuleViolationError
 from domain.measures import KeyResultKind, KeyResultSpec
 from domain.objective import Decision, Objective, require_objective
@@ -160,8 +161,12 @@ def run_handler(
     decision: Decision,
     body: Any,
 ) -> Outcome:
+    """The command's decision, its events sealed onto the objective's hash chain."""
     handler = HANDLERS[body_type]
     if body_type in CREATING:
-        return handler(None, decision, keyed_by_envelope(body, objective_id))
+        outcome: Outcome = handler(None, decision, keyed_by_envelope(body, objective_id))
+        return replace(outcome, events=seal(GENESIS_HASH, outcome.events))
     assert objective_id is not None
-    return handler(require_objective(objective, objective_id), decision, body)
+    current = require_objective(objective, objective_id)
+    outcome = handler(current, decision, body)
+    return replace(outcome, events=seal(current.chain_hash, outcome.events))

@@ -65,7 +65,14 @@ def decode_series_cursor(cursor: str) -> tuple[int, str]:
         observed_at_us, event_id = orjson.loads(raw)
     except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as error:
         raise InvalidSeriesCursorError(f"not a cursor of this series: {cursor!r}") from error
-    if type(observed_at_us) is not int or not isinstance(event_id, str):
+    # A forged cursor must fail here, not in the store: SQLite holds 64-bit integers only and
+    # PostgreSQL text no NUL.
+    if (
+        type(observed_at_us) is not int
+        or not -(2**63) <= observed_at_us < 2**63
+        or not isinstance(event_id, str)
+        or "\x00" in event_id
+    ):
         raise InvalidSeriesCursorError(f"not a cursor of this series: {cursor!r}")
     return observed_at_us, event_id
 

@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 RECEIPTS_TABLE = "command_receipts"
 
 
+class UnsealedEventError(ValueError):
+    """An event reached the store without its chain hash: a bug in the code that decided it."""
+
+    def __init__(self, event: DomainEvent) -> None:
+        super().__init__(
+            f"{type(event).__name__} of {event.originator_id} version "
+            f"{event.originator_version} has no chain hash; decisions must `seal` their events"
+        )
+
+
 class OrjsonTranscoder(Transcoder):
     """JSON bytes via orjson: pydantic has already reduced every value to JSON types."""
 
@@ -51,6 +61,9 @@ class PydanticMapper(Mapper[UUID]):
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         event = cast(Immutable, domain_event)
+        unsealed = isinstance(event, DomainEvent) and not event.chain_hash
+        if unsealed and not isinstance(event, ObjectiveSnapshot):
+            raise UnsealedEventError(cast(DomainEvent, event))
         state = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
         class_version = getattr(type(event), "class_version", 1)
         if class_version > 1:
@@ -71,6 +84,14 @@ class PydanticMapper(Mapper[UUID]):
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
         return cast("DomainEventProtocol[UUID]", cls.model_validate(state))
+
+    def stored_state(self, stored_event: StoredEvent) -> dict[str, Any]:
+        """The JSON object an event was written as, before any upcasting: what its chain hash
+        covers (`domain.chain.EventRecord.from_stored`)."""
+        state = self.transcoder.decode(self._unseal(stored_event.state))
+        if not isinstance(state, dict):
+            raise ValueError("a stored event's state must be a JSON object")
+        return state
 
     def _seal(self, data: bytes) -> bytes:
         if self.compressor:

@@ -39,7 +39,7 @@ RELAY_NAME = "okr.events-relay"
 """Name of the relay's row in the tracking table; other trackers (projections) use their own."""
 
 BATCH_SIZE = 500
-IDLE_POLL_S = 0.1
+IDLE_POLL_S = 0.025
 """An idle relay wakes when this process saves (`OkrApplication.saved`); for writes by other
 processes (SQLite has no LISTEN/NOTIFY) it polls, and a short interval keeps latency low."""
 
@@ -65,6 +65,7 @@ def to_envelope(event: DomainEvent) -> okr.OkrEventEnvelope:
         actor=event.actor,
         command_id=event.command_id,
         reason=event.reason,
+        chain_hash=event.chain_hash or None,
     )
 
 

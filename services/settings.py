@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.access import check_principal_name
+from services.api_keys import ApiKeysError, parse_inline_keys
 from services.stores import is_postgres, postgres_location, sqlite_path
 
 if TYPE_CHECKING:
@@ -87,6 +89,11 @@ class Settings(BaseSettings):
     snapshot_interval: int = Field(
         200, ge=1, description="Store a snapshot every N events of an objective."
     )
+    serve_runs_scorer: bool = Field(
+        True,
+        description="`okr serve` also scores kpi.events; false when `okr scorer` runs as its own "
+        "process (the deployment for live KPI latency: docs/decisions/0012).",
+    )
 
     stale_after_days: float = Field(
         14, gt=0, description="A key result with no update for this long is reported stale."
@@ -96,6 +103,27 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
+
+    api_keys_file: Path = Field(
+        Path("var/api-keys.json"),
+        description="API keys file (JSON list of principal, role, sha256); re-read on change.",
+    )
+    api_keys: str = Field(
+        "", description="More API keys, fixed at start: principal:role:sha256hex, comma-separated."
+    )
+    kafka_command_principals: str = Field(
+        "",
+        description="Comma-separated principals whose commands okr.commands accepts (the "
+        "`principal` header); empty: none.",
+    )
+    demo_api_key: SecretStr | None = Field(
+        None, description="The key `okr demo` sends; without one it adds its own to the file."
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        description="Largest HTTP request body accepted; a larger one gets 413 unread.",
+    )
 
     local_kafka_version: str = Field("4.1.1", pattern=r"^\d+\.\d+\.\d+$")
     local_kafka_port: int = Field(9092, ge=1, le=65535)
@@ -116,6 +144,23 @@ class Settings(BaseSettings):
     @classmethod
     def _store_url(cls, value: str) -> str:
         return _validate_store_url(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _inline_api_keys(cls, value: str) -> str:
+        try:
+            parse_inline_keys(value)
+        except ApiKeysError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("kafka_command_principals")
+    @classmethod
+    def _command_principals(cls, value: str) -> str:
+        for name in value.split(","):
+            if name.strip():
+                check_principal_name(name.strip())
+        return value
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

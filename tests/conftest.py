@@ -19,6 +19,7 @@ import pytest
 
 from services.settings import Settings
 from services.stores import postgres_location
+from tests.auth_support import INLINE_API_KEYS, KAFKA_PRINCIPAL
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_KAFKA_PORT = 39092
@@ -114,13 +115,18 @@ def topic_prefix() -> str:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Settings:
-    """Settings of one isolated service instance: own topics, own SQLite files."""
+    """Settings of one isolated service instance: own topics, own SQLite files, own (empty)
+    API keys file; the keys of tests/auth_support.py are valid, and its Kafka principal may send
+    commands."""
     return Settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_prefix=topic_prefix,
         topic_partitions=3,
         event_store_url=f"sqlite:///{tmp_path / 'events.sqlite'}",
         read_store_url=f"sqlite:///{tmp_path / 'read.sqlite'}",
+        api_keys=INLINE_API_KEYS,
+        api_keys_file=tmp_path / "api-keys.json",
+        kafka_command_principals=KAFKA_PRINCIPAL,
     )
 
 

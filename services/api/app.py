@@ -8,11 +8,33 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from projections.views import ReadStore
-from services.api import as_of, asyncapi, commands, health, kpis, lint, metrics, reads
+from services.api import (
+    as_of,
+    asyncapi,
+    audit,
+    body_limit,
+    commands,
+    docs,
+    headers,
+    health,
+    kpis,
+    lint,
+    metrics,
+    reads,
+    verify,
+)
+from services.api.auth import (
+    ACCESS_RESPONSES,
+    AuthenticateFirstMiddleware,
+    install_access_error_handler,
+    refuse_unprotected_routes,
+    requires,
+)
 from services.api.errors import install_error_handlers
+from services.api_keys import ApiKeys
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.projector_service import open_read_store
@@ -36,6 +58,18 @@ async def keep_trying_to_ensure_topics(settings: Settings) -> None:
             return
 
 
+def _log_access(keys: ApiKeys) -> None:
+    count = len(keys.entries())
+    if count:
+        log.info("%d API keys accepted (file %s and OKR_API_KEYS)", count, keys.path)
+    else:
+        log.warning(
+            "no API keys configured: every request but /health gets 401; create one with "
+            "`okr keys add --principal NAME --role admin` (it goes to %s)",
+            keys.path,
+        )
+
+
 BackgroundJob = Callable[[OkrApplication], Coroutine[Any, Any, None]]
 """A long-running part of the process (a Kafka consumer, the relay) sharing the application."""
 
@@ -53,6 +87,7 @@ def create_app(
         if getattr(app.state, "application", None) is None:
             app.state.application = await asyncio.to_thread(OkrApplication, settings)
         application = app.state.application
+        _log_access(app.state.api_keys)
         owns_read_store = app.state.read_store is None
         if owns_read_store:
             app.state.read_store = await asyncio.to_thread(open_read_store, settings)
@@ -70,17 +105,35 @@ def create_app(
         version="0.1.0",
         description="Event-sourced objectives and key results, scored live from KPI events.",
         lifespan=lifespan,
+        # Served again by `docs.router`, behind a key: FastAPI's own routes cannot be guarded.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.api_keys = ApiKeys.from_settings(settings)
     app.state.application = application
     app.state.read_store = read_store
-    app.include_router(health.router)
-    app.include_router(commands.router)
-    app.include_router(reads.router)
-    app.include_router(kpis.router)
-    app.include_router(lint.router)
-    app.include_router(as_of.router)
-    app.include_router(metrics.router)
-    app.include_router(asyncapi.router)
+    app.include_router(health.router)  # the one route open to anonymous callers
+    write, read = [Depends(requires("write"))], [Depends(requires("read"))]
+    app.include_router(commands.router, dependencies=write, responses=ACCESS_RESPONSES)
+    readers = (
+        reads.router,
+        kpis.router,
+        lint.router,
+        as_of.router,
+        metrics.router,
+        asyncapi.router,
+    )
+    for router in readers:
+        app.include_router(router, dependencies=read, responses=ACCESS_RESPONSES)
+    app.include_router(docs.router, dependencies=read)
+    app.include_router(audit.router, responses=ACCESS_RESPONSES)  # requires("audit") itself
+    app.include_router(verify.router, responses=ACCESS_RESPONSES)  # requires("audit") itself
+    refuse_unprotected_routes(app)
     install_error_handlers(app)
+    install_access_error_handler(app)
+    app.add_middleware(body_limit.BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthenticateFirstMiddleware)
+    app.add_middleware(headers.SecurityHeadersMiddleware)  # added last: runs first
     return app

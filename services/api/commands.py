@@ -41,6 +41,7 @@ from events.commands import (
     ReviseObjective,
     UnbindKpi,
 )
+from services.api.auth import Principal, requires
 from services.api.errors import REJECTION_RESPONSES
 from services.application import OkrApplication
 
@@ -67,15 +68,6 @@ def _one_of(name: str, header: T | None, query: T | None) -> T | None:
             ]
         )
     return header if header is not None else query
-
-
-def get_actor(
-    x_actor: Annotated[
-        str, Header(min_length=1, max_length=200, description="Who decides; recorded on events.")
-    ],
-) -> str:
-    """The one place that says who is acting; API-key access control replaces it later."""
-    return x_actor
 
 
 def get_reason(
@@ -169,11 +161,13 @@ def _headers(result: CommandResult, created: bool) -> dict[str, str]:
 def command_runner(
     application: Annotated[OkrApplication, Depends(get_application)],
     command_id: Annotated[str, Depends(get_command_id)],
-    actor: Annotated[str, Depends(get_actor)],
+    principal: Annotated[Principal, Depends(requires("write"))],
     reason: Annotated[str | None, Depends(get_reason)],
     expected_version: Annotated[int | None, Depends(get_expected_version)],
 ) -> CommandRunner:
-    return CommandRunner(application, command_id, actor, reason, expected_version)
+    """The actor is the API key's principal: nothing in the request (header, body) can name
+    anyone else."""
+    return CommandRunner(application, command_id, principal.name, reason, expected_version)
 
 
 Runner = Annotated[CommandRunner, Depends(command_runner)]

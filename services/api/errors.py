@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.commands import Issue
 from services.errors import (
@@ -73,3 +74,24 @@ def install_error_handlers(app: FastAPI) -> None:
     for error_type in TRANSIENT:
         app.add_exception_handler(error_type, on_outage)
     app.add_exception_handler(RequestValidationError, on_invalid_request)
+    app.add_exception_handler(StarletteHTTPException, on_http_refusal)
+
+
+HTTP_REFUSALS: dict[int, str] = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+}
+
+
+async def on_http_refusal(_: Request, error: Exception) -> JSONResponse:
+    """The framework's own refusals (unknown path, wrong method, unreadable body) in the same
+    shape as every other refusal, so clients parse one error format."""
+    assert isinstance(error, StarletteHTTPException)
+    code = HTTP_REFUSALS.get(error.status_code, "http_error")
+    message = str(error.detail)
+    problem = Issue(code=code, field="(request)", message=message)
+    response = rejection_response(Rejection(error.status_code, code, message, [problem]))
+    if error.headers:
+        response.headers.update(error.headers)
+    return response

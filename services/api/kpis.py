@@ -13,14 +13,14 @@ from datetime import date, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
 from domain.kpi_series import EPOCH, epoch_us
 from domain.objective import ObjectiveStatus
 from domain.objective_events import Aggregation
-from events.commands import Issue
+from events.commands import Issue, KpiKey
 from events.kpi import EARLIEST, LATEST
 from services.api.errors import REJECTION_RESPONSES, rejection_response
 from services.errors import Rejection
@@ -40,6 +40,8 @@ def get_kpi_reader(request: Request) -> KpiReader:
 
 
 ReaderDep = Annotated[KpiReader, Depends(get_kpi_reader)]
+KpiKeyPath = Annotated[KpiKey, Path()]
+"""A key no KPI event could carry is refused (422) before it reaches a store."""
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -207,7 +209,7 @@ async def list_kpis(reader: ReaderDep) -> KpiListView:
     responses=REJECTION_RESPONSES,
 )
 async def get_series(
-    kpi_key: str,
+    kpi_key: KpiKeyPath,
     reader: ReaderDep,
     from_: Bound | None = Query(
         None, alias="from", description="From this instant (inclusive), with a UTC offset."
@@ -251,7 +253,9 @@ async def get_series(
     summary="The key results a KPI moves: objective, aggregation, period, status, value",
     responses=REJECTION_RESPONSES,
 )
-async def get_key_results(kpi_key: str, reader: ReaderDep) -> KpiKeyResultsView | JSONResponse:
+async def get_key_results(
+    kpi_key: KpiKeyPath, reader: ReaderDep
+) -> KpiKeyResultsView | JSONResponse:
     stats, bindings = await asyncio.to_thread(_stats_and_bindings, reader, kpi_key)
     if not _known(stats, bindings):
         return kpi_not_found(kpi_key)
@@ -265,7 +269,7 @@ async def get_key_results(kpi_key: str, reader: ReaderDep) -> KpiKeyResultsView 
     summary="One KPI's counters and latest value",
     responses=REJECTION_RESPONSES,
 )
-async def get_kpi(kpi_key: str, reader: ReaderDep) -> KpiView | JSONResponse:
+async def get_kpi(kpi_key: KpiKeyPath, reader: ReaderDep) -> KpiView | JSONResponse:
     stats, bindings = await asyncio.to_thread(_stats_and_bindings, reader, kpi_key)
     if not _known(stats, bindings):
         return kpi_not_found(kpi_key)

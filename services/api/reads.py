@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from domain.errors import ObjectiveNotFoundError
 from domain.objective import ObjectiveStatus
 from domain.pace import PaceStatus, PaceThresholds, pace_status
-from events.commands import Issue
+from events.commands import Issue, ShortText
 from projections.views import (
     AuditRow,
     InvalidCursorError,
@@ -31,7 +31,9 @@ from projections.views import (
     ReadStore,
     TimelineRow,
 )
+from services.api.commands import get_application
 from services.api.errors import REJECTION_RESPONSES, rejection_response
+from services.application import OkrApplication
 from services.errors import Rejection
 from services.settings import Settings
 
@@ -128,6 +130,24 @@ async def wait_for_version(
         await asyncio.sleep(WAIT_POLL_S)
 
 
+async def never_written(
+    application: OkrApplication, objective_id: UUID, wanted: int
+) -> JSONResponse | None:
+    """Only a version the event store holds is worth waiting for: the projection will get there.
+    Waiting for any other would end in 503 "retry shortly", and retries could never succeed."""
+    stored = await asyncio.to_thread(application.receipts.current_versions, [objective_id])
+    version = stored.get(objective_id)
+    if version is None:
+        raise ObjectiveNotFoundError(objective_id)
+    if version >= wanted:
+        return None
+    message = (
+        f"objective {objective_id} is at version {version}; version {wanted} was never written"
+    )
+    problem = Issue(code="version_not_found", field="min_version", message=message)
+    return rejection_response(Rejection(404, "version_not_found", message, [problem]))
+
+
 def projection_behind(objective_id: UUID, wanted: int, projected: int | None) -> JSONResponse:
     message = (
         f"objective {objective_id} is projected at version {projected}, not yet {wanted}; "
@@ -155,8 +175,8 @@ async def list_objectives(
     store: ReadStoreDep,
     period_from: date | None = Query(None, description="Overlapping periods from this day."),
     period_to: date | None = Query(None, description="Overlapping periods up to this day."),
-    owner: str | None = None,
-    team: str | None = None,
+    owner: Annotated[ShortText | None, Query()] = None,
+    team: Annotated[ShortText | None, Query()] = None,
     status: ObjectiveStatus | None = None,
     parent_id: UUID | None = None,
     limit: int = Query(50, ge=1, le=500),
@@ -190,11 +210,16 @@ async def get_objective(
     objective_id: UUID,
     store: ReadStoreDep,
     settings: SettingsDep,
+    application: Annotated[OkrApplication, Depends(get_application)],
     min_version: int | None = Query(
         None, ge=1, description="Wait until the projection has applied this version."
     ),
     wait: float = Query(5.0, ge=0, le=MAX_WAIT_S, description="Longest wait, in seconds."),
 ) -> ObjectiveView | JSONResponse:
+    if min_version is not None and (
+        refused := await never_written(application, objective_id, min_version)
+    ):
+        return refused
     version = await wait_for_version(store, objective_id, min_version, wait)
     if version is None and min_version is None:
         raise ObjectiveNotFoundError(objective_id)

@@ -36,6 +36,9 @@ def environment_for(settings: Settings, port: int) -> dict[str, str]:
         "OKR_READ_STORE_URL": settings.read_store_url,
         "OKR_HTTP_HOST": "127.0.0.1",
         "OKR_HTTP_PORT": str(port),
+        "OKR_API_KEYS": settings.api_keys,
+        "OKR_API_KEYS_FILE": str(settings.api_keys_file),
+        "OKR_KAFKA_COMMAND_PRINCIPALS": settings.kafka_command_principals,
     }
     return env
 

@@ -19,6 +19,7 @@ import pytest
 
 from services.demo_scenario import SCENARIO, current_quarter, demo_kpis
 from services.settings import Settings
+from tests.auth_support import auth_headers
 from tests.e2e.conftest import RunningService, environment_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -57,7 +58,7 @@ def test_the_demo_moves_key_results_of_a_running_service(
     assert demo.returncode == 0, f"{output}\n{demo.stderr.decode()}\n{service.log.read_text()}"
 
     deadline = time.monotonic() + DEADLINE_S
-    with httpx.Client(base_url=service.url, timeout=10) as http:
+    with httpx.Client(base_url=service.url, timeout=10, headers=auth_headers("reader")) as http:
         while True:
             views, kpis = read_api(http)
             scores = [kr["score"] for view in views for kr in view["key_results"]]
@@ -78,6 +79,13 @@ def test_the_demo_moves_key_results_of_a_running_service(
             day.isoformat() for day in quarter
         )
         assert {kr["kpi_key"] for kr in view["key_results"]} <= DEMO_KPIS
+    assert "editor key for okr-demo added" in output
+    with httpx.Client(base_url=service.url, timeout=10, headers=auth_headers("reader")) as http:
+        creators = {
+            http.get(f"/objectives/{view['objective']['objective_id']}/history").json()[0]["actor"]
+            for view in views
+        }
+    assert creators == {"okr-demo"}, "the demo writes with its own key"
     for key in DEMO_KPIS:
         assert kpis[key]["accepted"] > 0 and kpis[key]["key_results"] >= 1, kpis[key]
     assert "/kpis" in output

@@ -13,6 +13,7 @@ from events import topics
 from events.okr import parse_okr_event
 from services.settings import Settings
 from tests import seed
+from tests.auth_support import KAFKA_PRINCIPAL, PRINCIPALS, auth_headers, principal_headers
 from tests.e2e.conftest import RunningService
 from tests.kafka_support import produce, read_until
 
@@ -31,7 +32,7 @@ OBJECTIVE = {
 async def test_commands_over_http_and_kafka_become_ordered_events_on_kafka(
     service: RunningService, settings: Settings
 ) -> None:
-    async with httpx.AsyncClient(base_url=service.url, headers={"X-Actor": "alice"}) as http:
+    async with httpx.AsyncClient(base_url=service.url, headers=auth_headers("editor")) as http:
         created = await http.post("/objectives", json=OBJECTIVE)
         assert created.status_code == 201, created.text
         objective_id = created.json()["objective_id"]
@@ -60,12 +61,13 @@ async def test_commands_over_http_and_kafka_become_ordered_events_on_kafka(
         "command_id": command_id,
         "objective_id": objective_id,
         "expected_version": 2,
-        "actor": "sales-service",
         "body": {"type": "check_in", "key_result_id": key_result_id, "value": 1150},
     }
     key = objective_id.encode()
     await produce(
-        settings, topics.COMMANDS, [(key, orjson.dumps(command), []), (key, b"{not json", [])]
+        settings,
+        topics.COMMANDS,
+        [(key, orjson.dumps(command), principal_headers()), (key, b"{not json", [])],
     )
 
     results = await read_until(settings, topics.COMMAND_RESULTS, lambda records: len(records) >= 1)
@@ -80,7 +82,10 @@ async def test_commands_over_http_and_kafka_become_ordered_events_on_kafka(
 
     events = await read_until(settings, topics.EVENTS, lambda records: len(records) >= 3)
     versions: dict[bytes | None, list[int]] = defaultdict(list)
+    actors = []
     for record in events:
         envelope, _ = parse_okr_event(record.value)
         versions[record.key].append(envelope.version)
+        actors.append(envelope.actor)
     assert versions == {objective_id.encode(): [1, 2, 3]}
+    assert actors == [PRINCIPALS["editor"], PRINCIPALS["editor"], KAFKA_PRINCIPAL]

@@ -27,6 +27,7 @@ from services.history import ObjectiveAsOf, objective_as_of
 from services.persistence import ObjectiveSnapshot
 from services.settings import Settings
 from tests import seed
+from tests.auth_support import auth_headers
 
 START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -214,7 +215,9 @@ def test_a_moment_must_be_aware_and_exactly_one_is_given(history: History) -> No
 async def get_as_of(history: History, params: dict[str, str]) -> httpx.Response:
     app = create_app(history.application.settings, history.application)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://okr") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://okr", headers=auth_headers("reader")
+    ) as client:
         return await client.get(f"/objectives/{history.objective_id}/as-of", params=params)
 
 

@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
+from domain.chain import EventRecord, chain_hash
 from domain.errors import IdempotencyKeyReusedError, RuleViolationError, VersionConflictError
 from domain.measures import KeyResultKind, KeyResultSpec
 from domain.objective import Objective, ObjectiveStatus, replay
@@ -404,6 +405,10 @@ def test_a_version_1_check_in_is_read_back_as_version_2(
         "value": 66.5,
         "note": "written by v1",
     }
+    version_1_state["chain_hash"] = chain_hash(
+        loaded(application, objective_id).chain_hash,
+        EventRecord.from_stored(objective_id, 3, "ProgressCheckedIn", version_1_state),
+    )
     application.recorder.insert_events(
         [
             StoredEvent(

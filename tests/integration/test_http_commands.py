@@ -20,8 +20,10 @@ from services.api.app import create_app
 from services.application import OkrApplication
 from services.settings import Settings
 from tests import seed
+from tests.auth_support import PRINCIPALS, auth_headers
 
-ACTOR = "alice@example.com"
+ACTOR = PRINCIPALS["editor"]
+"""The principal of the editor key every request sends: the actor recorded on its events."""
 
 SALES = seed.SALES.as_json()
 CHURN = seed.CHURN.as_json()
@@ -64,9 +66,9 @@ class Api:
         *,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
-        actor: str | None = ACTOR,
+        role: str = "editor",
     ) -> httpx.Response:
-        sent = {"X-Actor": actor} if actor is not None else {}
+        sent = auth_headers(role)
         return await self.client.request(
             method, path, json=body, headers={**sent, **(headers or {})}, params=params
         )
@@ -187,10 +189,9 @@ async def test_every_schema_error_of_a_request_is_listed(api: Api) -> None:
         "colour": "red",
     }
     async with api.writes_nothing():
-        response = await api.send("POST", "/objectives", broken, actor=None)
+        response = await api.send("POST", "/objectives", broken)
     fields = {field for _, field in problem_fields(refused(response, 422, "invalid_command"))}
     assert fields == {
-        "header.x-actor",
         "body.title",
         "body.owner",
         "body.team",
@@ -233,8 +234,8 @@ async def test_a_reason_or_version_given_twice_must_agree(api: Api) -> None:
 
 async def test_lint_reports_every_problem_and_writes_nothing(api: Api) -> None:
     async with api.writes_nothing():
-        bad = await api.send("POST", "/lint", objective(CHURN_OBSTACLES), actor=None)
-        good = await api.send("POST", "/lint", objective(SALES, PURCHASE_PATH), actor=None)
+        bad = await api.send("POST", "/lint", objective(CHURN_OBSTACLES), role="reader")
+        good = await api.send("POST", "/lint", objective(SALES, PURCHASE_PATH), role="reader")
     assert bad.status_code == 200, bad.text
     report = bad.json()
     assert report["ok"] is False

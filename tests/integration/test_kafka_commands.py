@@ -26,6 +26,7 @@ from services.command_consumer import GROUP_ID, run_command_consumer
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
 from tests import seed
+from tests.auth_support import KAFKA_PRINCIPAL, principal_headers
 from tests.kafka_support import (
     Headers,
     Message,
@@ -65,11 +66,11 @@ def command(
     expected_version: int | None = None,
     **envelope: Any,
 ) -> dict[str, Any]:
+    """An envelope without `actor`: the sender's principal header names it."""
     return {
         "command_id": command_id or new_id(),
         "objective_id": objective_id,
         "expected_version": expected_version,
-        "actor": "alice",
         "body": body,
         **envelope,
     }
@@ -79,12 +80,16 @@ def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message)
 
 
-async def send_commands(settings: Settings, *messages: dict[str, Any]) -> list[Any]:
-    """Commands keyed by their objective (the body's for a creation), as senders do."""
+async def send_commands(
+    settings: Settings, *messages: dict[str, Any], headers: Headers | None = None
+) -> list[Any]:
+    """Commands keyed by their objective (the body's for a creation), sent by the allow-listed
+    principal unless `headers` say otherwise, as senders do."""
+    sent_headers = principal_headers() if headers is None else headers
     keyed: list[Message] = []
     for message in messages:
         key: str | None = message["objective_id"] or message["body"].get("objective_id")
-        keyed.append((key.encode() if key is not None else None, encode(message), []))
+        keyed.append((key.encode() if key is not None else None, encode(message), sent_headers))
     return await produce(settings, topics.COMMANDS, keyed)
 
 
@@ -188,6 +193,8 @@ async def test_accepted_commands_report_the_version_they_produced(
     objective = await asyncio.to_thread(application.get_objective, uuid.UUID(objective_id))
     assert objective is not None and objective.key_results[0].current == 60
     assert await event_count(application) == 3
+    stored = await asyncio.to_thread(list, application.events.get(uuid.UUID(objective_id)))
+    assert {event.actor for event in stored} == {KAFKA_PRINCIPAL}, "the sender is the actor"
 
 
 async def test_invalid_fields_in_a_readable_command_are_rejected_with_every_problem(
@@ -196,14 +203,13 @@ async def test_invalid_fields_in_a_readable_command_are_rejected_with_every_prob
     body = good_objective(new_id())
     body |= {"title": "", "period_start": "next quarter", "key_results": []}
     del body["owner"]
-    invalid = command(body, actor="")
+    invalid = command(body)
     async with consumer_running(store_settings, application) as task:
         await send_commands(store_settings, invalid)
         result = await result_of(store_settings, task, invalid["command_id"])
 
     assert (result.status, result.error) == ("rejected", "invalid_command")
     assert {problem.field for problem in result.problems} == {
-        "actor",
         "body.create_objective.title",
         "body.create_objective.owner",
         "body.create_objective.period_start",
@@ -270,7 +276,8 @@ async def test_a_command_applied_before_a_crash_is_replayed_when_redelivered(
     create = command(good_objective(objective_id))
     await send_commands(store_settings, create)
     # A consumer applied it, then died before publishing the result and committing the offset.
-    applied = await asyncio.to_thread(application.handle, Command.model_validate(create))
+    as_sent = Command.model_validate(create | {"actor": KAFKA_PRINCIPAL})
+    applied = await asyncio.to_thread(application.handle, as_sent)
     async with consumer_running(store_settings, application) as task:
         redelivered = await result_of(store_settings, task, create["command_id"])
 
@@ -294,7 +301,7 @@ async def test_messages_that_are_not_commands_are_dead_lettered_and_the_consumer
         ("not_an_object", b"[1, 2, 3]", []),
         ("unsupported_schema_version", encode(command(valid_body, schema_version=2)), []),
         ("unknown_type", encode(command({"type": "launch_rocket"}, command_id="c-unknown")), []),
-        ("missing_id", encode({"actor": "alice", "body": valid_body}), []),
+        ("missing_id", encode({"body": valid_body}), []),
         ("empty", None, []),
     ]
     valid = command(good_objective(key), objective_id=None)
@@ -303,7 +310,7 @@ async def test_messages_that_are_not_commands_are_dead_lettered_and_the_consumer
             settings,
             topics.COMMANDS,
             [(key.encode(), value, headers) for _, value, headers in bad]
-            + [(key.encode(), encode(valid), [])],
+            + [(key.encode(), encode(valid), principal_headers())],
         )
         result = await result_of(settings, task, valid["command_id"])
     # The bad messages precede the valid one in its partition: their outcomes are all out by now.

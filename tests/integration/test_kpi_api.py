@@ -26,6 +26,7 @@ from services.application import OkrApplication
 from services.bootstrap import scorer_jobs
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
+from tests.auth_support import auth_headers
 from tests.kpi_support import (
     PERIOD_END,
     PERIOD_START,
@@ -79,7 +80,9 @@ async def service(store_settings: Settings) -> AsyncIterator[KpiService]:
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://okr") as http:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://okr", headers=auth_headers("reader")
+            ) as http:
                 yield KpiService(store_settings, application, http)
     finally:
         application.close()

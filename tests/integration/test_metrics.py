@@ -27,6 +27,7 @@ from services.relay import relay_once
 from services.scorer import group_id_for
 from services.settings import Settings
 from tests import seed
+from tests.auth_support import auth_headers
 from tests.kafka_support import commit_offsets
 
 PRODUCED = {0: 5, 1: 2}
@@ -50,7 +51,9 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, application)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://okr") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://okr", headers=auth_headers("reader")
+    ) as client:
         yield client
 
 
@@ -179,7 +182,9 @@ async def test_a_dead_broker_is_reported_not_raised(settings: Settings) -> None:
     dead = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     app = create_app(dead)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://okr") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://okr", headers=auth_headers("reader")
+    ) as client:
         metrics = await client.get("/metrics")
         health = await client.get("/health")
     assert metrics.status_code == 200, metrics.text

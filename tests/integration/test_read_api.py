@@ -5,6 +5,7 @@ Reads ask for the version their write returned (`min_version`), so no test sleep
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -18,6 +19,7 @@ from services.projector_service import run_projector_job
 from services.relay import run_relay
 from services.settings import Settings
 from tests import seed
+from tests.auth_support import PRINCIPALS, auth_headers
 
 SALES_KR = seed.SALES.as_json()
 NPS_KR = seed.NPS.as_json()
@@ -46,7 +48,7 @@ async def api(store_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://okr", headers={"X-Actor": "alice"}
+            transport=transport, base_url="http://okr", headers=auth_headers("editor")
         ) as client:
             yield client
 
@@ -94,15 +96,42 @@ async def test_writes_are_readable_at_their_version_with_scores_and_pace(
 
 
 async def test_a_read_ahead_of_the_projection_says_so_instead_of_returning_old_data(
-    api: httpx.AsyncClient,
+    store_settings: Settings,
 ) -> None:
-    created = await write(api, "POST", "/objectives", json=objective("Grow product X"))
-    response = await api.get(
-        f"/objectives/{created['objective_id']}", params={"min_version": 99, "wait": 0.2}
-    )
+    """No projector runs here, so the projection stays behind the event store."""
+    app = create_app(store_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://okr", headers=auth_headers("editor")
+        ) as unprojected:
+            created = await write(
+                unprojected, "POST", "/objectives", json=objective("Grow product X")
+            )
+            response = await unprojected.get(
+                f"/objectives/{created['objective_id']}", params={"min_version": 1, "wait": 0.2}
+            )
     assert response.status_code == 503
     assert response.json()["error"] == "projection_behind"
     assert response.headers["Retry-After"] == "1"
+
+
+async def test_a_version_never_written_is_not_found_instead_of_retried(
+    api: httpx.AsyncClient,
+) -> None:
+    """Found by the fuzz run: it used to wait, then answer 503 "retry", forever."""
+    created = await write(api, "POST", "/objectives", json=objective("Grow product X"))
+    response = await api.get(
+        f"/objectives/{created['objective_id']}", params={"min_version": 99, "wait": 30}
+    )
+    assert response.status_code == 404
+    body = response.json()
+    assert body["error"] == "version_not_found"
+    assert body["problems"][0]["field"] == "min_version"
+    assert "at version 1" in body["message"]
+    unknown = await api.get(f"/objectives/{uuid.uuid4()}", params={"min_version": 1, "wait": 30})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "objective_not_found"
 
 
 async def test_history_says_who_changed_what_when_and_why(api: httpx.AsyncClient) -> None:
@@ -115,14 +144,16 @@ async def test_history_says_who_changed_what_when_and_why(api: httpx.AsyncClient
         "PUT",
         f"/objectives/{objective_id}/key-results/{sales_id}",
         json={**SALES_KR, "relative_target": None, "target": 1200},
-        headers={"X-Reason": "the market shrank", "X-Actor": "bob"},
+        # Another key, another actor; the X-Actor header of old clients is ignored.
+        headers={"X-Reason": "the market shrank", "X-Actor": "bob", **auth_headers("admin")},
     )
     await read_at(api, objective_id, revised["version"])
 
     history = (await api.get(f"/objectives/{objective_id}/history")).json()
     assert [entry["event_type"] for entry in history] == ["ObjectiveCreated", "KeyResultRevised"]
+    assert history[0]["actor"] == PRINCIPALS["editor"]
     revision = history[1]
-    assert revision["actor"] == "bob"
+    assert revision["actor"] == PRINCIPALS["admin"]
     assert revision["reason"] == "the market shrank"
     changes = {change["field"]: change for change in revision["changes"]}
     target = changes[f"key_results[{sales_id}].target"]

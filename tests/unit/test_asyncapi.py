@@ -14,6 +14,7 @@ from services.api.app import create_app
 from services.asyncapi import asyncapi_document, asyncapi_json
 from services.cli import app as cli
 from services.settings import Settings
+from tests.auth_support import INLINE_API_KEYS, auth_headers
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 REGENERATE = "regenerate it: okr asyncapi --output docs/asyncapi.json"
@@ -91,9 +92,13 @@ async def test_http_serves_the_deployment_document(tmp_path: Path) -> None:
         topic_prefix="staging.",
         event_store_url=f"sqlite:///{tmp_path / 'events.sqlite'}",
         read_store_url=f"sqlite:///{tmp_path / 'read.sqlite'}",
+        api_keys=INLINE_API_KEYS,
+        api_keys_file=tmp_path / "api-keys.json",
     )
     transport = httpx.ASGITransport(app=create_app(settings))
-    async with httpx.AsyncClient(transport=transport, base_url="http://okr") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://okr", headers=auth_headers("reader")
+    ) as client:
         response = await client.get("/asyncapi.json")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain import objective as decide
+from domain.chain import GENESIS_HASH, seal
 from domain.errors import (
     InvalidTransitionError,
     KeyResultNotFoundError,
@@ -85,7 +86,9 @@ class History:
     state: Objective | None = None
 
     def record(self, events: Sequence[DomainEvent]) -> Objective:
-        for event in events:
+        """Fold the events in, sealed onto the chain as the application seals them."""
+        previous_hash = self.state.chain_hash if self.state is not None else GENESIS_HASH
+        for event in seal(previous_hash, events):
             self.state = evolve(event, self.state)
             self.events.append(event)
             self.states.append(self.state)

@@ -1,0 +1,369 @@
+"""Tamper evidence: edits, deletions and reorderings made directly in the store, and a forged
+message on `okr.events`, are each found by `okr audit verify`, naming objective and version."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import orjson
+import psycopg
+import pytest
+from typer.testing import CliRunner, Result
+
+from events import commands as wire
+from events import topics
+from events.okr import ProgressCheckedIn as ProgressCheckedInPayload
+from events.okr import okr_event
+from services.api.app import create_app
+from services.application import OkrApplication
+from services.audit_verify import VerifyReport, verify
+from services.cli import app as cli
+from services.kafka_admin import ensure_topics
+from services.relay import relay_once
+from services.settings import Settings
+from services.stores import is_postgres, sqlite_path
+from tests import seed
+from tests.auth_support import auth_headers
+from tests.kafka_support import produce
+
+
+@pytest.fixture
+def application(store_settings: Settings) -> Iterator[OkrApplication]:
+    application = OkrApplication(store_settings)
+    yield application
+    application.close()
+
+
+def run(
+    application: OkrApplication, objective_id: UUID, body: wire.CommandBody, **extra: Any
+) -> None:
+    application.handle(
+        wire.Command(
+            command_id=f"cmd-{uuid4()}",
+            objective_id=objective_id,
+            actor="alice",
+            body=body,
+            **extra,
+        )
+    )
+
+
+def objective_with_history(application: OkrApplication, check_ins: int = 3) -> UUID:
+    """An active objective at version 2 + `check_ins`: created, activated, checked in."""
+    objective_id = uuid4()
+    run(
+        application,
+        objective_id,
+        wire.CreateObjective(
+            title="Delight customers",
+            owner="alice",
+            team="care",
+            period_start=date(2026, 7, 1),
+            period_end=date(2026, 9, 30),
+            key_results=[seed.NPS.as_definition()],
+        ),
+    )
+    run(application, objective_id, wire.ActivateObjective())
+    objective = application.get_objective(objective_id)
+    assert objective is not None
+    nps_id = objective.key_results[0].key_result_id
+    for value in range(check_ins):
+        run(application, objective_id, wire.CheckIn(key_result_id=nps_id, value=60.0 + value))
+    return objective_id
+
+
+# --- editing the store behind the application's back ------------------------------------------
+
+
+def execute(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on the event store's database, as someone with database access would."""
+    if is_postgres(settings.event_store_url):
+        with psycopg.connect(settings.event_store_url, autocommit=True) as conn:
+            cursor = conn.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description else []
+    with sqlite3.connect(sqlite_path(settings.event_store_url)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def events_table(application: OkrApplication) -> str:
+    return application.receipts.events_table_name
+
+
+def stored_state(
+    settings: Settings, table: str, objective_id: UUID, version: int
+) -> dict[str, Any]:
+    [(state,)] = execute(
+        settings,
+        f"SELECT state FROM {table} WHERE originator_id = ? AND originator_version = ?",
+        *_key(settings, objective_id, version),
+    )
+    loaded = orjson.loads(bytes(state))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _key(settings: Settings, objective_id: UUID, version: int) -> tuple[Any, int]:
+    """SQLite keeps ids as hex text, PostgreSQL as uuid."""
+    return (objective_id if is_postgres(settings.event_store_url) else objective_id.hex, version)
+
+
+def rewrite_state(
+    settings: Settings, table: str, objective_id: UUID, version: int, state: dict[str, Any]
+) -> None:
+    execute(
+        settings,
+        f"UPDATE {table} SET state = ? WHERE originator_id = ? AND originator_version = ?",
+        orjson.dumps(state),
+        *_key(settings, objective_id, version),
+    )
+
+
+def breaks_of(report: VerifyReport) -> set[tuple[str, UUID, int]]:
+    return {(b.source, b.objective_id, b.version) for b in report.breaks}
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+async def test_an_untouched_store_verifies_clean(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    for _ in range(3):
+        objective_with_history(application)
+
+    report = await verify(store_settings, application, check_topic=False)
+
+    assert report.intact, report.breaks
+    assert (report.objectives, report.events) == (3, 15)
+
+
+async def test_an_edited_event_is_named(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    edited, untouched = objective_with_history(application), objective_with_history(application)
+    table = events_table(application)
+    state = stored_state(store_settings, table, edited, 3)
+    state["value"] = 99.0  # a better check-in than the one recorded
+    rewrite_state(store_settings, table, edited, 3, state)
+
+    report = await verify(store_settings, OkrApplication(store_settings), check_topic=False)
+
+    assert breaks_of(report) == {("event store", edited, 3)}
+    assert untouched not in {b.objective_id for b in report.breaks}
+    assert f"objective {edited} version 3" in str(report.breaks[0])
+
+
+async def test_an_edit_with_its_hash_recomputed_breaks_the_next_link(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    from domain.chain import EventRecord, chain_hash
+
+    objective_id = objective_with_history(application)
+    table = events_table(application)
+    previous = stored_state(store_settings, table, objective_id, 2)["chain_hash"]
+    state = stored_state(store_settings, table, objective_id, 3)
+    state["actor"] = "mallory"
+    state["chain_hash"] = chain_hash(
+        previous, EventRecord.from_stored(objective_id, 3, "ProgressCheckedIn", state)
+    )
+    rewrite_state(store_settings, table, objective_id, 3, state)
+
+    report = await verify(store_settings, OkrApplication(store_settings), check_topic=False)
+
+    assert breaks_of(report) == {("event store", objective_id, 4)}
+
+
+async def test_a_deleted_event_is_named(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    objective_id = objective_with_history(application)
+    execute(
+        store_settings,
+        f"DELETE FROM {events_table(application)}"
+        " WHERE originator_id = ? AND originator_version = ?",
+        *_key(store_settings, objective_id, 3),
+    )
+
+    report = await verify(store_settings, OkrApplication(store_settings), check_topic=False)
+
+    assert breaks_of(report) == {("event store", objective_id, 3)}
+    assert "missing" in report.breaks[0].problem
+
+
+async def test_reordered_events_are_named(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    objective_id = objective_with_history(application)
+    table = events_table(application)
+    third = stored_state(store_settings, table, objective_id, 3)
+    fourth = stored_state(store_settings, table, objective_id, 4)
+    rewrite_state(store_settings, table, objective_id, 3, fourth)
+    rewrite_state(store_settings, table, objective_id, 4, third)
+
+    report = await verify(store_settings, OkrApplication(store_settings), check_topic=False)
+
+    assert {("event store", objective_id, 3), ("event store", objective_id, 4)} <= breaks_of(report)
+
+
+async def test_an_edited_snapshot_is_named(store_settings: Settings) -> None:
+    settings = store_settings.model_copy(update={"snapshot_interval": 4})
+    application = OkrApplication(settings)
+    objective_id = objective_with_history(application)  # version 5: a snapshot at 4
+    assert application.snapshots is not None
+    snapshots_table = application.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+    [(state,)] = execute(settings, f"SELECT state FROM {snapshots_table}")
+    snapshot = orjson.loads(bytes(state))
+    snapshot["state"]["title"] = "Something else entirely"
+    execute(settings, f"UPDATE {snapshots_table} SET state = ?", orjson.dumps(snapshot))
+
+    report = await verify(settings, OkrApplication(settings), check_topic=False)
+
+    assert breaks_of(report) == {("event store", objective_id, 4)}
+    assert "snapshot" in report.breaks[0].problem
+
+
+# --- the topic ------------------------------------------------------------------------------------
+
+
+async def test_a_forged_event_on_the_topic_is_named(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    await ensure_topics(store_settings)
+    objective_id = objective_with_history(application)
+    await relay_once(store_settings, application)
+    clean = await verify(store_settings, application)
+    assert clean.intact, clean.breaks
+    assert clean.messages == 5
+
+    objective = application.get_objective(objective_id)
+    assert objective is not None
+    forged = okr_event(
+        ProgressCheckedInPayload(key_result_id=objective.key_results[0].key_result_id, value=100),
+        objective_id=objective_id,
+        version=6,
+        occurred_at=objective.modified_on,
+        actor="alice",
+        command_id="forged",
+        chain_hash="f" * 64,
+    )
+    rewritten = okr_event(
+        ProgressCheckedInPayload(key_result_id=objective.key_results[0].key_result_id, value=100),
+        objective_id=objective_id,
+        version=3,
+        occurred_at=objective.modified_on,
+        actor="alice",
+        command_id="forged-again",
+        chain_hash=objective.chain_hash,
+    )
+    key = str(objective_id).encode()
+    await produce(
+        store_settings,
+        topics.EVENTS,
+        [(key, forged.to_bytes(), []), (key, rewritten.to_bytes(), [])],
+    )
+
+    report = await verify(store_settings, application)
+
+    assert breaks_of(report) == {("okr.events", objective_id, 6), ("okr.events", objective_id, 3)}
+    assert report.messages == 7
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def okr_audit_verify(settings: Settings, *args: str) -> Result:
+    """`okr audit verify`, in process (call it from a thread in async tests: it runs a loop)."""
+    env = {
+        "OKR_EVENT_STORE_URL": settings.event_store_url,
+        "OKR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "OKR_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    return CliRunner().invoke(cli, ["audit", "verify", *args], env=env)
+
+
+async def test_the_command_exits_non_zero_naming_objective_and_version(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    await ensure_topics(store_settings)
+    objective_id = objective_with_history(application)
+    await relay_once(store_settings, application)
+
+    clean = await asyncio.to_thread(okr_audit_verify, store_settings)
+    assert clean.exit_code == 0, clean.output
+    assert "intact" in clean.output
+
+    table = events_table(application)
+    state = stored_state(store_settings, table, objective_id, 4)
+    state["reason"] = "nobody said this"
+    rewrite_state(store_settings, table, objective_id, 4, state)
+    broken = await asyncio.to_thread(okr_audit_verify, store_settings)
+    as_json = await asyncio.to_thread(
+        okr_audit_verify, store_settings, "--no-topic", "--format", "json"
+    )
+
+    assert broken.exit_code == 1
+    # The store's copy no longer fits its chain, and the topic's copy no longer fits the store.
+    assert f"event store: objective {objective_id} version 4:" in broken.output
+    assert f"okr.events: objective {objective_id} version 4:" in broken.output
+    assert as_json.exit_code == 1
+    report = VerifyReport.model_validate_json(as_json.output)
+    assert breaks_of(report) == {("event store", objective_id, 4)}
+
+
+def test_the_command_says_when_kafka_cannot_be_checked(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    objective_with_history(application, check_ins=0)
+    unreachable = store_settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+
+    result = okr_audit_verify(unreachable)
+
+    assert result.exit_code == 3, result.output
+    assert "could not check okr.events" in result.output
+
+
+# --- over HTTP ------------------------------------------------------------------------------------
+
+
+async def test_the_auditor_verifies_over_http(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    await ensure_topics(store_settings)
+    objective_id = objective_with_history(application)
+    await relay_once(store_settings, application)
+    app = create_app(store_settings, application)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://okr") as http,
+    ):
+        clean = await http.get("/audit/verify", headers=auth_headers("auditor"))
+        assert clean.status_code == 200, clean.text
+        assert clean.json()["intact"] is True
+        assert clean.json()["messages"] == 5
+
+        execute(
+            store_settings,
+            f"DELETE FROM {events_table(application)}"
+            " WHERE originator_id = ? AND originator_version = ?",
+            *_key(store_settings, objective_id, 2),
+        )
+        application.evict([objective_id])
+        broken = await http.get(
+            "/audit/verify", params={"topic": "false"}, headers=auth_headers("auditor")
+        )
+        editor = await http.get("/audit/verify", headers=auth_headers("editor"))
+
+    assert broken.status_code == 200
+    assert broken.json()["intact"] is False
+    assert broken.json()["messages"] is None
+    assert {(b["objective_id"], b["version"]) for b in broken.json()["breaks"]} == {
+        (str(objective_id), 2)
+    }
+    assert editor.status_code == 403
