@@ -447,7 +447,8 @@ def _touch(objective: Objective | None, event: DomainEvent, **changes: Any) -> O
         update={
             "version": event.originator_version,
             "modified_on": event.timestamp,
-            "chain_hash": event.chain_hash,
+            # An event stored before hashing began has none: the chain goes on from the last.
+            "chain_hash": event.chain_hash or objective.chain_hash,
             **changes,
         }
     )
@@ -469,7 +470,7 @@ def _created(event: ObjectiveCreated, _: Objective | None) -> Objective:
         version=event.originator_version,
         created_on=event.timestamp,
         modified_on=event.timestamp,
-        chain_hash=event.chain_hash,
+        chain_hash=event.chain_hash or GENESIS_HASH,
         title=event.title,
         description=event.description,
         owner=event.owner,

@@ -177,6 +177,7 @@ class ApiKeys:
         self.inline = tuple(inline)
         self._signature = _signature(path)
         self._from_file = tuple(parse_keys_file(path))
+        _refuse_duplicate_digests([*self.inline, *self._from_file], f"{path} with the inline keys")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeys:
@@ -197,6 +198,7 @@ class ApiKeys:
         self._signature = signature
         try:
             entries = parse_keys_file(self.path)
+            _refuse_duplicate_digests([*self.inline, *entries], f"{self.path} with the inline keys")
         except ApiKeysError as error:
             log.error("keeping the previous API keys: %s", error)
             return

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
@@ -122,7 +124,7 @@ def verify(
     with _application() as application:
         try:
             report = asyncio.run(verify_all(settings, application, check_topic=topic))
-        except (KafkaError, OSError, LookupError) as error:
+        except (KafkaError, OSError) as error:
             typer.echo(f"error: could not check okr.events: {error}", err=True)
             raise typer.Exit(3) from None
     if output_format is HistoryFormat.JSON:
@@ -283,8 +285,17 @@ def _sink(output: Path | None) -> Iterator[Writer]:
     if output is None:
         yield _Echo()
         return
-    with output.open("w", encoding="utf-8", newline="") as file:
-        yield file
+    # Written beside the target and renamed at the end: a failed export leaves no partial file
+    # that could be mistaken for a complete one.
+    descriptor, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
+            yield file
+        os.replace(temporary, output)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 class _Echo:

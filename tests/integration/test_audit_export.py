@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from domain.objective_events import DomainEvent
 from events import commands as wire
-from services import audit_export
+from services import audit_cli, audit_export
 from services.audit_export import (
     COLUMNS,
     FORMULA_TRIGGERS,
@@ -193,6 +193,24 @@ def test_output_file_holds_what_stdout_gets(
         to_stdout = okr(store_settings, "--format", export_format)
         assert target.read_bytes() == to_stdout.stdout_bytes
         assert f"wrote {target}" in to_file.stderr
+
+
+def test_a_failed_export_leaves_no_partial_file(
+    ledger: Ledger, store_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def first_page_then_outage(application: Any, **window: Any) -> Iterator[Any]:
+        yield next(iter(exported_pages(application, page_size=2, **window)))
+        raise OSError("the store went away")
+
+    monkeypatch.setattr(audit_cli, "exported_pages", first_page_then_outage)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    target = exports / "events.jsonl"
+
+    failed = okr(store_settings, "--output", str(target))
+
+    assert failed.exit_code != 0
+    assert list(exports.iterdir()) == []  # neither the target nor a temporary file
 
 
 # --- paging and the end of an export --------------------------------------------------------------

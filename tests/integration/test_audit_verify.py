@@ -228,6 +228,88 @@ async def test_an_edited_snapshot_is_named(store_settings: Settings) -> None:
     assert "snapshot" in report.breaks[0].problem
 
 
+async def test_rows_that_no_longer_decode_are_named_not_crashed_on(
+    store_settings: Settings,
+) -> None:
+    """An edit that breaks a row's JSON or its schema must not hide every other finding."""
+    await ensure_topics(store_settings)
+    settings = store_settings.model_copy(update={"snapshot_interval": 4})
+    application = OkrApplication(settings)
+    garbled, mistyped = objective_with_history(application), objective_with_history(application)
+    await relay_once(settings, application)
+    table = events_table(application)
+    execute(
+        settings,
+        f"UPDATE {table} SET state = ? WHERE originator_id = ? AND originator_version = ?",
+        b"not json",
+        *_key(settings, garbled, 2),
+    )
+    rewrite_state(settings, table, mistyped, 3, {"actor": 5})
+    assert application.snapshots is not None
+    snapshots_table = application.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+    execute(
+        settings,
+        f"UPDATE {snapshots_table} SET state = ? WHERE originator_id = ?",
+        b"not json either",
+        *_key(settings, mistyped, 0)[:1],
+    )
+
+    report = await verify(settings, OkrApplication(settings))
+
+    assert {
+        ("event store", garbled, 2),
+        ("event store", mistyped, 3),
+        ("event store", mistyped, 4),  # its snapshot
+        ("okr.events", garbled, 2),
+        ("okr.events", mistyped, 3),
+    } <= breaks_of(report)
+    assert any("snapshot unreadable" in b.problem for b in report.breaks)
+
+
+async def test_a_row_whose_topic_names_another_class_is_named(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    objective_id = objective_with_history(application, check_ins=0)
+    execute(
+        store_settings,
+        f"UPDATE {events_table(application)} SET topic = ?"
+        " WHERE originator_id = ? AND originator_version = ?",
+        "events.okr:ObjectiveActivated",  # the wire payload of the same name
+        *_key(store_settings, objective_id, 2),
+    )
+
+    report = await verify(store_settings, OkrApplication(store_settings), check_topic=False)
+
+    assert breaks_of(report) == {("event store", objective_id, 2)}
+    assert "names no domain event" in report.breaks[0].problem
+
+
+async def test_events_stored_before_hashing_are_named_once_and_the_chain_goes_on(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    objective_id = objective_with_history(application, check_ins=0)
+    table = events_table(application)
+    for version in (1, 2):  # as a store written before chain hashes existed holds them
+        legacy = stored_state(store_settings, table, objective_id, version)
+        del legacy["chain_hash"]
+        rewrite_state(store_settings, table, objective_id, version, legacy)
+    upgraded = OkrApplication(store_settings)
+    objective = upgraded.get_objective(objective_id)
+    assert objective is not None
+    run(
+        upgraded,
+        objective_id,
+        wire.CheckIn(key_result_id=objective.key_results[0].key_result_id, value=61),
+    )
+
+    report = await verify(store_settings, OkrApplication(store_settings), check_topic=False)
+
+    assert [(b.version, b.problem) for b in report.breaks] == [
+        (1, "has no chain hash"),
+        (2, "has no chain hash"),
+    ]
+
+
 # --- the topic ------------------------------------------------------------------------------------
 
 
@@ -367,3 +449,16 @@ async def test_the_auditor_verifies_over_http(
         (str(objective_id), 2)
     }
     assert editor.status_code == 403
+
+
+async def test_verify_over_http_is_503_when_the_topic_cannot_be_read(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    objective_with_history(application, check_ins=0)  # topics never created for this prefix
+    app = create_app(store_settings, application)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://okr") as http:
+        response = await http.get("/audit/verify", headers=auth_headers("auditor"))
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "unavailable"

@@ -186,3 +186,18 @@ def test_the_demo_uses_the_key_given_else_makes_its_own_for_a_local_service(
 
     with pytest.raises(DemoError, match="--api-key"):
         demo_api_key(settings, "https://okr.example.com", None, said.append)
+
+
+def test_one_key_for_two_principals_across_file_and_inline_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([entry(principal="bob")]))
+    inline = parse_inline_keys(f"alice:editor:{DIGEST}")
+
+    with pytest.raises(ApiKeysError, match="same key"):
+        ApiKeys(path, inline)
+
+    path.write_text("[]")
+    keys = ApiKeys(path, inline)
+    path.write_text(json.dumps([entry(principal="bob", role="admin")]))
+    os.utime(path, ns=(1, 1))  # a changed signature, whatever the clock's resolution
+    assert keys.principal_for("okr_some-key") == Principal("alice", Role.EDITOR)
