@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from events.okr import OkrEventEnvelope, OkrPayload, parse_okr_event
-from projections.backoff import Backoff
+from projections.backoff import Backoff, keep_running
 from projections.kafka_positions import SeekToStoredPositions
 from projections.reducer import reduce_event
 from projections.views import AuditRow, ProjectedObjective, ReadStore, TimelineRow
@@ -202,8 +202,8 @@ async def run_projector(
     fetched but not applied when a batch fails are simply read again after the re-seek.
     `on_batch` sees each applied batch's report (metrics, tests).
     """
-    failures = 0
-    while True:
+
+    async def attempt(succeeded: Callable[[], None]) -> None:
         consumer = AIOKafkaConsumer(
             **client_options,
             group_id=group_id,
@@ -226,23 +226,21 @@ async def run_projector(
                 if not messages:
                     continue
                 report = await asyncio.to_thread(apply_batch, store, messages)
-                failures = 0
+                succeeded()
                 log.debug("projector: %s", report)
                 if on_batch is not None:
                     on_batch(report)
                 await _commit(consumer, fetched)
-        except Exception as error:
-            failures += 1
-            log.warning(
-                "projector: %s: %s; restarting from the stored positions in %.1fs",
-                type(error).__name__,
-                error,
-                backoff.delay_s(failures),
-                exc_info=not isinstance(error, KafkaError | OSError),
-            )
         finally:
             await consumer.stop()  # leave the group while pausing, so others can take over
-        await asyncio.sleep(backoff.delay_s(failures))
+
+    await keep_running(
+        "projector",
+        attempt,
+        backoff=backoff,
+        resuming="restarting from the stored positions",
+        log=log,
+    )
 
 
 async def _commit(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -49,7 +49,7 @@ from domain.objective_events import (
     ObjectiveClosed,
     ObjectiveRevised,
 )
-from projections.backoff import Backoff
+from projections.backoff import Backoff, keep_running
 from services.kpi_store import (
     Binding,
     KpiBatch,
@@ -269,30 +269,24 @@ async def run_bindings_follower(
 ) -> None:
     """Follow the notification log until cancelled; woken at once by this process's saves.
 
-    Every exception is retried, as the relay does: a follower that died quietly would leave new
+    Every exception is retried (`keep_running`): a follower that died quietly would leave new
     bindings unscored.
     """
     del settings  # the event store is the application's; nothing else to configure
     follower: BindingsFollower | None = None
-    failures = 0
     with application.saved.listen() as saved:
-        while True:
-            try:
-                if follower is None:
-                    follower = await asyncio.to_thread(BindingsFollower, application)
+
+        async def attempt(succeeded: Callable[[], None]) -> None:
+            nonlocal follower
+            if follower is None:
+                follower = await asyncio.to_thread(BindingsFollower, application)
+            while True:
                 saved.clear()
                 processed = await asyncio.to_thread(follower.follow_once)
-                failures = 0
+                succeeded()
                 if not processed:
                     await wait_for_wakeup(saved, idle_poll_s)
-            except Exception as error:
-                failures += 1
-                delay = backoff.delay_s(failures)
-                log.warning(
-                    "bindings follower: %s: %s; retrying in %.1fs",
-                    type(error).__name__,
-                    error,
-                    delay,
-                    exc_info=True,
-                )
-                await asyncio.sleep(delay)
+
+        await keep_running(
+            "bindings follower", attempt, backoff=backoff, resuming="retrying", log=log
+        )

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from weakref import WeakKeyDictionary
 
@@ -24,7 +24,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.objective_events import DomainEvent
 from events import okr, topics
-from projections.backoff import Backoff
+from projections.backoff import Backoff, keep_running
 from services.wakeup import wait_for_wakeup
 
 if TYPE_CHECKING:
@@ -255,35 +255,29 @@ async def run_relay(
     idle_poll_s: float = IDLE_POLL_S,
     backoff: Backoff = Backoff(),
 ) -> None:
-    """Publish until cancelled. Any failure: log, back off, new producer, resume from the record.
-
-    Every exception is retried, not only Kafka's: the relay is a background job, and a relay that
-    died quietly would leave the service accepting writes that nobody ever sees.
-    """
+    """Publish until cancelled. Any failure: log, back off, new producer, resume from the record
+    (`keep_running`: a relay that died quietly would leave writes that nobody ever sees)."""
     relay: OutboxRelay | None = None
-    failures = 0
-    while True:
-        try:
-            if relay is None:
-                relay = await OutboxRelay.open(settings, application)
-            else:
-                await asyncio.to_thread(relay.position.reload)
-            async with relay_producer(settings) as producer:
-                with application.saved.listen() as saved:
-                    while True:
-                        saved.clear()
-                        published = await relay.publish_pending(producer, batch_size=batch_size)
-                        failures = 0
-                        if not published:
-                            await wait_for_wakeup(saved, idle_poll_s)
-        except Exception as error:
-            failures += 1
-            delay = backoff.delay_s(failures)
-            log.warning(
-                "okr.events relay: %s: %s; resuming from the recorded position in %.1fs",
-                type(error).__name__,
-                error,
-                delay,
-                exc_info=not isinstance(error, KafkaError | OSError),
-            )
-            await asyncio.sleep(delay)
+
+    async def attempt(succeeded: Callable[[], None]) -> None:
+        nonlocal relay
+        if relay is None:
+            relay = await OutboxRelay.open(settings, application)
+        else:
+            await asyncio.to_thread(relay.position.reload)
+        async with relay_producer(settings) as producer:
+            with application.saved.listen() as saved:
+                while True:
+                    saved.clear()
+                    published = await relay.publish_pending(producer, batch_size=batch_size)
+                    succeeded()
+                    if not published:
+                        await wait_for_wakeup(saved, idle_poll_s)
+
+    await keep_running(
+        "okr.events relay",
+        attempt,
+        backoff=backoff,
+        resuming="resuming from the recorded position",
+        log=log,
+    )

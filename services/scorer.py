@@ -47,7 +47,7 @@ from domain.objective_events import DomainEvent, KpiBinding
 from events.dead_letters import DeadLetterReason
 from events.kpi import KpiEvent
 from events.topics import KPI_EVENTS
-from projections.backoff import Backoff
+from projections.backoff import Backoff, keep_running
 from projections.kafka_positions import SeekToStoredPositions
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.kafka_admin import ensure_topics
@@ -592,32 +592,31 @@ async def run_scorer(
     group = group_id or group_id_for(settings)
     scorer = scorer or KpiScorer(application)
     freeze_start_up_objects()
-    failures = 0
-    while True:
-        try:
-            await ensure_topics(settings)
-            async with kafka_clients(settings, group) as (consumer, producer):
-                try:
-                    await _consume(
-                        settings, scorer, consumer, producer, group, max_records, batch_interval_s
-                    )
-                finally:
-                    scorer.assigned.clear()
-        except Exception as error:
-            if _being_cancelled():
-                # An error raised while unwinding a cancellation replaced the CancelledError:
-                # retrying would keep a stopping process alive.
-                raise asyncio.CancelledError from error
-            failures += 1
-            delay = backoff.delay_s(failures)
-            log.warning(
-                "KPI scorer: %s: %s; resuming from the stored positions in %.1fs",
-                type(error).__name__,
-                error,
-                delay,
-                exc_info=not isinstance(error, KafkaError | OSError),
-            )
-            await asyncio.sleep(delay)
+
+    async def attempt(succeeded: Callable[[], None]) -> None:
+        await ensure_topics(settings)
+        async with kafka_clients(settings, group) as (consumer, producer):
+            try:
+                await _consume(
+                    settings,
+                    scorer,
+                    consumer,
+                    producer,
+                    group,
+                    max_records,
+                    batch_interval_s,
+                    succeeded,
+                )
+            finally:
+                scorer.assigned.clear()
+
+    await keep_running(
+        "KPI scorer",
+        attempt,
+        backoff=backoff,
+        resuming="resuming from the stored positions",
+        log=log,
+    )
 
 
 def freeze_start_up_objects() -> None:
@@ -641,6 +640,7 @@ async def _consume(
     group: str,
     max_records: int,
     batch_interval_s: float,
+    succeeded: Callable[[], None],
 ) -> None:
     topic = settings.topic(KPI_EVENTS)
     dead_letters = DeadLetterPublisher(settings, send_with_producer(producer), consumer_group=group)
@@ -671,6 +671,7 @@ async def _consume(
             continue
         report = await score_batch(scorer.application, records, dead_letters, scorer=scorer)
         _log_report(report)
+        succeeded()
         await _follow_stored_positions(consumer, fetched, report)
 
 
