@@ -170,6 +170,14 @@ PAYLOADS: Mapping[str, type[OkrPayload]] = {
 """Event type -> payload model; the type name is the model's class name."""
 
 
+class NotJsonError(ValueError):
+    """The message's value is not JSON at all."""
+
+
+class NotAnObjectError(ValueError):
+    """The message's value is JSON, but not an object."""
+
+
 class UnknownOkrEventError(ValueError):
     """A well-formed envelope whose type, or schema version, this code cannot read."""
 
@@ -208,9 +216,12 @@ def okr_event(
 
 def parse_okr_event(data: bytes) -> tuple[OkrEventEnvelope, OkrPayload]:
     """Read a message of `okr.events`, upcast to the current schema; ValueError if unreadable."""
-    raw = pydantic_core.from_json(data)
+    try:
+        raw = pydantic_core.from_json(data)
+    except ValueError as error:
+        raise NotJsonError(f"not JSON: {error}") from None
     if not isinstance(raw, dict):
-        raise ValueError("an OKR event must be a JSON object")
+        raise NotAnObjectError("an OKR event must be a JSON object")
     envelope = OkrEventEnvelope.model_validate(upcast(raw))
     payload_model = PAYLOADS.get(envelope.type)
     if payload_model is None or envelope.schema_version != payload_model.schema_version:

@@ -12,7 +12,8 @@ Within a batch each message is checked against the objective's projected version
   order (docs/decisions/0004), so the gap is logged and skipped; applying it would fold a state
   that never existed.
 - unreadable (not an OKR event, unknown type or schema version, or an event that cannot follow the
-  projected state): logged, counted, skipped. One bad message must not stall the read models.
+  projected state): logged, counted, skipped, and dead-lettered on `okr.dlq` with the reason. One
+  bad message must not stall the read models.
 
 `run_projector` is the Kafka side: a consumer group that seeks each assigned partition to the
 position stored in the database (the authority), and commits the same offsets to Kafka afterwards
@@ -23,16 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from events.okr import OkrEventEnvelope, OkrPayload, parse_okr_event
+from events.okr import (
+    NotAnObjectError,
+    NotJsonError,
+    OkrEventEnvelope,
+    OkrPayload,
+    UnknownOkrEventError,
+    parse_okr_event,
+)
 from projections.backoff import Backoff, keep_running
 from projections.kafka_positions import SeekToStoredPositions
 from projections.reducer import reduce_event
@@ -50,16 +58,46 @@ POLL_TIMEOUT_MS = 500
 
 @dataclass(frozen=True)
 class Message:
-    """One consumed record, as much of it as the projector needs."""
+    """One consumed record: what the projector reads, and what a dead letter keeps of it."""
 
     topic: str
     partition: int
     offset: int
     value: bytes | None
+    key: bytes | None = None
+    timestamp: int | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
     @classmethod
     def of(cls, record: ConsumerRecord[Any, Any]) -> Message:
-        return cls(record.topic, record.partition, record.offset, record.value)
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.value,
+            record.key,
+            record.timestamp,
+            tuple(record.headers),
+        )
+
+
+class EmptyMessageError(ValueError):
+    """A tombstone or a zero-byte value: nothing to parse."""
+
+
+RejectionReason = Literal[
+    "empty", "not_json", "not_an_object", "unknown_type", "schema_violation", "processing_failed"
+]
+"""The dead-letter reasons (`events.dead_letters.DeadLetterReason`) a projector can give."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message the projector skipped as unusable, and why: it is dead-lettered after the batch."""
+
+    message: Message
+    reason: RejectionReason
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +106,8 @@ class BatchReport:
     duplicates: int = 0
     gaps: int = 0
     invalid: int = 0
+    rejected: tuple[Rejected, ...] = ()
+    """The `invalid` messages themselves (a gap is not one: the relay sends it again in order)."""
 
     def __add__(self, other: BatchReport) -> BatchReport:
         return BatchReport(
@@ -75,6 +115,7 @@ class BatchReport:
             self.duplicates + other.duplicates,
             self.gaps + other.gaps,
             self.invalid + other.invalid,
+            self.rejected + other.rejected,
         )
 
     @property
@@ -124,8 +165,8 @@ Parsed = tuple[OkrEventEnvelope, OkrPayload]
 
 def _parse(message: Message) -> Parsed | ValueError:
     try:
-        if message.value is None:
-            raise ValueError("a message without a value")
+        if not message.value:
+            raise EmptyMessageError("a message without a value")
         return parse_okr_event(message.value)
     except ValueError as error:
         return error
@@ -135,7 +176,7 @@ def _apply_one(batch: _Batch, message: Message, parsed: Parsed | ValueError) -> 
     where = f"{message.topic}[{message.partition}]@{message.offset}"
     if isinstance(parsed, ValueError):
         log.warning("projector: skipping unreadable message %s: %s", where, parsed)
-        return BatchReport(invalid=1)
+        return _rejected(message, _reason(parsed), str(parsed))
     envelope, payload = parsed
     objective_id = envelope.objective_id
     state = batch.states.get(objective_id)
@@ -163,12 +204,29 @@ def _apply_one(batch: _Batch, message: Message, parsed: Parsed | ValueError) -> 
             where,
             error,
         )
-        return BatchReport(invalid=1)
+        detail = f"{envelope.type} v{envelope.version} cannot follow the projected state: {error}"
+        return _rejected(message, "processing_failed", detail)
     batch.states[objective_id] = batch.dirty[objective_id] = reduction.projected
     if reduction.timeline is not None:
         batch.timeline.append(reduction.timeline)
     batch.audit.append(reduction.audit)
     return BatchReport(applied=1)
+
+
+def _rejected(message: Message, reason: RejectionReason, detail: str) -> BatchReport:
+    return BatchReport(invalid=1, rejected=(Rejected(message, reason, detail),))
+
+
+def _reason(error: ValueError) -> RejectionReason:
+    if isinstance(error, EmptyMessageError):
+        return "empty"
+    if isinstance(error, NotJsonError):
+        return "not_json"
+    if isinstance(error, NotAnObjectError):
+        return "not_an_object"
+    if isinstance(error, UnknownOkrEventError):
+        return "unknown_type"
+    return "schema_violation"
 
 
 # --- the Kafka side -------------------------------------------------------------------------------
@@ -195,12 +253,14 @@ async def run_projector(
     max_records: int = MAX_RECORDS,
     backoff: Backoff = Backoff(),
     on_batch: Callable[[BatchReport], None] | None = None,
+    dead_letters: Callable[[Sequence[Rejected]], Awaitable[None]] | None = None,
 ) -> None:
     """Project `topic` until cancelled. A failure restarts the consumer from the stored positions.
 
     `client_options` are aiokafka's connection keywords (bootstrap servers, security). Records
     fetched but not applied when a batch fails are simply read again after the re-seek.
-    `on_batch` sees each applied batch's report (metrics, tests).
+    `on_batch` sees each applied batch's report (metrics, tests); `dead_letters` is handed the
+    messages a batch skipped as unusable, to publish them on `okr.dlq`.
     """
 
     async def attempt(succeeded: Callable[[], None]) -> None:
@@ -226,6 +286,10 @@ async def run_projector(
                 if not messages:
                     continue
                 report = await asyncio.to_thread(apply_batch, store, messages)
+                if report.rejected and dead_letters is not None:
+                    # After the batch's commit: the rejected messages stay on okr.events (kept
+                    # forever), so a crash before this only loses the notice, never the message.
+                    await dead_letters(report.rejected)
                 succeeded()
                 log.debug("projector: %s", report)
                 if on_batch is not None:

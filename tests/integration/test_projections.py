@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from domain.objective_events import DomainEvent
 from events import commands as wire
 from events import topics
+from events.dead_letters import DeadLetter, RawBytes
 from projections.backoff import Backoff
 from projections.projector import BatchReport, run_projector
 from projections.views import ReadStore, ReadStoreDump
@@ -41,6 +42,8 @@ from tests.kafka_support import (
     committed_offsets,
     end_offsets,
     eventually,
+    produce,
+    read_to_end,
     running,
 )
 
@@ -224,6 +227,48 @@ async def test_read_models_follow_the_command_side(
     assert store.timeline(child)[-1].objective_score == pytest.approx(state.score)
     listed = store.list_objectives(limit=10).items
     assert [o.objective_id for o in listed] == [parent, child]
+
+
+async def test_messages_that_cannot_be_projected_are_dead_lettered_and_the_rest_goes_on(
+    store_settings: Settings, topics_ready: None, application: OkrApplication, store: ReadStore
+) -> None:
+    writer = Writer(application)
+    objective_id, _ = await asyncio.to_thread(writer.create, "Win the mid-market")
+    await relay_once(store_settings, application)
+    key = str(objective_id).encode()
+    [created] = [cast(DomainEvent, e) for e in application.events.get(objective_id)]
+    follows_nothing = to_envelope(created).model_copy(update={"version": 2})  # a second create
+    await produce(
+        store_settings,
+        topics.EVENTS,
+        [
+            (key, b"{broken", [("origin", b"test")]),
+            (key, follows_nothing.to_bytes(), []),
+        ],
+    )
+    await asyncio.to_thread(writer.send, wire.ActivateObjective(), objective_id)
+
+    async with running_projector(store_settings, store):
+        await publish_and_project(store_settings, application, store)
+
+        async def both_dead_lettered() -> bool:
+            return len(await read_to_end(store_settings, topics.DEAD_LETTERS)) >= 2
+
+        await eventually(both_dead_lettered, "two dead letters on okr.dlq")
+
+    letters = [
+        DeadLetter.model_validate_json(record.value)
+        for record in await read_to_end(store_settings, topics.DEAD_LETTERS)
+    ]
+    assert [(d.reason, d.origin_offset, d.value) for d in letters] == [
+        ("not_json", 1, RawBytes.of(b"{broken")),
+        ("processing_failed", 2, RawBytes.of(follows_nothing.to_bytes())),
+    ]
+    assert all(d.origin_topic == store_settings.topic(topics.EVENTS) for d in letters)
+    assert letters[0].headers[0].name == "origin"
+    row = store.get_objective(objective_id)
+    assert row is not None
+    assert (row.version, row.status) == (2, "active")  # the activation after them, projected
 
 
 async def test_incremental_store_equals_the_store_rebuilt_from_offset_zero(

@@ -414,7 +414,14 @@ def test_unreadable_messages_are_counted_and_skipped_and_the_position_moves_past
 
     report = apply_batch(store, batch)
 
-    assert report == BatchReport(applied=1, invalid=5)
+    assert (report.applied, report.invalid) == (1, 5)
+    assert [(r.message.offset, r.reason) for r in report.rejected] == [
+        (10, "not_json"),
+        (11, "empty"),
+        (12, "unknown_type"),
+        (13, "schema_violation"),
+        (14, "not_an_object"),
+    ]
     assert store.objective_version(history.objective.id) == 1
     assert store.positions() == {(TOPIC, 1): 16}
 
@@ -436,7 +443,10 @@ def test_an_event_that_cannot_follow_the_projected_state_is_skipped(
 
     report = apply_batch(store, [Message(TOPIC, 0, 2, forged.to_bytes())])
 
-    assert report == BatchReport(invalid=1)
+    assert (report.applied, report.invalid) == (0, 1)
+    [rejected] = report.rejected
+    assert rejected.reason == "processing_failed"
+    assert "ProgressCheckedIn v3 cannot follow the projected state" in rejected.detail
     assert store.objective_version(history.objective.id) == 2
 
 
