@@ -29,8 +29,8 @@ from services.audit_history import AuditDecision, AuditHistory, read_audit_histo
 from services.errors import REJECTABLE, reject
 
 if TYPE_CHECKING:
-    from services.api.as_of import KeyResultAsOfBody
     from services.application import OkrApplication
+    from services.history_view import KeyResultAsOfBody
 
 audit_app = typer.Typer(
     help="For auditors: decision history and exports, read from the event store.",

@@ -22,13 +22,13 @@ from domain.objective_events import DomainEvent
 from events import okr
 from projections.reducer import reduce_event
 from projections.views import AuditRow, ProjectedObjective
-from services.api.as_of import ObjectiveAsOfBody, as_of_body
 from services.history import (
     ObjectiveAsOf,
     ObjectiveNotFoundAsOfError,
     objective_as_of,
     scored,
 )
+from services.history_view import ObjectiveAsOfBody, as_of_body
 from services.relay import to_envelope
 
 if TYPE_CHECKING:

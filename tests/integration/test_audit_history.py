@@ -22,10 +22,10 @@ from domain.errors import NaiveDatetimeError, ObjectiveNotFoundError
 from domain.objective_events import DomainEvent
 from projections.projector import Message, apply_batch
 from projections.views import AuditRow
-from services.api.as_of import as_of_body
 from services.audit_history import AuditHistory, read_audit_history
 from services.cli import app as cli
 from services.history import ObjectiveNotFoundAsOfError, objective_as_of
+from services.history_view import as_of_body
 from services.projector_service import open_read_store
 from services.relay import to_envelope
 from services.settings import Settings
