@@ -4,16 +4,14 @@ the real broker, and waiting on the scorer's stored positions (never a fixed sle
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from domain.objective import Objective
 from domain.objective_events import KpiProgressRecorded
@@ -23,9 +21,10 @@ from events.dead_letters import DeadLetter
 from services.application import OkrApplication
 from services.scorer import kpi_reader
 from services.settings import Settings
+from tests import kafka_support
+from tests.kafka_support import eventually, read_until
 
 ACTOR = "alice@example.com"
-DEADLINE_S = 90.0
 PERIOD_START = date(2026, 7, 1)
 PERIOD_END = date(2026, 9, 30)
 IN_PERIOD = datetime(2026, 8, 1, tzinfo=UTC)
@@ -168,17 +167,11 @@ Written = list[tuple[int, int]]
 
 
 async def produce(settings: Settings, messages: Iterable[Message]) -> Written:
-    """Publish on `kpi.events` with an idempotent producer, as any service would."""
-    producer = AIOKafkaProducer(
-        **settings.kafka_client_options(), enable_idempotence=True, acks="all", linger_ms=5
+    """Publish on `kpi.events` as any service would; (partition, offset) of each."""
+    sent = await kafka_support.produce(
+        settings, topics.KPI_EVENTS, [(key, value, []) for key, value in messages]
     )
-    await producer.start()
-    try:
-        topic = settings.topic(topics.KPI_EVENTS)
-        pending = [await producer.send(topic, key=key, value=value) for key, value in messages]
-        return [(m.partition, m.offset) for m in await asyncio.gather(*pending)]
-    finally:
-        await producer.stop()
+    return [(metadata.partition, metadata.offset) for metadata in sent]
 
 
 def last_offsets(*written: Written) -> Offsets:
@@ -187,16 +180,6 @@ def last_offsets(*written: Written) -> Offsets:
         for partition, offset in each:
             last[partition] = max(last.get(partition, -1), offset)
     return last
-
-
-async def poll(
-    condition: Callable[[], Awaitable[bool]], what: str, deadline_s: float = DEADLINE_S
-) -> None:
-    """Until `condition` holds; fails with `what` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def scored_up_to(application: OkrApplication, settings: Settings, offsets: Offsets) -> None:
@@ -208,26 +191,10 @@ async def scored_up_to(application: OkrApplication, settings: Settings, offsets:
         stored = await asyncio.to_thread(reader.positions, topic)
         return all(stored.get(p, 0) > offset for p, offset in offsets.items())
 
-    await poll(done, f"the scorer to pass offsets {offsets}")
+    await eventually(done, f"the scorer to pass offsets {offsets}")
 
 
 async def dead_letters(settings: Settings, count: int) -> list[DeadLetter]:
     """The first `count` dead letters on `okr.dlq` (read from the beginning)."""
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(), enable_auto_commit=False, group_id=None
-    )
-    await consumer.start()
-    letters: list[DeadLetter] = []
-    try:
-        topic = settings.topic(topics.DEAD_LETTERS)
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(DEADLINE_S):
-            while len(letters) < count:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    letters += [DeadLetter.model_validate_json(r.value) for r in records]
-    finally:
-        await consumer.stop()
-    return letters
+    records = await read_until(settings, topics.DEAD_LETTERS, lambda read: len(read) >= count)
+    return [DeadLetter.model_validate_json(record.value) for record in records]

@@ -34,6 +34,7 @@ from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
 from services.scorer import KpiScorer, kpi_reader, run_scorer
 from services.settings import Settings
+from tests.kafka_support import eventually
 from tests.kpi_support import (
     AGGREGATIONS,
     PERIOD_END,
@@ -43,7 +44,6 @@ from tests.kpi_support import (
     current_values,
     kpi_event,
     last_offsets,
-    poll,
     produce,
     progress_events,
 )
@@ -206,7 +206,7 @@ async def scored_up_to_offsets(
         stored = await asyncio.to_thread(kpi_reader(application).positions, topic)
         return all(stored.get(p, 0) > offset for p, offset in offsets.items())
 
-    await poll(done, f"scoring up to {offsets}", deadline_s=120)
+    await eventually(done, f"scoring up to {offsets}", deadline_s=120)
 
 
 # --- the test -------------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ async def test_scorer_killed_at_random_points_ends_where_an_undisturbed_run_ends
                     assert process.poll() is None, (tmp_path / "scorer.log").read_text()[-3000:]
                     return await asyncio.to_thread(scored_total, killed, killed_settings) > before
 
-                await poll(scoring, "the scorer to score", deadline_s=STARTUP_S)
+                await eventually(scoring, "the scorer to score", deadline_s=STARTUP_S)
                 await asyncio.sleep(rng.uniform(0, 0.4))  # then kill it wherever it is
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()

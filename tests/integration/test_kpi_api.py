@@ -27,6 +27,7 @@ from services.bootstrap import scorer_jobs
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
 from tests.auth_support import auth_headers
+from tests.kafka_support import eventually
 from tests.kpi_support import (
     PERIOD_END,
     PERIOD_START,
@@ -35,7 +36,6 @@ from tests.kpi_support import (
     create_bound_objective,
     kpi_event,
     last_offsets,
-    poll,
     produce,
     scored_up_to,
 )
@@ -63,7 +63,7 @@ class KpiService:
             found = sorted(item["objective_status"] for item in response.json()["items"])
             return found == sorted(statuses)
 
-        await poll(done, f"the key results bound to {kpi_key} to be {statuses}")
+        await eventually(done, f"the key results bound to {kpi_key} to be {statuses}")
 
     async def get(self, path: str, **params: Any) -> Any:
         response = await self.http.get(path, params=params)

@@ -35,6 +35,7 @@ from services.kpi_bindings import follow_bindings, run_bindings_follower
 from services.kpi_store import KpiBatch, KpiStats, ObservationRow, PositionMove
 from services.scorer import BatchReport, KpiScorer, Origin, kpi_reader, run_scorer, score_batch
 from services.settings import Settings
+from tests.kafka_support import eventually
 from tests.kpi_support import (
     AGGREGATIONS,
     PERIOD_END,
@@ -48,7 +49,6 @@ from tests.kpi_support import (
     kpi_event,
     last_offsets,
     objective,
-    poll,
     produce,
     progress_events,
     run,
@@ -289,14 +289,14 @@ async def test_a_kpi_bound_after_its_observations_scores_from_them_at_once(
         async def backfilled() -> bool:
             return current_values(application, later.objective_id)[0] == 70
 
-        await poll(backfilled, "the back-fill of the new binding")
+        await eventually(backfilled, "the back-fill of the new binding")
         # A draft's bound key result scores when the objective is activated.
         await asyncio.to_thread(run, application, wire.ActivateObjective(), draft.objective_id)
 
         async def activated() -> bool:
             return current_values(application, draft.objective_id) == [10]
 
-        await poll(activated, "the back-fill of the activated objective")
+        await eventually(activated, "the back-fill of the activated objective")
 
     recorded = progress_events(application, later.objective_id)
     assert [(e.value, e.observations, e.last_kpi_event_id) for e in recorded] == [
@@ -332,7 +332,7 @@ async def test_a_revised_period_or_an_unbinding_rescores_from_the_series(
         async def rescored() -> bool:
             return current_values(application, bound.objective_id) == [110, 2]
 
-        await poll(rescored, "the rescoring over the shortened period")
+        await eventually(rescored, "the rescoring over the shortened period")
         await asyncio.to_thread(
             run,
             application,
@@ -343,7 +343,7 @@ async def test_a_revised_period_or_an_unbinding_rescores_from_the_series(
         async def unbound() -> bool:
             return len(kpi_reader(application).bindings_of_objective(bound.objective_id)) == 1
 
-        await poll(unbound, "the binding row to go")
+        await eventually(unbound, "the binding row to go")
         more = await produce(
             store_settings, [as_message(kpi_event(units, 1000, observed_at=at(5)))]
         )
@@ -394,7 +394,7 @@ async def test_two_scorers_in_one_group_share_the_partitions_and_agree_with_one(
                 and first.assigned | second.assigned == partitions
             )
 
-        await poll(sharing, "both scorers to hold partitions")
+        await eventually(sharing, "both scorers to hold partitions")
         written = await produce(store_settings, map(as_message, sent))
         await scored_up_to(shared[0], store_settings, last_offsets(written))
     async with scoring(reference_settings, reference, group_id=f"reference-{uuid.uuid4().hex}"):
