@@ -9,13 +9,17 @@ Every test gets its own topic prefix and its own databases, so nothing leaks bet
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.settings import Settings
 from services.stores import postgres_location
@@ -58,6 +62,7 @@ def kafka_bootstrap() -> Iterator[str]:
     configured = os.environ.get("OKR_TEST_KAFKA")
     if configured:
         yield configured
+        delete_test_topics(configured)
         return
     if docker_engine_answers():
         from testcontainers.kafka import KafkaContainer
@@ -82,6 +87,31 @@ def kafka_bootstrap() -> Iterator[str]:
     yield kafka.bootstrap_servers
     if started:
         local_kafka.stop(kafka)
+    else:
+        delete_test_topics(kafka.bootstrap_servers)
+
+
+TEST_TOPIC = re.compile(r"^t[0-9a-f]{10}\.")
+"""Topics made under a `topic_prefix`: thousands per run, which a long-lived broker would keep."""
+
+
+def delete_test_topics(bootstrap_servers: str) -> None:
+    """Leave a shared development broker as the run found it (a fresh one is thrown away)."""
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        await admin.start()
+        try:
+            doomed = [name for name in await admin.list_topics() if TEST_TOPIC.match(name)]
+            for first in range(0, len(doomed), 500):
+                await admin.delete_topics(doomed[first : first + 500])
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(delete())
+    except Exception as error:  # cleanup only: the run's verdict stands
+        warnings.warn(f"test topics not deleted: {error}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
