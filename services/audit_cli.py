@@ -164,6 +164,14 @@ def history_table(found: AuditHistory) -> str:
         lines.append(f"  at version {found.requested_version} (asked)")
     lines += ["", f"Key results at version {state.version}"]
     lines += _key_result_lines(state.key_results)
+    integrity = found.integrity
+    verdict = "intact" if integrity.intact else f"BROKEN ({len(integrity.breaks)})"
+    lines += [
+        "",
+        f"Hash chain: {verdict}, {integrity.events_checked} stored events checked,"
+        f" head {integrity.head_hash or '-'}",
+        *(f"  {shown_break(problem)}" for problem in integrity.breaks),
+    ]
     lines += ["", f"Decisions ({len(found.decisions)})"]
     for decision in found.decisions:
         lines += _decision_lines(decision)

@@ -22,6 +22,7 @@ from domain.objective_events import DomainEvent
 from events import okr
 from projections.reducer import reduce_event
 from projections.views import AuditRow, ProjectedObjective
+from services.audit_verify import VerifyReport, verify_objective
 from services.history import (
     ObjectiveAsOf,
     ObjectiveNotFoundAsOfError,
@@ -49,6 +50,20 @@ class AuditDecision(AuditRow):
     )
 
 
+class Integrity(BaseModel):
+    """Whether the objective's stored history still fits its hash chain (`okr audit verify`, for
+    this objective's events and snapshots), and the hash it ends with."""
+
+    intact: bool
+    events_checked: int = Field(
+        description="Every stored event of the objective, not only those listed."
+    )
+    head_hash: str | None = Field(
+        description="`chain_hash` of its newest event: noted down, it shows any later rewrite."
+    )
+    breaks: list[str] = Field(description="Each version that no longer fits, and why.")
+
+
 class AuditHistory(BaseModel):
     """`okr audit history --format json` and `GET /audit/objectives/{id}/history`: one shape."""
 
@@ -60,6 +75,9 @@ class AuditHistory(BaseModel):
     )
     decisions: list[AuditDecision] = Field(
         description="Every decision from version 1 to `state.version`, in version order."
+    )
+    integrity: Integrity = Field(
+        description="The objective's whole stored chain, checked when this answer was made."
     )
 
 
@@ -84,6 +102,7 @@ def audit_decisions(events: Iterable[DomainEvent]) -> Iterator[AuditDecision]:
 def assemble_history(
     found: ObjectiveAsOf,
     events: Iterable[DomainEvent],
+    integrity: Integrity,
     *,
     as_of: datetime | None = None,
     version: int | None = None,
@@ -102,6 +121,7 @@ def assemble_history(
         requested_version=version,
         state=as_of_body(found),
         decisions=decisions,
+        integrity=integrity,
     )
 
 
@@ -125,7 +145,22 @@ def read_audit_history(
         raise TypeError("give at most one of as_of= or version=")
     found = _state(application, objective_id, as_of=as_of, version=version)
     events = events_through(application, objective_id, found.version)
-    return assemble_history(found, events, as_of=as_of, version=version)
+    return assemble_history(
+        found, events, check_integrity(application, objective_id), as_of=as_of, version=version
+    )
+
+
+def check_integrity(application: OkrApplication, objective_id: UUID) -> Integrity:
+    """The proof that goes with a history: the objective's chain verified as `okr audit verify`
+    does, at the moment of reading."""
+    report = VerifyReport()
+    head_hash = verify_objective(application, objective_id, report)
+    return Integrity(
+        intact=report.intact,
+        events_checked=report.events,
+        head_hash=head_hash,
+        breaks=[f"version {b.version}: {b.problem}" for b in report.breaks],
+    )
 
 
 def _state(

@@ -86,15 +86,24 @@ def verify_event_store(application: OkrApplication, report: VerifyReport) -> Non
     """Check every objective's chain, that each of its events can be read and folded as the
     application would, and its snapshots (blocking; run it in a thread)."""
     for objective_id in objective_ids(application):
-        stored = application.recorder.select_events(objective_id)
-        report.objectives += 1
-        report.events += len(stored)
-        links = [_link(application, objective_id, event) for event in stored]
-        found = verify_chain(objective_id, links)
-        report.breaks += [_break("event store", b) for b in found]
-        snapshots = _snapshots(application, objective_id, report)
-        report.snapshots += len(snapshots)
-        report.breaks += _replay(application, objective_id, stored, snapshots)
+        verify_objective(application, objective_id, report)
+
+
+def verify_objective(
+    application: OkrApplication, objective_id: UUID, report: VerifyReport
+) -> str | None:
+    """Check one objective's chain, events and snapshots into `report`; returns the stored hash
+    of its newest event (the head of its chain), None when it has no event."""
+    stored = application.recorder.select_events(objective_id)
+    report.objectives += 1
+    report.events += len(stored)
+    links = [_link(application, objective_id, event) for event in stored]
+    found = verify_chain(objective_id, links)
+    report.breaks += [_break("event store", b) for b in found]
+    snapshots = _snapshots(application, objective_id, report)
+    report.snapshots += len(snapshots)
+    report.breaks += _replay(application, objective_id, stored, snapshots)
+    return links[-1].stored_hash or None if links else None
 
 
 def objective_ids(application: OkrApplication) -> Iterator[UUID]:

@@ -22,6 +22,7 @@ from events.okr import ProgressCheckedIn as ProgressCheckedInPayload
 from events.okr import okr_event
 from services.api.app import create_app
 from services.application import OkrApplication
+from services.audit_history import read_audit_history
 from services.audit_verify import VerifyReport, verify
 from services.cli import app as cli
 from services.kafka_admin import ensure_topics
@@ -462,3 +463,43 @@ async def test_verify_over_http_is_503_when_the_topic_cannot_be_read(
 
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "unavailable"
+
+
+# --- the proof that goes with a history -----------------------------------------------------------
+
+
+async def test_a_history_carries_its_chain_check(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    objective_id = objective_with_history(application)
+    objective = application.get_objective(objective_id)
+    assert objective is not None
+
+    clean = read_audit_history(application, objective_id, version=3)
+    assert clean.integrity.model_dump() == {
+        "intact": True,
+        "events_checked": 5,  # the whole chain, not only the three versions listed
+        "head_hash": objective.chain_hash,
+        "breaks": [],
+    }
+    assert [d.chain_hash for d in clean.decisions] == [
+        stored_state(store_settings, events_table(application), objective_id, v)["chain_hash"]
+        for v in (1, 2, 3)
+    ]
+
+    table = events_table(application)
+    state = stored_state(store_settings, table, objective_id, 5)
+    state["value"] = 100.0
+    rewrite_state(store_settings, table, objective_id, 5, state)
+    reader = OkrApplication(store_settings)
+    tampered = read_audit_history(reader, objective_id, version=3)
+    shown = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli,
+        ["audit", "history", str(objective_id)],
+        env={"OKR_EVENT_STORE_URL": store_settings.event_store_url},
+    )
+
+    assert (tampered.integrity.intact, tampered.integrity.breaks[0][:10]) == (False, "version 5:")
+    assert "Hash chain: BROKEN (1)" in shown.output
+    assert "version 5: content or position does not match its hash" in shown.output
