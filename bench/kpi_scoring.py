@@ -60,9 +60,10 @@ from domain.objective_events import Aggregation
 from events import commands as wire
 from events import topics
 from events.kpi import KpiEvent
+from projections.topic_scan import kafka_admin
 from projections.views import ReadStore
 from services.application import OkrApplication
-from services.kafka_admin import ensure_topics
+from services.kafka_admin import ensure_topics, topic_specs
 from services.kpi_bindings import follow_bindings, run_bindings_follower
 from services.projector_service import open_read_store, run_projector_service
 from services.relay import run_relay
@@ -657,7 +658,17 @@ async def run(arguments: argparse.Namespace) -> Results:
             }
         finally:
             application.close()
+            await delete_topics(settings)
     return results
+
+
+async def delete_topics(settings: Settings) -> None:
+    """Each run makes its own topics (a million messages); a shared broker should not keep them."""
+    try:
+        async with kafka_admin(settings.kafka_client_options(), "okr-bench") as admin:
+            await admin.delete_topics([spec.name for spec in topic_specs(settings)])
+    except Exception as error:  # the run's results stand either way
+        print(f"warning: the run's topics were not deleted: {error}", file=sys.stderr)
 
 
 def table(results: Results) -> str:
