@@ -721,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with the stage processes: write a cProfile of each stage's batches here",
     )
     arguments = parser.parse_args(argv)
+    if arguments.profile_dir is not None:
+        arguments.profile_dir.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(arguments))
     print(table(results))
     context = results.context
