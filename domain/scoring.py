@@ -77,18 +77,38 @@ def objective_score(items: Iterable[tuple[float, float]]) -> float:
     """Weighted mean of ``(score, weight)`` pairs; an objective without key results scores 0.
 
     Exact arithmetic keeps the mean between the lowest and the highest score, so rounding can
-    never push an objective above its best key result.
+    never push an objective above its best key result. Floats are binary fractions, so the sums
+    are kept as integers over a power of two (what `Fraction` would do, without its cost: this
+    runs for every projected event), and the mean is rounded once, by integer true division.
     """
-    weighted_sum = _ZERO
-    total_weight = _ZERO
+    products: list[tuple[int, int]] = []  # (numerator, log2 of denominator) of score * weight
+    weights: list[tuple[int, int]] = []
     for score, weight in items:
-        exact_score = _exact_score(score)
-        exact_weight = _exact_weight(weight)
-        weighted_sum += exact_score * exact_weight
-        total_weight += exact_weight
-    if total_weight == 0:
+        _check_score(score)
+        _check_weight(weight)
+        score_numerator, score_denominator = score.as_integer_ratio()
+        weight_numerator, weight_denominator = weight.as_integer_ratio()
+        score_shift = score_denominator.bit_length() - 1
+        weight_shift = weight_denominator.bit_length() - 1
+        products.append((score_numerator * weight_numerator, score_shift + weight_shift))
+        weights.append((weight_numerator, weight_shift))
+    if not weights:
         return SCORE_MIN
-    return _clamped_percent(weighted_sum / total_weight / _HUNDRED)
+    weighted_sum, sum_shift = _sum_over_power_of_two(products)
+    total_weight, weight_shift = _sum_over_power_of_two(weights)
+    # mean = (weighted_sum / 2**sum_shift) / (total_weight / 2**weight_shift)
+    numerator, denominator = weighted_sum, total_weight
+    if weight_shift >= sum_shift:
+        numerator <<= weight_shift - sum_shift
+    else:
+        denominator <<= sum_shift - weight_shift
+    return min(max(numerator / denominator, SCORE_MIN), SCORE_MAX)
+
+
+def _sum_over_power_of_two(terms: list[tuple[int, int]]) -> tuple[int, int]:
+    """The exact sum of `numerator / 2**shift` terms, as (numerator, shift)."""
+    shift = max(term_shift for _, term_shift in terms)
+    return sum(numerator << (shift - term_shift) for numerator, term_shift in terms), shift
 
 
 def _resolve(spec: KeyResultSpec) -> KeyResultSpec:
@@ -179,16 +199,14 @@ def _exact(value: float | None, name: str) -> Fraction:
     return Fraction(value)
 
 
-def _exact_score(score: float) -> Fraction:
+def _check_score(score: float) -> None:
     if not math.isfinite(score) or not SCORE_MIN <= score <= SCORE_MAX:
         raise NotScorableError(f"a key result score must lie in 0..100, got {score!r}")
-    return Fraction(score)
 
 
-def _exact_weight(weight: float) -> Fraction:
+def _check_weight(weight: float) -> None:
     if not math.isfinite(weight) or weight <= 0:
         raise NotScorableError(f"a key result weight must be a positive number, got {weight!r}")
-    return Fraction(weight)
 
 
 def _clamped_percent(progress: Fraction) -> float:

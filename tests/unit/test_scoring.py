@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from domain.errors import NotScorableError, OkrError
@@ -305,3 +306,28 @@ def test_objective_score_lies_between_its_lowest_and_highest_key_result(
 @given(score=scores, weight=weights, count=st.integers(min_value=1, max_value=20))
 def test_objective_of_equal_scores_has_that_score(score: float, weight: float, count: int) -> None:
     assert objective_score([(score, weight)] * count) == score
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=100),
+            st.floats(min_value=5e-324, max_value=1e308, exclude_min=False),
+        ),
+        max_size=8,
+    )
+)
+def test_objective_score_is_the_exact_weighted_mean_rounded_once(
+    items: list[tuple[float, float]],
+) -> None:
+    """The integer arithmetic gives the float nearest the exact rational mean, whatever the
+    order, as `Fraction` arithmetic would (its cost is why it is not used)."""
+    exact_sum = sum((Fraction(s) * Fraction(w) for s, w in items), Fraction(0))
+    exact_weight = sum((Fraction(w) for _, w in items), Fraction(0))
+    expected = float(exact_sum / exact_weight) if items else 0.0
+
+    assert objective_score(items) == expected
+    assert objective_score(list(reversed(items))) == expected
+    if items:
+        assert min(s for s, _ in items) <= objective_score(items) <= max(s for s, _ in items)
