@@ -257,9 +257,14 @@ def running_pid(kafka: LocalKafka) -> int | None:
 
 
 def _port_open(port: int) -> bool:
+    """Whether something listens on the port. A port inside the kernel's ephemeral range can be
+    "open" by a TCP self-connection (the probe's own source port happened to be the target) while
+    nothing listens: that is not a broker, and it is not counted as one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        if sock.connect_ex(("127.0.0.1", port)) != 0:
+            return False
+        return bool(sock.getsockname() != sock.getpeername())
 
 
 def start(kafka: LocalKafka, timeout_s: float = 90.0) -> tuple[int, bool]:

@@ -26,7 +26,7 @@ from services.stores import postgres_location
 from tests.auth_support import INLINE_API_KEYS, KAFKA_PRINCIPAL
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-TEST_KAFKA_PORT = 39092
+TEST_KAFKA_PORT = 29092
 
 SERVICE_FIXTURES = {"kafka_bootstrap": "kafka", "postgres_url": "postgres"}
 
