@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -75,35 +76,69 @@ class SQLiteDialect:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._writer: sqlite3.Connection | None = None
+        self._writer_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.closing(sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
 
     @contextlib.contextmanager
     def session(self, *, write: bool) -> Iterator[SQLiteSession]:
-        connection = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        try:
-            if write:
+        if not write:
+            connection = self._connect()
+            try:
+                yield from self._transaction(connection, "BEGIN")
+            finally:
+                connection.close()
+            return
+        # One connection for every write of this store, kept open: closing the last connection
+        # of a WAL database checkpoints it, which cost a projector batch ~4 ms.
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self._connect(check_same_thread=False)
                 # WAL + NORMAL: a commit is not fsynced, so a power cut (not a crash of the
                 # process) may lose the last batches; they go together with their positions, so
                 # the projector re-applies them from Kafka. docs/decisions/0012.
-                connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                self._writer.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield SQLiteSession(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
+                yield from self._transaction(self._writer, "BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                self._close_writer()  # whatever state it is in, the next write starts afresh
                 raise
-            connection.execute("COMMIT")
-        finally:
-            connection.close()
+
+    def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path,
+            timeout=LOCK_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=check_same_thread,
+        )
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    @staticmethod
+    def _transaction(connection: sqlite3.Connection, begin: str) -> Iterator[SQLiteSession]:
+        connection.execute(begin)
+        try:
+            yield SQLiteSession(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+            self._writer = None
 
     def decode_json(self, value: Any) -> Any:
         return orjson.loads(value) if isinstance(value, str | bytes) else value
 
     def close(self) -> None:
-        """Nothing stays open between transactions."""
+        """Only the write connection stays open between transactions."""
+        with self._writer_lock:
+            self._close_writer()
 
 
 class SQLiteReadStore(SqlReadStore):
