@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import orjson
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import IntegrityError, Notification, Recording
 
 from domain.errors import IdempotencyKeyReusedError, RuleViolationError, VersionConflictError
 from domain.objective import Decision, Objective, require_objective
@@ -250,6 +250,20 @@ class OkrApplication(Application[UUID]):
                 log.exception(
                     "snapshot of %s at %s failed", event.originator_id, event.originator_version
                 )
+
+    def notification_pages(
+        self, *, after: int = 0, stop: int | None = None, page_size: int = 1000
+    ) -> Iterator[Sequence[Notification]]:
+        """The stored events in store order, a page at a time, from after notification `after`
+        up to `stop` (included; None: whatever is stored when each page is read)."""
+        while True:
+            page = self.recorder.select_notifications(
+                start=after, limit=page_size, stop=stop, inclusive_of_start=False
+            )
+            if not page:
+                return
+            yield page
+            after = page[-1].id
 
     def last_notification_id(self) -> int:
         """The notification id of the newest stored event, 0 when none. Ids only grow, so the

@@ -99,14 +99,10 @@ def exported_pages(
     """
     check_window(since, until)
     end = export_end(application) if stop is None else stop
-    limit = page_size or NOTIFICATIONS_PAGE
-    after = 0
-    while after < end:
-        notifications = application.recorder.select_notifications(
-            start=after, limit=limit, stop=end, inclusive_of_start=False
-        )
-        if not notifications:
-            return
+    if end < 1:
+        return
+    pages = application.notification_pages(stop=end, page_size=page_size or NOTIFICATIONS_PAGE)
+    for notifications in pages:
         page = [
             exported
             for notification in notifications
@@ -114,7 +110,6 @@ def exported_pages(
         ]
         if page:
             yield page
-        after = notifications[-1].id
 
 
 def exported_event(application: OkrApplication, notification: Notification) -> ExportedEvent:

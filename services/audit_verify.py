@@ -103,23 +103,18 @@ def verify_objective(
     snapshots = _snapshots(application, objective_id, report)
     report.snapshots += len(snapshots)
     report.breaks += _replay(application, objective_id, stored, snapshots)
-    return links[-1].stored_hash or None if links else None
+    return (links[-1].stored_hash or None) if links else None
 
 
 def objective_ids(application: OkrApplication) -> Iterator[UUID]:
     """Every objective with a stored event, each once, in the order they were first stored."""
     seen: set[UUID] = set()
-    start = 1
-    while True:
-        page = application.recorder.select_notifications(start, NOTIFICATIONS_PAGE)
+    for page in application.notification_pages(page_size=NOTIFICATIONS_PAGE):
         for notification in page:
             objective_id = UUID(str(notification.originator_id))
             if objective_id not in seen:
                 seen.add(objective_id)
                 yield objective_id
-        if len(page) < NOTIFICATIONS_PAGE:
-            return
-        start = page[-1].id + 1
 
 
 def _link(application: OkrApplication, objective_id: UUID, stored: StoredEvent) -> ChainLink:

@@ -380,11 +380,9 @@ def projected_everything(application: OkrApplication, store: ReadStore) -> bool:
     """Every objective in the event store is in the projection at its stored version: nothing the
     fuzzer stored stopped the relay or the projector (a failure there answers no request)."""
     stored: dict[UUID, int] = {}
-    start = 1
-    while notifications := application.recorder.select_notifications(start, 1000):
+    for notifications in application.notification_pages():
         for notification in notifications:
             stored[notification.originator_id] = notification.originator_version
-        start = notifications[-1].id + 1
     return all((store.objective_version(i) or 0) >= v for i, v in stored.items())
 
 
