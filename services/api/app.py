@@ -24,7 +24,6 @@ from services.api import (
     lint,
     metrics,
     reads,
-    verify,
 )
 from services.api.auth import (
     ACCESS_RESPONSES,
@@ -129,7 +128,6 @@ def create_app(
         app.include_router(router, dependencies=read, responses=ACCESS_RESPONSES)
     app.include_router(docs.router, dependencies=read)
     app.include_router(audit.router, responses=ACCESS_RESPONSES)  # requires("audit") itself
-    app.include_router(verify.router, responses=ACCESS_RESPONSES)  # requires("audit") itself
     refuse_unprotected_routes(app)
     install_error_handlers(app)
     install_access_error_handler(app)

@@ -2,8 +2,8 @@
 
 `GET /audit/objectives/{id}/history` answers the same document as `okr audit history --format json`
 (`services.audit_history.AuditHistory`); `GET /audit/export` streams what `okr audit export` writes
-(`services.audit_export`), page by page, so an export of the whole store never sits in memory.
-Every route needs the `audit` permission.
+(`services.audit_export`), page by page, so an export of the whole store never sits in memory;
+`GET /audit/verify` is `okr audit verify`. Every route needs the `audit` permission.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
@@ -34,6 +34,7 @@ from services.audit_export import (
     render_page,
 )
 from services.audit_history import AuditHistory, read_audit_history
+from services.audit_verify import VerifyReport, verify
 
 router = APIRouter(
     prefix="/audit",
@@ -110,6 +111,22 @@ async def export_events(
         media_type=MEDIA_TYPES[export_format],
         headers={"Content-Disposition": f'attachment; filename="okr-events.{extension}"'},
     )
+
+
+@router.get(
+    "/verify",
+    response_model=VerifyReport,
+    summary="Check every hash chain of the event store, and okr.events against it",
+)
+async def verify_history(
+    request: Request,
+    application: ApplicationDep,
+    topic: bool = Query(True, description="Also check the okr.events topic (reads all of it)."),
+) -> VerifyReport:
+    """200 whatever the verdict: `breaks` names each broken objective and version, empty when
+    the history is intact (`okr audit verify`). Reading the whole store (and topic) takes a
+    while on a large one."""
+    return await verify(request.app.state.settings, application, check_topic=topic)
 
 
 async def _streamed(
