@@ -10,9 +10,11 @@ on the order), `latest` is the greatest (observed_at, event_id), and min, max an
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from operator import attrgetter
+from typing import Protocol
 
 from domain.objective_events import Aggregation
 
@@ -49,6 +51,21 @@ class Observation:
         return (self.observed_at_us, self.event_id)
 
 
+class Observed(Protocol):
+    """Anything with an observation's three fields (the scorer folds its parsed records as is)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def observed_at_us(self) -> int: ...
+
+
+_ORDER_KEY = attrgetter("observed_at_us", "event_id")
+"""`Observation.order_key` of any `Observed`, without a Python call per item."""
+
+
 @dataclass(frozen=True, slots=True)
 class ExactSum:
     """The exact sum of floats as `mantissa * 2**exponent` (integers: addition is exact)."""
@@ -59,7 +76,7 @@ class ExactSum:
     @staticmethod
     def of(value: float) -> ExactSum:
         numerator, denominator = value.as_integer_ratio()
-        return ExactSum(numerator, 1 - denominator.bit_length())
+        return _canonical(numerator, 1 - denominator.bit_length())
 
     def plus(self, other: ExactSum) -> ExactSum:
         if other.mantissa == 0:
@@ -70,7 +87,20 @@ class ExactSum:
         mantissa = (self.mantissa << (self.exponent - exponent)) + (
             other.mantissa << (other.exponent - exponent)
         )
-        return ExactSum(mantissa, exponent)
+        return _canonical(mantissa, exponent)
+
+    @staticmethod
+    def of_all(values: Sequence[float]) -> ExactSum:
+        """The exact sum of many floats at once: every float is n / 2**k, so all of them are
+        integers over the largest 2**k, and integer addition is exact."""
+        if not values:
+            return ExactSum()
+        ratios = [value.as_integer_ratio() for value in values]
+        shift = max(denominator for _, denominator in ratios).bit_length() - 1
+        mantissa = sum(
+            numerator << (shift - denominator.bit_length() + 1) for numerator, denominator in ratios
+        )
+        return _canonical(mantissa, -shift)
 
     def divided_by(self, count: int) -> float | None:
         """The correctly rounded float of sum / count; None when it is beyond float range."""
@@ -94,6 +124,15 @@ class ExactSum:
         return ExactSum(int(mantissa, 16), int(exponent))
 
 
+def _canonical(mantissa: int, exponent: int) -> ExactSum:
+    """One spelling per number (an odd mantissa, or 0p0), so equal sums compare equal however
+    they were added up."""
+    if mantissa == 0:
+        return ExactSum()
+    zeros = (mantissa & -mantissa).bit_length() - 1
+    return ExactSum(mantissa >> zeros, exponent + zeros)
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesAggregate:
     """What is known of a set of observations, enough for every aggregation, merge-able."""
@@ -104,22 +143,29 @@ class SeriesAggregate:
     maximum: float | None = None
     latest: Observation | None = None
 
-    def plus(self, observations: Iterable[Observation]) -> SeriesAggregate:
+    def plus(self, observations: Iterable[Observed]) -> SeriesAggregate:
         """This aggregate with more observations (each must be new to it: ids are deduplicated
-        before, so a resent event is never counted twice)."""
-        count, total = self.count, self.total
-        minimum, maximum, latest = self.minimum, self.maximum, self.latest
-        for observation in observations:
-            value = observation.value + 0.0  # -0.0 and 0.0 are one value: keep one spelling
-            count += 1
-            total = total.plus(ExactSum.of(value))
-            minimum = value if minimum is None or value < minimum else minimum
-            maximum = value if maximum is None or value > maximum else maximum
-            if latest is None or observation.order_key > latest.order_key:
-                latest = observation
-        if count == self.count:
+        before, so a resent event is never counted twice). One pass per statistic, in C where
+        it can be: the scorer adds tens of thousands of observations a batch."""
+        added = list(observations)
+        if not added:
             return self
-        return SeriesAggregate(count, total, minimum, maximum, latest)
+        values = [observation.value + 0.0 for observation in added]  # one spelling of zero
+        newest = max(added, key=_ORDER_KEY)
+        latest = self.latest
+        if latest is None or _ORDER_KEY(newest) > latest.order_key:
+            latest = (
+                newest
+                if isinstance(newest, Observation)
+                else Observation(newest.event_id, newest.value, newest.observed_at_us)
+            )
+        return SeriesAggregate(
+            self.count + len(added),
+            self.total.plus(ExactSum.of_all(values)),
+            _smaller(self.minimum, min(values)),
+            _larger(self.maximum, max(values)),
+            latest,
+        )
 
     def merge(self, other: SeriesAggregate) -> SeriesAggregate:
         """The aggregate of two disjoint sets of observations.
@@ -170,7 +216,7 @@ class SeriesAggregate:
         raise AssertionError(f"unknown aggregation {aggregation!r}")  # pragma: no cover
 
 
-def aggregate(observations: Iterable[Observation]) -> SeriesAggregate:
+def aggregate(observations: Iterable[Observed]) -> SeriesAggregate:
     return SeriesAggregate().plus(observations)
 
 

@@ -21,6 +21,13 @@ beginning. Blocking (it queries a database): the listener calls it in a worker t
 
 PartitionsHook = Callable[[set[TopicPartition]], None]
 
+FETCH_MAX_WAIT_MS = 20
+"""How long the broker may hold a fetch of the live consumers (scorer, projector) waiting for
+data. aiokafka keeps one fetch in flight per broker and fetches a partition it has just drained
+only after that one returns, so a fetch held for quiet partitions delays the busy ones by up to
+this much (aiokafka's default, 500 ms, was most of the pipeline's latency). An idle consumer
+then asks 50 times a second: negligible for a broker."""
+
 
 class SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
     """On assignment, seek each partition to its stored position before anything is fetched.

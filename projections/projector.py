@@ -42,7 +42,7 @@ from events.okr import (
     parse_okr_event,
 )
 from projections.backoff import Backoff, keep_running
-from projections.kafka_positions import SeekToStoredPositions
+from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from projections.reducer import reduce_event
 from projections.views import AuditRow, ProjectedObjective, ReadStore, TimelineRow
 
@@ -270,6 +270,7 @@ async def run_projector(
             client_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         listener = SeekToStoredPositions(
             consumer, partial(stored_positions, store), name="projector"

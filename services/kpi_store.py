@@ -373,9 +373,10 @@ class KpiWriter:
     def __init__(self, dialect: KpiDialect) -> None:
         d = dialect
         self.dialect = d
-        self.insert_observation = d.sql(
-            f"INSERT INTO {{observations}} ({OBSERVATION_COLUMNS}) "
-            f"VALUES ({_placeholders(OBSERVATION_COLUMNS)})"
+        self.insert_observations_sqlite = d.sql(
+            f"INSERT INTO {{observations}} ({OBSERVATION_COLUMNS}) SELECT "
+            + ", ".join(f"value ->> {i}" for i in range(len(OBSERVATION_COLUMNS.split(","))))
+            + " FROM json_each(?)"
         )
         self.insert_stats = d.sql(
             f"INSERT INTO {{stats}} (kpi_key, version, {STATS_COLUMNS}) "
@@ -422,7 +423,16 @@ class KpiWriter:
             raw.executemany(self.insert_stats, [(s.kpi_key, *_stats_params(s)) for s in inserts])
         self._positions_sqlite(c, batch.positions, now)
         if batch.observations:
-            raw.executemany(self.insert_observation, batch.observations)
+            # One statement over a JSON array rather than `executemany`: SQLite then inserts
+            # the whole batch without taking the GIL back per row, so the scorer's thread
+            # reading the next batch runs meanwhile (a per-row handover starves both). JSON
+            # numbers come back as the same doubles (`tests/integration/test_kpi_store.py`;
+            # the readings have no -0.0, which a REAL column would not keep anyway).
+            raw.execute(
+                self.insert_observations_sqlite,
+                # `default=tuple`: an `ObservationRow` (named tuple) as the plain row it is.
+                (orjson.dumps(batch.observations, default=tuple).decode(),),
+            )
         if batch.removed_bindings:
             raw.executemany(
                 self.delete_binding, [(str(o), str(k)) for o, k in batch.removed_bindings]

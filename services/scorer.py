@@ -1,6 +1,6 @@
 """The KPI scorer: `kpi.events` in, batch by batch; bound key results moved, exactly once.
 
-Per batch (`score_batch`): parse every record (`events.kpi.KpiEvent`; what does not parse is
+Per batch (`score_batch`): read every record (`services.kpi_decoding`; what does not read is
 dead-lettered on `okr.dlq` with its reason and origin, and the batch goes on), drop what the stored
 positions say was scored already, deduplicate on `event_id` (within the batch and against the
 stored series), add the new observations to the series and to the aggregate of every binding
@@ -31,26 +31,23 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from uuid import UUID
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from eventsourcing.persistence import IntegrityError
-from pydantic import ValidationError
 
 from domain.errors import NotScorableError
-from domain.kpi_series import Observation, epoch_us
+from domain.kpi_series import Observation
 from domain.objective import Decision, Objective, ObjectiveStatus, evolve, record_kpi_progress
 from domain.objective_events import DomainEvent, KpiBinding
-from events.dead_letters import DeadLetterReason
-from events.kpi import KpiEvent
 from events.topics import KPI_EVENTS
 from projections.backoff import Backoff, keep_running
-from projections.kafka_positions import SeekToStoredPositions
+from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.kafka_admin import ensure_topics
+from services.kpi_decoding import KpiReading, NotAKpiEventError, decode_kpi_event
 from services.kpi_store import (
     Binding,
     KpiBatch,
@@ -70,7 +67,7 @@ GROUP_ID = "okr-scorer"
 """Consumer group, after the deployment's topic prefix (environments sharing a cluster must not
 share a group: a rebalance would hand one environment's partitions to another's scorer)."""
 ACTOR = "okr-scorer"
-MAX_RECORDS = 20000
+MAX_RECORDS = 50_000
 """Records per batch at most. Much of a batch's cost is per key result moved rather than per
 record, so bigger batches coalesce more KPI events into each `KpiProgressRecorded`."""
 FETCH_TIMEOUT_MS = 500
@@ -101,52 +98,10 @@ def kpi_reader(application: OkrApplication) -> KpiReader:
     return application.receipts.kpi
 
 
-# --- reading a record -----------------------------------------------------------------------------
+# --- a record of a batch -------------------------------------------------------------------------
 
 
-class NotAKpiEventError(Exception):
-    """The record cannot be read as a KPI event; it goes to the dead letters."""
-
-    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
-        self.reason: DeadLetterReason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}")
-
-
-def read_kpi_event(value: bytes | None) -> KpiEvent:
-    """The KPI event in a record's value, or why not (`NotAKpiEventError.reason`)."""
-    if not value:
-        raise NotAKpiEventError("empty", "the message has no value")
-    try:
-        return KpiEvent.model_validate_json(value)
-    except ValidationError as error:
-        raise NotAKpiEventError(_reason(error), _describe(error)) from None
-
-
-def _reason(error: ValidationError) -> DeadLetterReason:
-    problems = error.errors(include_url=False)
-    first = problems[0]
-    if first["type"] == "json_invalid":
-        return "not_json"
-    if first["type"] in ("model_type", "model_attributes_type") and not first["loc"]:
-        return "not_an_object"
-    fields = {problem["loc"][0] for problem in problems if problem["loc"]}
-    if "schema_version" in fields:
-        return "unsupported_schema_version"
-    if "event_id" in fields:
-        return "missing_id"
-    return "schema_violation"
-
-
-def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in problem['loc']) or 'value'}: {problem['msg']}"
-        for problem in error.errors(include_url=False)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """Where a record was read from: all the scorer keeps of it once parsed."""
 
     topic: str
@@ -154,8 +109,8 @@ class Origin:
     offset: int
 
 
-Item = tuple[Origin, KpiEvent | None]
-"""A record of the batch: its origin and its event (None: dead-lettered, only its offset counts)."""
+Item = tuple[Origin, KpiReading | None]
+"""A record of a batch: its origin and its reading (None: dead-lettered; its offset counts)."""
 
 
 # --- the outcome of a batch -----------------------------------------------------------------------
@@ -215,25 +170,36 @@ class KpiScorer:
 
     def _plan(self, items: Sequence[Item]) -> _Plan:
         report = BatchReport(records=len(items))
-        report.dead_lettered = sum(1 for _, event in items if event is None)
         stored = self._stored_positions({origin.topic for origin, _ in items})
-        fresh = [item for item in items if item[0].offset >= stored.get(_tp(item[0]), 0)]
-        report.already_scored = len(items) - len(fresh)
         report.next_offsets = dict(stored)
-        if not fresh:
-            return _Plan(report)
-        moves = _position_moves(fresh, stored)
-        received_at = datetime.now(UTC).isoformat()
-
-        events_by_id: dict[str, tuple[Origin, KpiEvent]] = {}
+        # One pass over the records: what was scored already, where each partition ends, and
+        # the batch's first copy of each event id.
+        last: dict[tuple[str, int], int] = {}
+        events_by_id: dict[str, tuple[Origin, KpiReading]] = {}
         duplicates: Counter[str] = Counter()
-        for origin, event in fresh:
-            if event is None:
+        for origin, reading in items:
+            if reading is None:
+                report.dead_lettered += 1
+            partition = (origin.topic, origin.partition)
+            offset = origin.offset
+            if offset < stored.get(partition, 0):
+                report.already_scored += 1
                 continue
-            if event.event_id in events_by_id:
-                duplicates[event.kpi_key] += 1
+            if offset > last.get(partition, -1):
+                last[partition] = offset
+            if reading is None:
+                continue
+            if reading.event_id in events_by_id:
+                duplicates[reading.kpi_key] += 1
             else:
-                events_by_id[event.event_id] = (origin, event)
+                events_by_id[reading.event_id] = (origin, reading)
+        if not last:
+            return _Plan(report)
+        moves = [
+            PositionMove(topic, partition, stored.get((topic, partition)), offset + 1)
+            for (topic, partition), offset in sorted(last.items())
+        ]
+        received_at = datetime.now(UTC).isoformat()
         known = self.reader.stored_event_ids(list(events_by_id))
         for event_id in known:
             duplicates[events_by_id.pop(event_id)[1].kpi_key] += 1
@@ -242,10 +208,11 @@ class KpiScorer:
         report.accepted = len(new)
 
         # The stats row is the KPI's fence: read it before anything else of the KPI.
-        stats = self.reader.stats(sorted({e.kpi_key for _, e in new} | set(duplicates)))
+        kpi_keys = {reading.kpi_key for _, reading in new}
+        stats = self.reader.stats(sorted(kpi_keys | set(duplicates)))
         for kpi_key, count in duplicates.items():
             stats[kpi_key].duplicates += count
-        bindings = self.reader.bindings_of_kpis({e.kpi_key for _, e in new})
+        bindings = self.reader.bindings_of_kpis(kpi_keys)
         folded = _fold(new, stats, bindings, received_at, report)
 
         plan = _Plan(report)
@@ -359,25 +326,8 @@ class _Folded:
     moved: list[_Moved]
 
 
-def _tp(origin: Origin) -> tuple[str, int]:
-    return (origin.topic, origin.partition)
-
-
-def _position_moves(
-    items: Sequence[Item], stored: dict[tuple[str, int], int]
-) -> list[PositionMove]:
-    last: dict[tuple[str, int], int] = {}
-    for origin, _ in items:
-        key = _tp(origin)
-        last[key] = max(last.get(key, -1), origin.offset)
-    return [
-        PositionMove(topic, partition, stored.get((topic, partition)), offset + 1)
-        for (topic, partition), offset in sorted(last.items())
-    ]
-
-
 def _fold(
-    new: Sequence[tuple[Origin, KpiEvent]],
+    new: Sequence[tuple[Origin, KpiReading]],
     stats: dict[str, KpiStats],
     bindings: Sequence[Binding],
     received_at: str,
@@ -386,56 +336,57 @@ def _fold(
     """Add the batch's new observations to the counters and to every binding they fall in.
 
     Visited in batch order, so "stale" (older than the KPI's latest when it arrived) counts what
-    one-by-one processing would; the aggregates themselves do not depend on the order.
+    one-by-one processing would; the aggregates themselves do not depend on the order. The loop
+    runs once per record of every batch: it touches plain tuples and dicts only.
     """
     by_kpi: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for index, binding in enumerate(bindings):
         by_kpi[binding.kpi_key].append((*binding.bounds_us, index))
-    additions: list[list[Observation]] = [[] for _ in bindings]
+    additions: list[list[KpiReading]] = [[] for _ in bindings]
     last: dict[int, tuple[str, int]] = {}
-    rows: list[ObservationRow] = []
-    for origin, event in new:
-        observed_at_us = epoch_us(event.observed_at)
-        observation = Observation(event.event_id, event.value, observed_at_us)
-        kpi = stats[event.kpi_key]
-        kpi.accepted += 1
-        kpi.last_received_at = received_at
-        latest = kpi.latest
-        if latest is not None and (observed_at_us, event.event_id) < latest.order_key:
-            kpi.stale += 1
-            report.stale += 1
+    newest = {key: kpi.latest.order_key for key, kpi in stats.items() if kpi.latest is not None}
+    latest: dict[str, KpiReading] = {}
+    stale: Counter[str] = Counter()
+    outside: Counter[str] = Counter()
+    unbound: Counter[str] = Counter()
+    rows: list[tuple[Any, ...]] = []
+    for origin, reading in new:
+        kpi_key = reading.kpi_key
+        at_us = reading.observed_at_us
+        order = (at_us, reading.event_id)
+        current = newest.get(kpi_key)
+        if current is not None and order < current:
+            stale[kpi_key] += 1
         else:
-            kpi.latest = observation
-        kpi_bindings = by_kpi.get(event.kpi_key)
-        if not kpi_bindings:
-            kpi.unbound += 1
-            report.unbound += 1
+            newest[kpi_key] = order
+            latest[kpi_key] = reading
+        kpi_bindings = by_kpi.get(kpi_key)
+        if kpi_bindings is None:
+            unbound[kpi_key] += 1
         else:
             inside = False
             for start, end, index in kpi_bindings:
-                if start <= observed_at_us < end:
-                    additions[index].append(observation)
-                    last[index] = (event.event_id, origin.offset)
+                if start <= at_us < end:
+                    additions[index].append(reading)
+                    last[index] = (reading.event_id, origin.offset)
                     inside = True
             if not inside:
-                kpi.outside_period += 1
-                report.outside_period += 1
-        rows.append(
-            ObservationRow(
-                event.event_id,
-                event.kpi_key,
-                event.value,
-                event.observed_at.isoformat(),
-                observed_at_us,
-                event.source,
-                event.unit,
-                orjson.dumps(event.dimensions).decode() if event.dimensions else "{}",
-                origin.topic,
-                origin.partition,
-                origin.offset,
-                received_at,
-            )
-        )
+                outside[kpi_key] += 1
+        # An `ObservationRow`: the reading's fields are its first columns, in its order.
+        rows.append((*reading, origin.topic, origin.partition, origin.offset, received_at))
+    for kpi_key, count in Counter(reading.kpi_key for _, reading in new).items():
+        kpi = stats[kpi_key]
+        kpi.accepted += count
+        kpi.stale += stale[kpi_key]
+        kpi.outside_period += outside[kpi_key]
+        kpi.unbound += unbound[kpi_key]
+        kpi.last_received_at = received_at
+        if kpi_key in latest:
+            reading = latest[kpi_key]
+            kpi.latest = Observation(reading.event_id, reading.value, reading.observed_at_us)
+    report.stale += stale.total()
+    report.outside_period += outside.total()
+    report.unbound += unbound.total()
     moved: list[_Moved] = []
     for index, binding in enumerate(bindings):
         observations = additions[index]
@@ -449,7 +400,7 @@ def _fold(
                     offset,
                 )
             )
-    return _Folded(rows=rows, moved=moved)
+    return _Folded(rows=cast(list[ObservationRow], rows), moved=moved)
 
 
 # --- one batch, from Kafka records ----------------------------------------------------------------
@@ -462,7 +413,17 @@ async def score_batch(
     *,
     scorer: KpiScorer | None = None,
 ) -> BatchReport:
-    """Score one batch of `kpi.events` records (any topics and partitions); no consumer needed.
+    """Score one batch of `kpi.events` records (any topics and partitions); no consumer needed."""
+    items = await read_batch(records, dead_letters)
+    scorer = scorer or KpiScorer(application)
+    return await _to_thread_to_completion(scorer.score, items)
+
+
+async def read_batch(
+    records: Sequence[KafkaRecord], dead_letters: DeadLetterPublisher
+) -> list[Item]:
+    """Every record read; what is not a KPI event is dead-lettered (and kept as None: its
+    offset still counts).
 
     Dead letters are acknowledged by Kafka before the batch is saved: the saved position passes
     over them, so a crash in between dead-letters them again rather than losing them.
@@ -472,7 +433,7 @@ async def score_batch(
     for record in records:
         origin = Origin(record.topic, record.partition, record.offset)
         try:
-            items.append((origin, read_kpi_event(record.value)))
+            items.append((origin, decode_kpi_event(record.value)))
         except NotAKpiEventError as error:
             items.append((origin, None))
             rejected.append((record, error))
@@ -491,8 +452,7 @@ async def score_batch(
             rejected[0][0].offset,
             rejected[0][1],
         )
-    scorer = scorer or KpiScorer(application)
-    return await _to_thread_to_completion(scorer.score, items)
+    return items
 
 
 async def _to_thread_to_completion(
@@ -543,6 +503,7 @@ async def kafka_clients(
         auto_offset_reset="earliest",
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=32 * 1024 * 1024,
     )
@@ -656,23 +617,53 @@ async def _consume(
     log.info("KPI scorer consuming %s as group %s", topic, group)
     loop = asyncio.get_running_loop()
     last_started = float("-inf")
-    while True:
-        fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records)
-        listener.raise_if_failed()
-        if not fetched:
-            continue
-        await _gather_more(
-            consumer, fetched, last_started + batch_interval_s - loop.time(), max_records
-        )
-        listener.raise_if_failed()
-        last_started = loop.time()
-        records = [record for tp in sorted(fetched) for record in fetched[tp]]
-        if not records:
-            continue
-        report = await score_batch(scorer.application, records, dead_letters, scorer=scorer)
+    in_flight: _InFlight | None = None
+    try:
+        while True:
+            fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records)
+            listener.raise_if_failed()
+            if not fetched:
+                if in_flight is not None:
+                    await in_flight.finish(consumer, succeeded)
+                    in_flight = None
+                continue
+            await _gather_more(
+                consumer, fetched, last_started + batch_interval_s - loop.time(), max_records
+            )
+            listener.raise_if_failed()
+            records = [record for tp in sorted(fetched) for record in fetched[tp]]
+            if not records:
+                continue
+            # Read this batch while the previous one is scored and saved in the worker thread:
+            # the save mostly runs outside the GIL. Batches are still saved one after the other.
+            items = await read_batch(records, dead_letters)
+            if in_flight is not None:
+                await in_flight.finish(consumer, succeeded)
+            last_started = loop.time()
+            in_flight = _InFlight(fetched, _start_scoring(scorer, items))
+    finally:
+        if in_flight is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(in_flight.scoring)
+
+
+@dataclass
+class _InFlight:
+    """A batch being scored in the worker thread, and what was fetched for it."""
+
+    fetched: dict[TopicPartition, list[Any]]
+    scoring: asyncio.Future[BatchReport]
+
+    async def finish(self, consumer: AIOKafkaConsumer, succeeded: Callable[[], None]) -> None:
+        """Wait for the save (re-raising its failure), then follow the stored positions."""
+        report = await asyncio.shield(self.scoring)
         _log_report(report)
         succeeded()
-        await _follow_stored_positions(consumer, fetched, report)
+        await _follow_stored_positions(consumer, self.fetched, report)
+
+
+def _start_scoring(scorer: KpiScorer, items: Sequence[Item]) -> asyncio.Future[BatchReport]:
+    return asyncio.ensure_future(asyncio.to_thread(scorer.score, items))
 
 
 async def _gather_more(
@@ -682,17 +673,23 @@ async def _gather_more(
     max_records: int,
 ) -> None:
     """Add to `fetched` what arrives within `wait_s` (the rest of `BATCH_INTERVAL_S`), up to the
-    batch size; the consumer keeps fetching in the background meanwhile. A partition reassigned
-    in between is sought back to its stored position: records already held are not added twice."""
-    room = max_records - sum(len(records) for records in fetched.values())
-    if wait_s <= 0 or room <= 0:
+    batch size. Drained as it arrives, not once at the end: aiokafka fetches a partition again
+    only once its buffered records are taken, so a single late drain would leave everything
+    after the first fetch on the broker until the next batch. A partition reassigned in between
+    is sought back to its stored position: records already held are not added twice."""
+    if wait_s <= 0:
         return
-    await asyncio.sleep(wait_s)
-    more = await consumer.getmany(timeout_ms=0, max_records=room)
-    for tp, records in more.items():
-        held = fetched.setdefault(tp, [])
-        after = held[-1].offset if held else -1
-        held.extend(record for record in records if record.offset > after)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    room = max_records - sum(len(records) for records in fetched.values())
+    while room > 0 and (left_ms := int((deadline - loop.time()) * 1000)) > 0:
+        more = await consumer.getmany(timeout_ms=left_ms, max_records=room)
+        for tp, records in more.items():
+            held = fetched.setdefault(tp, [])
+            after = held[-1].offset if held else -1
+            added = [record for record in records if record.offset > after]
+            held.extend(added)
+            room -= len(added)
 
 
 async def _follow_stored_positions(

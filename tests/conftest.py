@@ -14,13 +14,14 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.application import OkrApplication
 from services.settings import Settings
 from services.stores import postgres_location
 from tests.auth_support import INLINE_API_KEYS, KAFKA_PRINCIPAL
@@ -176,3 +177,18 @@ def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settin
         return settings
     database: str = request.getfixturevalue("postgres_database")
     return settings.model_copy(update={"event_store_url": database, "read_store_url": database})
+
+
+@pytest.fixture
+def open_application(store_settings: Settings) -> Iterator[Callable[..., OkrApplication]]:
+    """Opens applications (one per simulated process), on the test's store unless told; closes."""
+    opened: list[OkrApplication] = []
+
+    def open_one(settings: Settings = store_settings) -> OkrApplication:
+        application = OkrApplication(settings)
+        opened.append(application)
+        return application
+
+    yield open_one
+    for application in opened:
+        application.close()

@@ -198,3 +198,8 @@ async def dead_letters(settings: Settings, count: int) -> list[DeadLetter]:
     """The first `count` dead letters on `okr.dlq` (read from the beginning)."""
     records = await read_until(settings, topics.DEAD_LETTERS, lambda read: len(read) >= count)
     return [DeadLetter.model_validate_json(record.value) for record in records]
+
+
+def kpi(name: str) -> str:
+    """A KPI key no other test uses (KPIs are global to a store; stores are per test anyway)."""
+    return f"{name}.{uuid.uuid4().hex[:8]}"

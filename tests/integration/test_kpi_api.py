@@ -34,6 +34,7 @@ from tests.kpi_support import (
     as_message,
     at,
     create_bound_objective,
+    kpi,
     kpi_event,
     last_offsets,
     produce,
@@ -86,10 +87,6 @@ async def service(store_settings: Settings) -> AsyncIterator[KpiService]:
                 yield KpiService(store_settings, application, http)
     finally:
         application.close()
-
-
-def kpi(name: str) -> str:
-    return f"{name}.{uuid.uuid4().hex[:8]}"
 
 
 def by_key(listing: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
@@ -50,21 +50,6 @@ EventKey = tuple[UUID, int]
 @pytest.fixture
 async def topics_ready(store_settings: Settings) -> None:
     await ensure_topics(store_settings)
-
-
-@pytest.fixture
-def open_application(store_settings: Settings) -> Iterator[Callable[[], OkrApplication]]:
-    """Opens applications on the test's event store (one per simulated process); closes them."""
-    opened: list[OkrApplication] = []
-
-    def open_one() -> OkrApplication:
-        application = OkrApplication(store_settings)
-        opened.append(application)
-        return application
-
-    yield open_one
-    for application in opened:
-        application.close()
 
 
 # --- writing: several objectives, several events each ---------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,14 +26,22 @@ from eventsourcing.persistence import IntegrityError
 
 from events import commands as wire
 from events import topics
-from events.kpi import KpiEvent
 from projections.backoff import Backoff
 from services.application import OkrApplication
 from services.dlq import DeadLetterPublisher
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
+from services.kpi_decoding import decode_kpi_event
 from services.kpi_store import KpiBatch, KpiStats, ObservationRow, PositionMove
-from services.scorer import BatchReport, KpiScorer, Origin, kpi_reader, run_scorer, score_batch
+from services.scorer import (
+    BatchReport,
+    Item,
+    KpiScorer,
+    Origin,
+    kpi_reader,
+    run_scorer,
+    score_batch,
+)
 from services.settings import Settings
 from tests.kafka_support import eventually
 from tests.kpi_support import (
@@ -46,6 +54,7 @@ from tests.kpi_support import (
     create_bound_objective,
     current_values,
     dead_letters,
+    kpi,
     kpi_event,
     last_offsets,
     objective,
@@ -74,21 +83,6 @@ async def topics_ready(store_settings: Settings) -> None:
     await ensure_topics(store_settings)
 
 
-@pytest.fixture
-def open_application(store_settings: Settings) -> Iterator[Callable[..., OkrApplication]]:
-    """Opens applications (one per simulated process), on the test's store unless told; closes."""
-    opened: list[OkrApplication] = []
-
-    def open_one(settings: Settings = store_settings) -> OkrApplication:
-        application = OkrApplication(settings)
-        opened.append(application)
-        return application
-
-    yield open_one
-    for application in opened:
-        application.close()
-
-
 @contextlib.asynccontextmanager
 async def scoring(
     settings: Settings, application: OkrApplication, *, group_id: str | None = None
@@ -109,11 +103,6 @@ async def scoring(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def kpi(name: str) -> str:
-    """A KPI key no other test uses (KPIs are global to a store; stores are per test anyway)."""
-    return f"{name}.{uuid.uuid4().hex[:8]}"
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -474,11 +463,8 @@ async def test_a_person_writing_the_objective_mid_batch_costs_a_recomputation(
     assert letters.values == []
 
 
-def items(records: list[Record]) -> list[tuple[Origin, KpiEvent | None]]:
-    return [
-        (Origin(r.topic, r.partition, r.offset), KpiEvent.model_validate_json(r.value or b""))
-        for r in records
-    ]
+def items(records: list[Record]) -> list[Item]:
+    return [(Origin(r.topic, r.partition, r.offset), decode_kpi_event(r.value)) for r in records]
 
 
 async def test_a_scorer_that_lost_its_partition_to_another_writes_nothing_twice(

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from events.kpi import KpiEvent
-from services.scorer import NotAKpiEventError, read_kpi_event
+from services.kpi_decoding import NotAKpiEventError, decode_kpi_event
 
 
 def message(**changes: Any) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def test_the_producer_example_of_the_readme_is_valid() -> None:
 )
 def test_what_is_not_a_kpi_event_is_refused_with_its_reason(raw: bytes | None, reason: str) -> None:
     with pytest.raises(NotAKpiEventError) as refused:
-        read_kpi_event(raw)
+        decode_kpi_event(raw)
     assert refused.value.reason == reason
 
 
@@ -95,7 +95,7 @@ def test_what_is_not_a_kpi_event_is_refused_with_its_reason(raw: bytes | None, r
 def test_non_finite_values_are_refused(literal: bytes) -> None:
     raw = encoded(value=0).replace(b'"value":0', b'"value":' + literal)
     with pytest.raises(NotAKpiEventError) as refused:
-        read_kpi_event(raw)
+        decode_kpi_event(raw)
     assert refused.value.reason == "schema_violation"
     assert "value" in refused.value.detail
 
@@ -118,7 +118,7 @@ def test_a_value_must_be_a_json_number(value: Any) -> None:
 )
 def test_timestamps_need_a_zone_and_a_representable_instant(observed_at: Any) -> None:
     with pytest.raises(NotAKpiEventError) as refused:
-        read_kpi_event(encoded(observed_at=observed_at))
+        decode_kpi_event(encoded(observed_at=observed_at))
     assert refused.value.reason == "schema_violation"
 
 
@@ -135,7 +135,7 @@ def test_timestamps_need_a_zone_and_a_representable_instant(observed_at: Any) ->
 )
 def test_other_contract_violations_are_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(NotAKpiEventError) as refused:
-        read_kpi_event(encoded(**changes))
+        decode_kpi_event(encoded(**changes))
     assert refused.value.reason in {"schema_violation", "missing_id"}
 
 

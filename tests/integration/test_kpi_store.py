@@ -1,0 +1,322 @@
+"""The KPI series holds exactly what the scorer was given, on both event stores.
+
+On SQLite a batch's observations reach the table through ONE `INSERT ... SELECT ... FROM
+json_each(?)` over the rows as JSON text; on PostgreSQL through arrays. Either way every value
+must come back as the very same double (subnormals included) and every text
+as the very same characters, or the series and every score computed from it drift from what the
+producers sent. Checked through each read there is: `KpiReader.series` (what aggregation sees),
+`series_page` (what the KPI read API serves) and the stored row itself, for what neither exposes
+(the producer's spelling of the time, the dimensions text, the Kafka origin).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from domain.kpi_series import epoch_us
+from services.application import OkrApplication
+from services.kpi_decoding import KpiReading
+from services.kpi_queries import series_page
+from services.kpi_store import KpiReader
+from services.scorer import Item, KpiScorer, Origin, kpi_reader
+from tests.kpi_support import kpi
+
+STORED_COLUMNS = (
+    "event_id, kpi_key, value, observed_at, observed_at_us, source, unit, dimensions, "
+    "kafka_topic, kafka_partition, kafka_offset"
+)
+"""Every column the scorer copies from a reading and its origin (not `received_at`, its own)."""
+
+
+# --- what is compared -----------------------------------------------------------------------------
+
+
+def bits(value: float) -> str:
+    """A double's exact bits, readably: `float.hex` tells every ulp apart."""
+    assert type(value) is float, f"{value!r} came back as {type(value).__name__}"
+    return value.hex()
+
+
+def expected_row(origin: Origin, reading: KpiReading) -> tuple[Any, ...]:
+    return (*reading[:2], bits(reading.value), *reading[3:], *origin)
+
+
+def stored_rows(reader: KpiReader, kpi_key: str) -> list[tuple[Any, ...]]:
+    """The KPI's rows as stored, oldest first: the columns no read API returns as text."""
+    rows = reader.query(
+        reader.dialect.sql(
+            f"SELECT {STORED_COLUMNS} FROM {{observations}} WHERE kpi_key = ? "
+            "ORDER BY observed_at_us, event_id"
+        ),
+        [kpi_key],
+    )
+    columns = [name.strip() for name in STORED_COLUMNS.split(",")]
+    return [
+        tuple(bits(row[name]) if name == "value" else row[name] for name in columns) for row in rows
+    ]
+
+
+def all_pages(reader: KpiReader, kpi_key: str, limit: int) -> list[Any]:
+    """The KPI's series through the read API, page by page (the cursors carry event ids)."""
+    found: list[Any] = []
+    after: str | None = None
+    while True:
+        page = series_page(reader, kpi_key, after=after, limit=limit)
+        found += page.items
+        if page.next_cursor is None:
+            return found
+        after = page.next_cursor
+
+
+def assert_stored_exactly(application: OkrApplication, items: Sequence[Item]) -> None:
+    """Every reading of `items` (all one KPI, distinct event ids) is in the series, bit for bit,
+    through each read; nothing else is."""
+    scored = [(origin, reading) for origin, reading in items if reading is not None]
+    kpi_key = scored[0][1].kpi_key
+    reader = kpi_reader(application)
+    in_order = sorted(scored, key=lambda item: (item[1].observed_at_us, item[1].event_id))
+
+    series = reader.series(kpi_key)
+    assert {o.event_id: (bits(o.value), o.observed_at_us) for o in series} == {
+        r.event_id: (bits(r.value), r.observed_at_us) for _, r in scored
+    }
+    assert len(series) == len(scored)
+    assert [o.observed_at_us for o in series] == [r.observed_at_us for _, r in in_order]
+
+    pages = all_pages(reader, kpi_key, limit=3)
+    assert [
+        (
+            o.event_id,
+            bits(o.value),
+            o.observed_at,
+            o.observed_at_us,
+            o.source,
+            o.unit,
+            o.dimensions,
+        )
+        for o in pages
+    ] == [
+        (
+            r.event_id,
+            bits(r.value),
+            datetime.fromisoformat(r.observed_at),
+            r.observed_at_us,
+            r.source,
+            r.unit,
+            orjson.loads(r.dimensions),
+        )
+        for _, r in in_order
+    ]
+
+    assert stored_rows(reader, kpi_key) == [expected_row(o, r) for o, r in in_order]
+
+
+# --- readings -------------------------------------------------------------------------------------
+
+NASTY = (
+    "\"\\/'`\n\r\t\b\f\x01\x1f\x7f\x80\x9f\xa0\xad"
+    "\u0300\u05d0\u0627\u200b\u200d\u200e\u200f\u202e\u2028\u2029\ufeff\ufffd\uffff"
+    "\U0001f600\U0001f469\U0001f1fa\U0010ffff"
+)
+"""JSON escapes, C0/C1 controls, combining and zero-width marks, RTL, line separators, BOM,
+noncharacters, emoji (and the ZWJ that joins them), the last code point."""
+
+CHARACTERS = st.one_of(
+    st.sampled_from(NASTY),
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+)
+"""Any character the contract admits: everything but NUL (PostgreSQL text cannot hold it) and
+lone surrogates (no UTF-8 for them)."""
+
+
+def texts(min_size: int, max_size: int) -> st.SearchStrategy[str]:
+    return st.text(CHARACTERS, min_size=min_size, max_size=max_size)
+
+
+VALUES = st.one_of(
+    st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308]),
+    st.floats(allow_nan=False, allow_infinity=False),
+).map(lambda value: value + 0.0)
+"""Any finite double a reading can hold, subnormals included: decoding reads -0.0 as 0.0
+(`services.kpi_decoding.KpiReading.value`), so no reading has it."""
+
+OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@st.composite
+def observed_at(draw: st.DrawFn) -> tuple[str, int]:
+    """(the producer's text, epoch microseconds): any moment the contract admits, spelled with
+    0 to 6 fraction digits and an offset or `Z`."""
+    moment = draw(st.datetimes(datetime(1, 1, 3), datetime(9999, 12, 29), timezones=OFFSETS))
+    digits = draw(st.integers(0, 6))
+    unit = 10 ** (6 - digits)
+    moment = moment.replace(microsecond=moment.microsecond // unit * unit)
+    fraction = f".{moment.microsecond:06d}"[: digits + 1] if digits else ""
+    zone = moment.isoformat()[-6:]
+    if zone == "+00:00" and draw(st.booleans()):
+        zone = "Z"
+    text = moment.replace(tzinfo=None).isoformat(timespec="seconds") + fraction + zone
+    assert datetime.fromisoformat(text) == moment
+    return text, epoch_us(moment)
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A reading and its origin but for the names the test makes fresh per example."""
+
+    id_text: str
+    value: float
+    observed_at: tuple[str, int]
+    source: str
+    unit: str | None
+    dimensions: dict[str, str]
+    partition: int
+    offset: int
+
+
+DRAWN = st.builds(
+    Drawn,
+    id_text=texts(0, 150),
+    value=VALUES,
+    observed_at=observed_at(),
+    source=texts(1, 200),
+    unit=st.none() | texts(0, 100),
+    dimensions=st.dictionaries(texts(1, 100), texts(0, 200), max_size=6),
+    partition=st.integers(0, 2),
+    offset=st.integers(0, 2**63 - 2),  # the next offset, + 1, still fits a signed 64-bit integer
+)
+
+
+def fresh_items(drawn: Sequence[Drawn]) -> list[Item]:
+    """One batch of one KPI no other example used, on a topic no other example used (its stored
+    positions are its own), with event ids no other example used."""
+    token = uuid.uuid4().hex
+    kpi_key, topic = kpi("store.roundtrip"), f"kpi.events.{token}"
+    return [
+        (
+            Origin(topic, d.partition, d.offset),
+            KpiReading(
+                f"{token}:{index}:{d.id_text}",
+                kpi_key,
+                d.value,
+                *d.observed_at,
+                d.source,
+                d.unit,
+                orjson.dumps(d.dimensions).decode() if d.dimensions else "{}",
+            ),
+        )
+        for index, d in enumerate(drawn)
+    ]
+
+
+def readings(values: Sequence[float], topic: str, kpi_key: str) -> list[Item]:
+    """Plain readings of `values`, one a minute, at offsets 0, 1, 2... of partition 0."""
+    start = datetime(2026, 8, 1, tzinfo=UTC)
+    items: list[Item] = []
+    for offset, value in enumerate(values):
+        moment = start + timedelta(minutes=offset)
+        items.append(
+            (
+                Origin(topic, 0, offset),
+                KpiReading(
+                    str(uuid.uuid4()),
+                    kpi_key,
+                    value,
+                    moment.isoformat(),
+                    epoch_us(moment),
+                    "sales-service",
+                    "units",
+                    '{"region":"eu"}',
+                ),
+            )
+        )
+    return items
+
+
+# --- tests ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def application(open_application: Callable[..., OkrApplication]) -> OkrApplication:
+    """One application on the test's store (hypothesis examples share it: each draws fresh
+    names)."""
+    return open_application()
+
+
+def test_doubles_that_do_not_survive_a_careless_text_round_trip_are_stored_bit_for_bit(
+    application: OkrApplication,
+) -> None:
+    values = [
+        0.1,
+        1 / 3,
+        5e-324,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        -5e-324,
+        9007199254740993.0,  # 2**53 + 1 is no double: the literal is 2**53
+        123456.78901234567,
+    ]
+    items = readings(values, "kpi.events", kpi("store.doubles"))
+
+    report = KpiScorer(application).score(items)
+
+    assert (report.accepted, report.duplicates) == (len(values), 0)
+    assert_stored_exactly(application, items)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    # One application per backend for all examples: each example has its own KPI, topic and ids.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(drawn=st.lists(DRAWN, min_size=1, max_size=6))
+def test_any_batch_of_valid_readings_is_stored_exactly_as_scored(
+    application: OkrApplication, drawn: list[Drawn]
+) -> None:
+    items = fresh_items(drawn)
+
+    report = KpiScorer(application).score(items)
+
+    assert (report.accepted, report.duplicates, report.already_scored) == (len(items), 0, 0)
+    assert_stored_exactly(application, items)
+
+
+def test_an_event_already_stored_is_a_duplicate_and_is_stored_once(
+    application: OkrApplication,
+) -> None:
+    reader = kpi_reader(application)
+    kpi_key = kpi("store.duplicates")
+    first = readings([1.5, 2.5], "kpi.events", kpi_key)
+    scorer = KpiScorer(application)
+    assert scorer.score(first).accepted == 2
+    stored_before = reader.observation_count()
+    resent = first[0][1]
+    assert resent is not None
+    new = readings([4.5], "kpi.events", kpi_key)[0][1]
+    assert new is not None
+    # Later offsets: the stored event again under another value, a new one, and the new one again.
+    again: list[Item] = [
+        (Origin("kpi.events", 0, 2), resent._replace(value=1000.0)),
+        (Origin("kpi.events", 0, 3), new),
+        (Origin("kpi.events", 0, 4), new),
+    ]
+
+    report = scorer.score(again)
+
+    assert (report.accepted, report.duplicates, report.already_scored) == (1, 2, 0)
+    assert reader.observation_count() == stored_before + 1
+    stats = reader.stats([kpi_key])[kpi_key]
+    assert (stats.accepted, stats.duplicates) == (3, 2)
+    assert reader.positions("kpi.events") == {0: 5}
+    # The first copy stands: a resent event never replaces what was scored.
+    assert_stored_exactly(application, [*first, again[1]])
