@@ -663,7 +663,10 @@ class _InFlight:
 
 
 def _start_scoring(scorer: KpiScorer, items: Sequence[Item]) -> asyncio.Future[BatchReport]:
-    return asyncio.ensure_future(asyncio.to_thread(scorer.score, items))
+    """Hand the batch to a worker thread now. (A task around `asyncio.to_thread` would reach the
+    executor only at the loop's next turn, and the loop may not turn until it waits for this
+    very batch: buffered records are fetched and read without suspending.)"""
+    return asyncio.get_running_loop().run_in_executor(None, scorer.score, items)
 
 
 async def _gather_more(
