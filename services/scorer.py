@@ -67,7 +67,7 @@ GROUP_ID = "okr-scorer"
 """Consumer group, after the deployment's topic prefix (environments sharing a cluster must not
 share a group: a rebalance would hand one environment's partitions to another's scorer)."""
 ACTOR = "okr-scorer"
-MAX_RECORDS = 50_000
+MAX_RECORDS = 20_000
 """Records per batch at most. Much of a batch's cost is per key result moved rather than per
 record, so bigger batches coalesce more KPI events into each `KpiProgressRecorded`."""
 FETCH_TIMEOUT_MS = 500
