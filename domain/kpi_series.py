@@ -62,7 +62,7 @@ class Observed(Protocol):
     def observed_at_us(self) -> int: ...
 
 
-_ORDER_KEY = attrgetter("observed_at_us", "event_id")
+ORDER_KEY = attrgetter("observed_at_us", "event_id")
 """`Observation.order_key` of any `Observed`, without a Python call per item."""
 
 
@@ -151,9 +151,9 @@ class SeriesAggregate:
         if not added:
             return self
         values = [observation.value + 0.0 for observation in added]  # one spelling of zero
-        newest = max(added, key=_ORDER_KEY)
+        newest = max(added, key=ORDER_KEY)
         latest = self.latest
-        if latest is None or _ORDER_KEY(newest) > latest.order_key:
+        if latest is None or ORDER_KEY(newest) > latest.order_key:
             latest = (
                 newest
                 if isinstance(newest, Observation)

@@ -6,7 +6,7 @@ dimensions). Kept beside the store rather than in it: the scorer never pages.
 
 Pages are keyset pages over the series' total order, (observed_at, event_id): a page starts after
 the last row of the previous one, so observations arriving meanwhile never shift or repeat rows.
-Event ids compare by code point on both backends (PostgreSQL is told `COLLATE "C"`), the order
+Event ids compare by code point (Python sorts them), the order
 `domain.kpi_series.Observation.order_key` uses.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -86,44 +87,85 @@ def series_page(
     after: str | None = None,
     limit: int = 100,
 ) -> SeriesPage:
-    """Up to `limit` observations of the KPI in [start, end), after the cursor, oldest first."""
+    """Up to `limit` observations of the KPI in [start, end), after the cursor, oldest first.
+
+    The series is stored in chunks (`services.kpi_store`) that may overlap in time (late
+    events), so chunks are visited by their first time: once `limit` + 1 observations are held
+    and the next chunk starts after the last of them, no later chunk can hold an earlier one.
+    """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    d = reader.dialect
-    event_id = 'event_id COLLATE "C"' if d.name == "postgres" else "event_id"
-    statement = (
-        "SELECT event_id, value, observed_at, observed_at_us, source, unit, dimensions, "
-        "received_at FROM {observations} WHERE kpi_key = ?"
-    )
-    params: list[Any] = [kpi_key]
-    if start_us is not None:
-        statement += " AND observed_at_us >= ?"
-        params.append(start_us)
-    if end_us is not None:
-        statement += " AND observed_at_us < ?"
-        params.append(end_us)
-    if after is not None:
-        after_us, after_id = decode_series_cursor(after)
-        # Spelled out rather than as a row comparison, so the (kpi_key, observed_at_us) index
-        # bounds the scan.
-        statement += f" AND observed_at_us >= ? AND (observed_at_us > ? OR {event_id} > ?)"
-        params += [after_us, after_us, after_id]
-    statement += f" ORDER BY observed_at_us, {event_id} LIMIT ?"
-    params.append(limit + 1)
-    rows = reader.query(d.sql(statement), params)
-    items = [_observation(row) for row in rows[:limit]]
-    more = len(rows) > limit
+    after_key = decode_series_cursor(after) if after is not None else None
+    lower = start_us
+    if after_key is not None:
+        lower = after_key[0] if lower is None else max(lower, after_key[0])
+    held: list[tuple[int, str, list[Any], str]] = []
+    """(time, event id, the stored observation, its chunk's receipt time)."""
+    for first_at_us, received_at, rows in _chunks(reader, kpi_key, lower, end_us):
+        if len(held) > limit:
+            held.sort(key=_order)
+            del held[limit + 1 :]
+            if first_at_us > held[limit][0]:
+                break
+        for row in rows:
+            at_us, event_id = row[3], row[0]
+            if (
+                (start_us is None or at_us >= start_us)
+                and (end_us is None or at_us < end_us)
+                and (after_key is None or (at_us, event_id) > after_key)
+            ):
+                held.append((at_us, event_id, row, received_at))
+    held.sort(key=_order)
+    items = [_observation(row, received_at) for _, _, row, received_at in held[:limit]]
+    more = len(held) > limit
     return SeriesPage(items, encode_series_cursor(items[-1].order_key) if more else None)
 
 
-def _observation(row: Any) -> StoredObservation:
+CHUNKS_A_QUERY = 64
+
+
+def _order(held: tuple[int, str, list[Any], str]) -> tuple[int, str]:
+    return held[0], held[1]
+
+
+def _chunks(
+    reader: KpiReader, kpi_key: str, lower_us: int | None, end_us: int | None
+) -> Iterator[tuple[int, str, list[list[Any]]]]:
+    """(first time, receipt time, rows) of the KPI's chunks that may hold observations in
+    [lower, end), by first time; read `CHUNKS_A_QUERY` at a time (keyset), so a page near the
+    start of a long series does not read all of it."""
+    statement = "SELECT chunk_id, first_at_us, received_at, rows FROM {series} WHERE kpi_key = ?"
+    params: list[Any] = [kpi_key]
+    if lower_us is not None:
+        statement += " AND last_at_us >= ?"
+        params.append(lower_us)
+    if end_us is not None:
+        statement += " AND first_at_us < ?"
+        params.append(end_us)
+    last: tuple[int, int] | None = None
+    while True:
+        keyset = ""
+        if last is not None:
+            keyset = " AND (first_at_us > ? OR (first_at_us = ? AND chunk_id > ?))"
+        query = reader.dialect.sql(statement + keyset + " ORDER BY first_at_us, chunk_id LIMIT ?")
+        extra = [] if last is None else [last[0], last[0], last[1]]
+        chunks = reader.query(query, [*params, *extra, CHUNKS_A_QUERY])
+        for chunk in chunks:
+            yield chunk["first_at_us"], chunk["received_at"], orjson.loads(chunk["rows"])
+        if len(chunks) < CHUNKS_A_QUERY:
+            return
+        last = (chunks[-1]["first_at_us"], chunks[-1]["chunk_id"])
+
+
+def _observation(row: list[Any], received_at: str) -> StoredObservation:
+    event_id, value, observed_at, observed_at_us, source, unit, dimensions = row[:7]
     return StoredObservation(
-        event_id=row["event_id"],
-        value=row["value"],
-        observed_at=datetime.fromisoformat(row["observed_at"]),
-        observed_at_us=row["observed_at_us"],
-        source=row["source"],
-        unit=row["unit"],
-        dimensions=orjson.loads(row["dimensions"]),
-        received_at=datetime.fromisoformat(row["received_at"]),
+        event_id=event_id,
+        value=float(value),
+        observed_at=datetime.fromisoformat(observed_at),
+        observed_at_us=observed_at_us,
+        source=source,
+        unit=unit,
+        dimensions=orjson.loads(dimensions),
+        received_at=datetime.fromisoformat(received_at),
     )

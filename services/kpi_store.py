@@ -8,8 +8,13 @@ of a batch or nothing, and a restarted scorer resumes exactly where the stored p
 
 Tables (same columns on SQLite and PostgreSQL; only placeholders and bulk forms differ):
 
-- `kpi_observations`: every accepted observation (the series), primary key `event_id`: the
-  dedupe key, so a resent event can never be stored twice.
+- `kpi_event_ids`: the id of every accepted observation, primary key: the dedupe key, so a
+  resent event can never be stored twice.
+- `kpi_series`: the series itself, one row per KPI per batch (a "chunk": the batch's
+  observations of that KPI as a JSON array, with the first and last time among them). A row per
+  observation with a `(kpi_key, time)` index cost ~11 µs an observation on SQLite, the inserts
+  scattered over the index; a chunk costs its share of one row (ADR 13). Reads filter and sort
+  the chunks that overlap the wanted time range.
 - `kpi_stats`: per KPI, how many observations were accepted, duplicates, stale (older than the
   KPI's latest when they arrived), outside every bound period, unbound; the KPI's latest
   observation; and `version`, the KPI's fence (below).
@@ -32,6 +37,7 @@ each key result follows and the value its aggregate gives.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -41,7 +47,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from domain.kpi_series import ExactSum, Observation, SeriesAggregate, period_bounds_us
+from domain.kpi_series import ORDER_KEY, ExactSum, Observation, SeriesAggregate, period_bounds_us
 from domain.objective_events import Aggregation
 
 if TYPE_CHECKING:
@@ -50,7 +56,10 @@ if TYPE_CHECKING:
     from psycopg import Cursor
     from psycopg.rows import DictRow
 
-OBSERVATIONS = "kpi_observations"
+EVENT_IDS = "kpi_event_ids"
+SERIES = "kpi_series"
+LEGACY_OBSERVATIONS = "kpi_observations"
+"""One row per observation, before the series was kept in chunks; moved into them at start-up."""
 STATS = "kpi_stats"
 BINDINGS = "kpi_bindings"
 POSITIONS = "kpi_positions"
@@ -84,6 +93,51 @@ class ObservationRow(NamedTuple):
     partition: int
     offset: int
     received_at: str
+
+
+class SeriesChunk(NamedTuple):
+    """A batch's observations of one KPI (from one topic), as one row of `kpi_series`."""
+
+    kpi_key: str
+    kafka_topic: str
+    received_at: str
+    first_at_us: int
+    last_at_us: int
+    observations: int
+    rows: list[tuple[Any, ...]]
+    """One per observation, in batch order: `CHUNK_ROW`'s fields."""
+
+
+CHUNK_ROW = (
+    "event_id",
+    "value",
+    "observed_at",
+    "observed_at_us",
+    "source",
+    "unit",
+    "dimensions",
+    "kafka_partition",
+    "kafka_offset",
+)
+"""The fields of an observation inside a chunk's JSON array (what the chunk does not hold)."""
+
+
+def series_chunks(observations: Iterable[ObservationRow]) -> list[SeriesChunk]:
+    """The observations grouped into chunks: by KPI, topic and receipt (one batch has one)."""
+    grouped: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+    for row in observations:
+        key = (row[1], row[8], row[11])
+        rows = grouped.get(key)
+        if rows is None:
+            rows = grouped[key] = []
+        rows.append((row[0], row[2], row[3], row[4], row[5], row[6], row[7], row[9], row[10]))
+    chunks = []
+    for (kpi_key, topic, received_at), rows in grouped.items():
+        times = [row[3] for row in rows]
+        chunks.append(
+            SeriesChunk(kpi_key, topic, received_at, min(times), max(times), len(rows), rows)
+        )
+    return chunks
 
 
 @dataclass(slots=True)
@@ -153,7 +207,8 @@ class KpiBatch:
     stats row is the KPI's fence (module docstring).
     """
 
-    observations: Sequence[ObservationRow] = ()
+    series: Sequence[SeriesChunk] = ()
+    """The batch's new observations (`series_chunks` makes them of `ObservationRow`s)."""
     stats: Sequence[KpiStats] = ()
     bindings: Sequence[Binding] = ()
     removed_bindings: Sequence[tuple[UUID, UUID]] = ()
@@ -180,7 +235,9 @@ class KpiDialect:
     def sql(self, statement: str) -> str:
         """Statements are written with `?` placeholders and table names in braces."""
         statement = statement.format(
-            observations=self.table(OBSERVATIONS),
+            event_ids=self.table(EVENT_IDS),
+            series=self.table(SERIES),
+            legacy_observations=self.table(LEGACY_OBSERVATIONS),
             stats=self.table(STATS),
             bindings=self.table(BINDINGS),
             positions=self.table(POSITIONS),
@@ -202,16 +259,23 @@ class KpiDialect:
         f, i = self.float_type, self.int_type
         return [
             self.sql(
-                "CREATE TABLE IF NOT EXISTS {observations} ("
-                "event_id TEXT PRIMARY KEY, kpi_key TEXT NOT NULL, "
-                f"value {f} NOT NULL, observed_at TEXT NOT NULL, observed_at_us {i} NOT NULL, "
-                "source TEXT NOT NULL, unit TEXT, dimensions TEXT NOT NULL, "
-                f"kafka_topic TEXT NOT NULL, kafka_partition {i} NOT NULL, "
-                f"kafka_offset {i} NOT NULL, received_at TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS {event_ids} (event_id TEXT PRIMARY KEY)"
+                + (" WITHOUT ROWID" if self.name == "sqlite" else "")
             ),
             self.sql(
-                f"CREATE INDEX IF NOT EXISTS {OBSERVATIONS}_by_time "
-                "ON {observations} (kpi_key, observed_at_us)"
+                "CREATE TABLE IF NOT EXISTS {series} ("
+                + (
+                    "chunk_id INTEGER PRIMARY KEY, "
+                    if self.name == "sqlite"
+                    else "chunk_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                )
+                + "kpi_key TEXT NOT NULL, kafka_topic TEXT NOT NULL, received_at TEXT NOT NULL, "
+                f"first_at_us {i} NOT NULL, last_at_us {i} NOT NULL, observations {i} NOT NULL, "
+                "rows TEXT NOT NULL)"
+            ),
+            self.sql(
+                f"CREATE INDEX IF NOT EXISTS {SERIES}_by_time "
+                "ON {series} (kpi_key, first_at_us, last_at_us)"
             ),
             self.sql(
                 "CREATE TABLE IF NOT EXISTS {stats} ("
@@ -345,6 +409,7 @@ BINDING_COLUMNS = (
     "ends_at_us, objective_status, observations, exact_sum, min_value, max_value, "
     "latest_event_id, latest_value, latest_at_us, value"
 )
+CHUNK_COLUMNS = "kpi_key, kafka_topic, received_at, first_at_us, last_at_us, observations, rows"
 OBSERVATION_COLUMNS = (
     "event_id, kpi_key, value, observed_at, observed_at_us, source, unit, dimensions, "
     "kafka_topic, kafka_partition, kafka_offset, received_at"
@@ -373,10 +438,19 @@ class KpiWriter:
     def __init__(self, dialect: KpiDialect) -> None:
         d = dialect
         self.dialect = d
-        self.insert_observations_sqlite = d.sql(
-            f"INSERT INTO {{observations}} ({OBSERVATION_COLUMNS}) SELECT "
-            + ", ".join(f"value ->> {i}" for i in range(len(OBSERVATION_COLUMNS.split(","))))
-            + " FROM json_each(?)"
+        self.insert_event_ids_sqlite = d.sql(
+            "INSERT INTO {event_ids} (event_id) SELECT value FROM json_each(?)"
+        )
+        self.insert_chunks_sqlite = d.sql(
+            f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) SELECT value ->> 0, value ->> 1, "
+            "value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6 FROM json_each(?)"
+        )
+        self.insert_event_ids_postgres = d.sql(
+            "INSERT INTO {event_ids} (event_id) SELECT unnest(?::text[])"
+        )
+        self.insert_chunks_postgres = d.sql(
+            f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) SELECT * FROM unnest(?::text[], "
+            "?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[])"
         )
         self.insert_stats = d.sql(
             f"INSERT INTO {{stats}} (kpi_key, version, {STATS_COLUMNS}) "
@@ -422,17 +496,8 @@ class KpiWriter:
         if inserts:
             raw.executemany(self.insert_stats, [(s.kpi_key, *_stats_params(s)) for s in inserts])
         self._positions_sqlite(c, batch.positions, now)
-        if batch.observations:
-            # One statement over a JSON array rather than `executemany`: SQLite then inserts
-            # the whole batch without taking the GIL back per row, so the scorer's thread
-            # reading the next batch runs meanwhile (a per-row handover starves both). JSON
-            # numbers come back as the same doubles (`tests/integration/test_kpi_store.py`;
-            # the readings have no -0.0, which a REAL column would not keep anyway).
-            raw.execute(
-                self.insert_observations_sqlite,
-                # `default=tuple`: an `ObservationRow` (named tuple) as the plain row it is.
-                (orjson.dumps(batch.observations, default=tuple).decode(),),
-            )
+        if batch.series:
+            self._series_sqlite(raw, batch.series)
         if batch.removed_bindings:
             raw.executemany(
                 self.delete_binding, [(str(o), str(k)) for o, k in batch.removed_bindings]
@@ -462,22 +527,41 @@ class KpiWriter:
                 self.insert_position, [(m.topic, m.partition, m.next_offset, now) for m in inserts]
             )
 
+    def _series_sqlite(self, raw: sqlite3.Cursor, chunks: Sequence[SeriesChunk]) -> None:
+        """Two statements over JSON arrays rather than `executemany`: SQLite inserts the whole
+        batch without taking the GIL back per row, so the scorer's thread reading the next batch
+        runs meanwhile (a per-row handover starves both). JSON numbers come back as the same
+        doubles and chunks keep their rows' text as sent (`tests/integration/test_kpi_store.py`)."""
+        event_ids = [row[0] for chunk in chunks for row in chunk.rows]
+        raw.execute(self.insert_event_ids_sqlite, (orjson.dumps(event_ids).decode(),))
+        raw.execute(
+            self.insert_chunks_sqlite,
+            # `default=tuple`: `SeriesChunk`s (named tuples) as plain arrays.
+            (orjson.dumps(chunks, default=tuple).decode(),),
+        )
+
+    def migrate_legacy_sqlite(self, c: SQLiteCursor) -> None:
+        """Move a `kpi_observations` table of an earlier version into the chunks, in the
+        transaction that creates the tables (values read as Python floats: exact)."""
+        raw = c.sqlite_cursor
+        found = raw.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LEGACY_OBSERVATIONS,)
+        ).fetchall()
+        if not found:
+            return
+        table = self.dialect.table(LEGACY_OBSERVATIONS)
+        rows = raw.execute(f"SELECT {OBSERVATION_COLUMNS} FROM {table} ORDER BY rowid").fetchall()
+        if rows:
+            self._series_sqlite(raw, series_chunks(ObservationRow(*row) for row in rows))
+        raw.execute(f"DROP TABLE {table}")
+
     def write_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
         """Bulk statements over arrays (the recorder runs in pipeline mode, so they are sent
         together); the fences come last and their RETURNING rows are fetched, which syncs the
         pipeline and surfaces any constraint violation here, as an IntegrityError."""
-        d = self.dialect
         now = _utc_now()
-        if batch.observations:
-            columns = list(zip(*batch.observations, strict=True))
-            curs.execute(
-                d.sql(
-                    f"INSERT INTO {{observations}} ({OBSERVATION_COLUMNS}) SELECT * FROM unnest("
-                    "?::text[], ?::text[], ?::float8[], ?::text[], ?::bigint[], ?::text[], "
-                    "?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::text[])"
-                ),
-                [list(column) for column in columns],
-            )
+        if batch.series:
+            self._series_postgres(curs, batch.series)
         if batch.removed_bindings:
             curs.executemany(
                 self.delete_binding, [(str(o), str(k)) for o, k in batch.removed_bindings]
@@ -505,6 +589,27 @@ class KpiWriter:
         self._fence_stats_postgres(curs, [s for s in batch.stats if s.version])
         curs.execute("SELECT 1")
         curs.fetchall()
+
+    def _series_postgres(self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk]) -> None:
+        event_ids = [row[0] for chunk in chunks for row in chunk.rows]
+        curs.execute(self.insert_event_ids_postgres, [event_ids])
+        columns: list[list[Any]] = [list(column) for column in zip(*chunks, strict=True)]
+        columns[-1] = [orjson.dumps(rows).decode() for rows in columns[-1]]
+        curs.execute(self.insert_chunks_postgres, columns)
+
+    def migrate_legacy_postgres(self, curs: Cursor[DictRow]) -> None:
+        """`migrate_legacy_sqlite` on PostgreSQL."""
+        table = self.dialect.table(LEGACY_OBSERVATIONS)
+        curs.execute("SELECT to_regclass(%s) AS found", [table])
+        found = curs.fetchall()
+        if not found or found[0]["found"] is None:
+            return
+        curs.execute(f"SELECT {OBSERVATION_COLUMNS} FROM {table} ORDER BY received_at, event_id")
+        names = [name.strip() for name in OBSERVATION_COLUMNS.split(",")]
+        rows = [ObservationRow(*(row[name] for name in names)) for row in curs.fetchall()]
+        if rows:
+            self._series_postgres(curs, series_chunks(rows))
+        curs.execute(f"DROP TABLE {table}")
 
     def _fence_positions_postgres(
         self, curs: Cursor[DictRow], moves: Sequence[PositionMove], now: str
@@ -570,7 +675,7 @@ class KpiReader:
             return set()
         d = self.dialect
         rows = self.query(
-            d.sql(f"SELECT event_id FROM {{observations}} WHERE {d.any_of('event_id')}"),
+            d.sql(f"SELECT event_id FROM {{event_ids}} WHERE {d.any_of('event_id')}"),
             [d.list_param(event_ids)],
         )
         return {row["event_id"] for row in rows}
@@ -624,17 +729,32 @@ class KpiReader:
         self, kpi_key: str, start_us: int | None = None, end_us: int | None = None
     ) -> list[Observation]:
         """The KPI's observations in [start, end), oldest first (by time, then event id)."""
-        statement = "SELECT event_id, value, observed_at_us FROM {observations} WHERE kpi_key = ?"
+        observations = [
+            Observation(row[0], row[1], row[3])
+            for row in self.chunk_rows(kpi_key, start_us, end_us)
+            if (start_us is None or row[3] >= start_us) and (end_us is None or row[3] < end_us)
+        ]
+        observations.sort(key=ORDER_KEY)
+        return observations
+
+    def chunk_rows(
+        self, kpi_key: str, start_us: int | None = None, end_us: int | None = None
+    ) -> list[list[Any]]:
+        """Every stored observation (`CHUNK_ROW`'s fields) of the chunks that overlap
+        [start, end), unordered: some may lie outside it."""
+        statement = "SELECT rows FROM {series} WHERE kpi_key = ?"
         params: list[Any] = [kpi_key]
         if start_us is not None:
-            statement += " AND observed_at_us >= ?"
+            statement += " AND last_at_us >= ?"
             params.append(start_us)
         if end_us is not None:
-            statement += " AND observed_at_us < ?"
+            statement += " AND first_at_us < ?"
             params.append(end_us)
-        statement += " ORDER BY observed_at_us, event_id"
-        rows = self.query(self.dialect.sql(statement), params)
-        return [Observation(r["event_id"], r["value"], r["observed_at_us"]) for r in rows]
+        return [
+            observation
+            for chunk in self.query(self.dialect.sql(statement), params)
+            for observation in orjson.loads(chunk["rows"])
+        ]
 
     def positions(self, topic: str) -> dict[int, int]:
         """Next offset to score, per partition of `topic` (absent: never scored)."""
@@ -647,5 +767,5 @@ class KpiReader:
         return {row["kafka_partition"]: row["next_offset"] for row in rows}
 
     def observation_count(self) -> int:
-        rows = self.query(self.dialect.sql("SELECT COUNT(*) AS n FROM {observations}"), [])
+        rows = self.query(self.dialect.sql("SELECT COUNT(*) AS n FROM {event_ids}"), [])
         return int(rows[0]["n"])

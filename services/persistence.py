@@ -164,6 +164,10 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
             *SQLITE.create_statements(),
         ]
 
+    def _create_table(self, c: SQLiteCursor) -> None:
+        super()._create_table(c)
+        self.kpi_writer.migrate_legacy_sqlite(c)
+
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -225,6 +229,10 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         )
         self.kpi_writer = KpiWriter(kpi_dialect)
         self.kpi = KpiReader(kpi_dialect, self._query)
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        super()._create_table(curs)
+        self.kpi_writer.migrate_legacy_postgres(curs)
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

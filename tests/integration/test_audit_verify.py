@@ -4,7 +4,6 @@ message on `okr.events`, are each found by `okr audit verify`, naming objective 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -12,7 +11,6 @@ from uuid import UUID, uuid4
 
 import httpx
 import orjson
-import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -28,10 +26,11 @@ from services.cli import app as cli
 from services.kafka_admin import ensure_topics
 from services.relay import relay_once
 from services.settings import Settings
-from services.stores import is_postgres, sqlite_path
+from services.stores import is_postgres
 from tests import seed
 from tests.auth_support import auth_headers
 from tests.kafka_support import produce
+from tests.store_support import execute
 
 
 @pytest.fixture
@@ -80,16 +79,6 @@ def objective_with_history(application: OkrApplication, check_ins: int = 3) -> U
 
 
 # --- editing the store behind the application's back ------------------------------------------
-
-
-def execute(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run one statement on the event store's database, as someone with database access would."""
-    if is_postgres(settings.event_store_url):
-        with psycopg.connect(settings.event_store_url, autocommit=True) as conn:
-            cursor = conn.execute(sql.replace("?", "%s"), params)
-            return cursor.fetchall() if cursor.description else []
-    with sqlite3.connect(sqlite_path(settings.event_store_url)) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def events_table(application: OkrApplication) -> str:

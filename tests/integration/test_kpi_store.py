@@ -1,12 +1,13 @@
 """The KPI series holds exactly what the scorer was given, on both event stores.
 
-On SQLite a batch's observations reach the table through ONE `INSERT ... SELECT ... FROM
-json_each(?)` over the rows as JSON text; on PostgreSQL through arrays. Either way every value
+On SQLite a batch's observations reach the series through `INSERT ... SELECT ... FROM
+json_each(?)` over JSON text (the chunks keep their rows as that text); on PostgreSQL through
+arrays. Either way every value
 must come back as the very same double (subnormals included) and every text
 as the very same characters, or the series and every score computed from it drift from what the
 producers sent. Checked through each read there is: `KpiReader.series` (what aggregation sees),
-`series_page` (what the KPI read API serves) and the stored row itself, for what neither exposes
-(the producer's spelling of the time, the dimensions text, the Kafka origin).
+`series_page` (what the KPI read API serves) and the stored chunks themselves, for what neither
+exposes (the producer's spelling of the time, the dimensions text, the Kafka origin).
 """
 
 from __future__ import annotations
@@ -28,14 +29,10 @@ from services.kpi_decoding import KpiReading
 from services.kpi_queries import series_page
 from services.kpi_store import KpiReader
 from services.scorer import Item, KpiScorer, Origin, kpi_reader
+from services.settings import Settings
+from services.stores import is_postgres
 from tests.kpi_support import kpi
-
-STORED_COLUMNS = (
-    "event_id, kpi_key, value, observed_at, observed_at_us, source, unit, dimensions, "
-    "kafka_topic, kafka_partition, kafka_offset"
-)
-"""Every column the scorer copies from a reading and its origin (not `received_at`, its own)."""
-
+from tests.store_support import execute
 
 # --- what is compared -----------------------------------------------------------------------------
 
@@ -51,18 +48,18 @@ def expected_row(origin: Origin, reading: KpiReading) -> tuple[Any, ...]:
 
 
 def stored_rows(reader: KpiReader, kpi_key: str) -> list[tuple[Any, ...]]:
-    """The KPI's rows as stored, oldest first: the columns no read API returns as text."""
-    rows = reader.query(
-        reader.dialect.sql(
-            f"SELECT {STORED_COLUMNS} FROM {{observations}} WHERE kpi_key = ? "
-            "ORDER BY observed_at_us, event_id"
-        ),
+    """The KPI's observations as stored in its chunks, oldest first: also what no read API
+    returns as text (the producer's spelling of the time, the dimensions text, the origin)."""
+    chunks = reader.query(
+        reader.dialect.sql("SELECT kpi_key, kafka_topic, rows FROM {series} WHERE kpi_key = ?"),
         [kpi_key],
     )
-    columns = [name.strip() for name in STORED_COLUMNS.split(",")]
-    return [
-        tuple(bits(row[name]) if name == "value" else row[name] for name in columns) for row in rows
+    stored = [
+        (row[0], chunk["kpi_key"], bits(row[1]), *row[2:7], chunk["kafka_topic"], *row[7:])
+        for chunk in chunks
+        for row in orjson.loads(chunk["rows"])
     ]
+    return sorted(stored, key=lambda row: (row[4], row[0]))
 
 
 def all_pages(reader: KpiReader, kpi_key: str, limit: int) -> list[Any]:
@@ -320,3 +317,155 @@ def test_an_event_already_stored_is_a_duplicate_and_is_stored_once(
     assert reader.positions("kpi.events") == {0: 5}
     # The first copy stands: a resent event never replaces what was scored.
     assert_stored_exactly(application, [*first, again[1]])
+
+
+# --- the series' layout ---------------------------------------------------------------------------
+
+LEGACY_TABLE = (
+    "CREATE TABLE kpi_observations (event_id TEXT PRIMARY KEY, kpi_key TEXT NOT NULL, "
+    "value {real} NOT NULL, observed_at TEXT NOT NULL, observed_at_us {integer} NOT NULL, "
+    "source TEXT NOT NULL, unit TEXT, dimensions TEXT NOT NULL, kafka_topic TEXT NOT NULL, "
+    "kafka_partition {integer} NOT NULL, kafka_offset {integer} NOT NULL, "
+    "received_at TEXT NOT NULL)"
+)
+"""The series as an earlier version stored it: a row per observation."""
+
+
+def test_a_series_stored_a_row_per_observation_moves_into_chunks_when_the_store_opens(
+    store_settings: Settings, open_application: Callable[..., OkrApplication]
+) -> None:
+    open_application()  # the tables of this version, as an upgrade finds them
+    on_postgres = is_postgres(store_settings.event_store_url)
+    execute(
+        store_settings,
+        LEGACY_TABLE.format(
+            real="double precision" if on_postgres else "REAL",
+            integer="bigint" if on_postgres else "INTEGER",
+        ),
+    )
+    kpi_key = kpi("store.legacy")
+    values = [0.1, 1 / 3, 5e-324, 123456.78901234567, 1.7976931348623157e308]
+    start = datetime(2026, 8, 1, tzinfo=UTC)
+    legacy = [
+        (
+            f"legacy-{index}",
+            kpi_key,
+            value,
+            (start + timedelta(minutes=index)).isoformat(),
+            epoch_us(start + timedelta(minutes=index)),
+            "sales-service",
+            "units" if index % 2 else None,
+            '{"region":"eu"}',
+            "kpi.events",
+            index % 2,
+            100 + index,
+            "2026-08-02T00:00:00+00:00",
+        )
+        for index, value in enumerate(values)
+    ]
+    for row in reversed(legacy):
+        execute(
+            store_settings, f"INSERT INTO kpi_observations VALUES ({', '.join('?' * 12)})", *row
+        )
+
+    reader = kpi_reader(open_application())  # opening the store migrates
+
+    legacy_left = (
+        execute(store_settings, "SELECT to_regclass('kpi_observations')")
+        if on_postgres
+        else execute(
+            store_settings, "SELECT name FROM sqlite_master WHERE name = 'kpi_observations'"
+        )
+    )
+    assert legacy_left in ([(None,)], [])
+    assert reader.stored_event_ids([row[0] for row in legacy]) == {row[0] for row in legacy}
+    assert [(o.event_id, bits(o.value), o.observed_at_us) for o in reader.series(kpi_key)] == [
+        (row[0], bits(row[2]), row[4]) for row in legacy
+    ]
+    page = series_page(reader, kpi_key, limit=100)
+    assert [(o.unit, o.dimensions, o.received_at.isoformat()) for o in page.items] == [
+        (row[6], {"region": "eu"}, row[11]) for row in legacy
+    ]
+    assert stored_rows(reader, kpi_key) == [
+        (row[0], row[1], bits(row[2]), *row[3:8], row[8], row[9], row[10]) for row in legacy
+    ]
+    open_application()  # and opening it again changes nothing
+    assert [o.event_id for o in reader.series(kpi_key)] == [row[0] for row in legacy]
+
+
+@st.composite
+def batches_out_of_order(draw: st.DrawFn) -> list[list[tuple[str, int]]]:
+    """Batches of (event id, minute) whose times overlap across batches (late events), with
+    equal times told apart by event id."""
+    minutes = st.integers(0, 40)
+    batches = draw(st.lists(st.lists(minutes, min_size=1, max_size=8), min_size=1, max_size=6))
+    return [
+        [(f"e{number}-{index}", minute) for index, minute in enumerate(batch)]
+        for number, batch in enumerate(batches)
+    ]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    batches=batches_out_of_order(),
+    limit=st.integers(1, 7),
+    window=st.tuples(st.none() | st.integers(0, 40), st.none() | st.integers(0, 41)),
+)
+def test_pages_over_chunks_that_overlap_in_time_give_the_series_in_order_once(
+    application: OkrApplication,
+    batches: list[list[tuple[str, int]]],
+    limit: int,
+    window: tuple[int | None, int | None],
+) -> None:
+    token = uuid.uuid4().hex
+    kpi_key, topic = kpi("store.pages"), f"kpi.events.{token}"
+    start = datetime(2026, 8, 1, tzinfo=UTC)
+    scorer = KpiScorer(application)
+    offset = 0
+    for batch in batches:
+        items: list[Item] = []
+        for event_id, minute in batch:
+            moment = start + timedelta(minutes=minute)
+            reading = KpiReading(
+                f"{token}-{event_id}",
+                kpi_key,
+                1.0,
+                moment.isoformat(),
+                epoch_us(moment),
+                "s",
+                None,
+                "{}",
+            )
+            items.append((Origin(topic, 0, offset), reading))
+            offset += 1
+        scorer.score(items)
+    start_us, end_us = (
+        None if minute is None else epoch_us(start + timedelta(minutes=minute)) for minute in window
+    )
+    reader = kpi_reader(application)
+    expected = [(o.observed_at_us, o.event_id) for o in reader.series(kpi_key, start_us, end_us)]
+
+    paged: list[tuple[int, str]] = []
+    after: str | None = None
+    while True:
+        page = series_page(
+            reader, kpi_key, start_us=start_us, end_us=end_us, after=after, limit=limit
+        )
+        assert len(page.items) <= limit
+        paged += [o.order_key for o in page.items]
+        if page.next_cursor is None:
+            break
+        after = page.next_cursor
+
+    assert paged == expected
+    assert expected == sorted(
+        (epoch_us(start + timedelta(minutes=m)), f"{token}-{e}")
+        for batch in batches
+        for e, m in batch
+        if (start_us is None or epoch_us(start + timedelta(minutes=m)) >= start_us)
+        and (end_us is None or epoch_us(start + timedelta(minutes=m)) < end_us)
+    )

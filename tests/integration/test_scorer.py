@@ -32,7 +32,7 @@ from services.dlq import DeadLetterPublisher
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
 from services.kpi_decoding import decode_kpi_event
-from services.kpi_store import KpiBatch, KpiStats, ObservationRow, PositionMove
+from services.kpi_store import KpiBatch, KpiStats, ObservationRow, PositionMove, series_chunks
 from services.scorer import (
     BatchReport,
     Item,
@@ -566,13 +566,13 @@ def test_the_store_refuses_any_write_that_would_double_or_lose_state(
     application.save_events(
         [],
         kpi_batch=KpiBatch(
-            observations=[row],
+            series=series_chunks([row]),
             stats=[KpiStats("k", accepted=1)],
             positions=[PositionMove("t", 0, None, 1)],
         ),
     )
     refused = [
-        KpiBatch(observations=[row._replace(kpi_key="other")], stats=[KpiStats("other")]),
+        KpiBatch(series=series_chunks([row._replace(kpi_key="other")]), stats=[KpiStats("other")]),
         KpiBatch(stats=[KpiStats("k")]),
         KpiBatch(stats=[KpiStats("k", version=7)]),
         KpiBatch(positions=[PositionMove("t", 0, None, 5)]),
