@@ -75,11 +75,6 @@ binding, fold, decide, seal, store the event and the binding) rather than per re
 batches coalesce more KPI events into each `KpiProgressRecorded` (ADR 13: 66k → 68k to 77k events/s
 against 20,000)."""
 FETCH_TIMEOUT_MS = 500
-BATCH_INTERVAL_S = 0.2
-"""Least time between the starts of two batches. Each batch records one `KpiProgressRecorded`
-per key result it moved, and every one of them is then relayed, projected and audited: under a
-steady stream, gathering what arrives for this long bounds that to 5 per key result a second. An
-idle scorer is not held back: the first records after a pause are scored at once."""
 SESSION_TIMEOUT_MS = 6000
 """A scorer that died without leaving the group holds its partitions until this passes; 6 s is
 the broker's default minimum (`group.min.session.timeout.ms`)."""
@@ -605,7 +600,7 @@ async def run_scorer(
     *,
     group_id: str | None = None,
     max_records: int = MAX_RECORDS,
-    batch_interval_s: float = BATCH_INTERVAL_S,
+    batch_interval_s: float | None = None,
     backoff: Backoff = Backoff(),
     scorer: KpiScorer | None = None,
 ) -> None:
@@ -613,6 +608,7 @@ async def run_scorer(
     the stored positions (nothing is lost or doubled: they move only with the effects)."""
     group = group_id or group_id_for(settings)
     scorer = scorer or KpiScorer(application)
+    window_s = settings.scorer_window_ms / 1000 if batch_interval_s is None else batch_interval_s
     freeze_start_up_objects()
 
     async def attempt(succeeded: Callable[[], None]) -> None:
@@ -626,7 +622,7 @@ async def run_scorer(
                     producer,
                     group,
                     max_records,
-                    batch_interval_s,
+                    window_s,
                     succeeded,
                 )
             finally:
@@ -741,7 +737,7 @@ async def _gather_more(
     wait_s: float,
     max_records: int,
 ) -> None:
-    """Add to `fetched` what arrives within `wait_s` (the rest of `BATCH_INTERVAL_S`), up to the
+    """Add to `fetched` what arrives within `wait_s` (the rest of the scoring window), up to the
     batch size. Drained as it arrives, not once at the end: aiokafka fetches a partition again
     only once its buffered records are taken, so a single late drain would leave everything
     after the first fetch on the broker until the next batch. A partition reassigned in between
