@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from services.kpi_store import KpiReader
+from services.kpi_store import KpiReader, chunks_overlapping
 
 
 class InvalidSeriesCursorError(ValueError):
@@ -134,14 +134,9 @@ def _chunks(
     """(first time, receipt time, rows) of the KPI's chunks that may hold observations in
     [lower, end), by first time; read `CHUNKS_A_QUERY` at a time (keyset), so a page near the
     start of a long series does not read all of it."""
-    statement = "SELECT chunk_id, first_at_us, received_at, rows FROM {series} WHERE kpi_key = ?"
-    params: list[Any] = [kpi_key]
-    if lower_us is not None:
-        statement += " AND last_at_us >= ?"
-        params.append(lower_us)
-    if end_us is not None:
-        statement += " AND first_at_us < ?"
-        params.append(end_us)
+    statement, params = chunks_overlapping(
+        "chunk_id, first_at_us, received_at, rows", kpi_key, lower_us, end_us
+    )
     last: tuple[int, int] | None = None
     while True:
         keyset = ""

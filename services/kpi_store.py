@@ -663,6 +663,22 @@ Query = Callable[[str, Sequence[Any]], Sequence[Mapping[str, Any]]]
 """Runs one read-only statement on the event store's database and returns its rows."""
 
 
+def chunks_overlapping(
+    columns: str, kpi_key: str, start_us: int | None, end_us: int | None
+) -> tuple[str, list[Any]]:
+    """A query of `columns` of the KPI's chunks that may hold observations in [start, end)
+    (either end open when None), and its parameters; more conditions may be appended."""
+    statement = f"SELECT {columns} FROM {{series}} WHERE kpi_key = ?"
+    params: list[Any] = [kpi_key]
+    if start_us is not None:
+        statement += " AND last_at_us >= ?"
+        params.append(start_us)
+    if end_us is not None:
+        statement += " AND first_at_us < ?"
+        params.append(end_us)
+    return statement, params
+
+
 class KpiReader:
     """Reads of the scorer's tables (each its own short read, outside any write transaction)."""
 
@@ -742,14 +758,7 @@ class KpiReader:
     ) -> list[list[Any]]:
         """Every stored observation (`CHUNK_ROW`'s fields) of the chunks that overlap
         [start, end), unordered: some may lie outside it."""
-        statement = "SELECT rows FROM {series} WHERE kpi_key = ?"
-        params: list[Any] = [kpi_key]
-        if start_us is not None:
-            statement += " AND last_at_us >= ?"
-            params.append(start_us)
-        if end_us is not None:
-            statement += " AND first_at_us < ?"
-            params.append(end_us)
+        statement, params = chunks_overlapping("rows", kpi_key, start_us, end_us)
         return [
             observation
             for chunk in self.query(self.dialect.sql(statement), params)
