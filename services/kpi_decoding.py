@@ -2,10 +2,11 @@
 
 The contract is `events.kpi.KpiEvent` (pydantic); validating every record through it costs about
 as much as fetching the record from Kafka, and the scorer reads hundreds of thousands a second.
-So the common shape takes a fast path: `orjson` and a few type, length and pattern checks that
-accept only what the model accepts, with the same values. Anything else (an unknown field, a
-number beyond 2**53, a timestamp in another spelling, invalid JSON...) goes through the model,
-which either accepts it (then its reading is used) or names every problem for the dead letter.
+So the common shape takes a fast path: msgspec decodes it (strict types, lengths, no unknown
+field) and a few pattern, NUL and range checks follow, accepting only what the model accepts, with
+the same values. Anything else (an unknown field, a timestamp in another spelling, invalid JSON or
+UTF-8...) goes through the model, which either accepts it (then its reading is used) or names
+every problem for the dead letter.
 `tests/unit/test_kpi_decoding.py` checks, over generated and mutated messages, that the fast path
 never accepts what the model refuses and never reads a value differently.
 """

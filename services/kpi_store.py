@@ -60,6 +60,10 @@ EVENT_IDS = "kpi_event_ids"
 SERIES = "kpi_series"
 LEGACY_OBSERVATIONS = "kpi_observations"
 """One row per observation, before the series was kept in chunks; moved into them at start-up."""
+MIGRATION_SLICE = 50_000
+"""Legacy rows moved per statement (one JSON text or array set each, far below SQLite's and
+PostgreSQL's 1 GB a value)."""
+
 STATS = "kpi_stats"
 BINDINGS = "kpi_bindings"
 POSITIONS = "kpi_positions"
@@ -542,7 +546,9 @@ class KpiWriter:
 
     def migrate_legacy_sqlite(self, c: SQLiteCursor) -> None:
         """Move a `kpi_observations` table of an earlier version into the chunks, in the
-        transaction that creates the tables (values read as Python floats: exact)."""
+        transaction that creates the tables, a slice at a time (values read as Python floats:
+        exact). Another process migrating at once makes this transaction fail to take the write
+        lock; the recorder's `create_table` tries again, and then finds the table gone."""
         raw = c.sqlite_cursor
         found = raw.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LEGACY_OBSERVATIONS,)
@@ -550,9 +556,14 @@ class KpiWriter:
         if not found:
             return
         table = self.dialect.table(LEGACY_OBSERVATIONS)
-        rows = raw.execute(f"SELECT {OBSERVATION_COLUMNS} FROM {table} ORDER BY rowid").fetchall()
-        if rows:
-            self._series_sqlite(raw, series_chunks(ObservationRow(*row) for row in rows))
+        after = -1
+        while rows := raw.execute(
+            f"SELECT rowid, {OBSERVATION_COLUMNS} FROM {table} WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?",
+            (after, MIGRATION_SLICE),
+        ).fetchall():
+            after = rows[-1][0]
+            self._series_sqlite(raw, series_chunks(ObservationRow(*row[1:]) for row in rows))
         raw.execute(f"DROP TABLE {table}")
 
     def write_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
@@ -598,16 +609,25 @@ class KpiWriter:
         curs.execute(self.insert_chunks_postgres, columns)
 
     def migrate_legacy_postgres(self, curs: Cursor[DictRow]) -> None:
-        """`migrate_legacy_sqlite` on PostgreSQL."""
+        """`migrate_legacy_sqlite` on PostgreSQL. The recorder runs it under its tables' advisory
+        lock: concurrent starts queue, and the ones after the first find the table gone."""
         table = self.dialect.table(LEGACY_OBSERVATIONS)
         curs.execute("SELECT to_regclass(%s) AS found", [table])
         found = curs.fetchall()
         if not found or found[0]["found"] is None:
             return
-        curs.execute(f"SELECT {OBSERVATION_COLUMNS} FROM {table} ORDER BY received_at, event_id")
         names = [name.strip() for name in OBSERVATION_COLUMNS.split(",")]
-        rows = [ObservationRow(*(row[name] for name in names)) for row in curs.fetchall()]
-        if rows:
+        after = ""
+        while True:
+            curs.execute(
+                f"SELECT {OBSERVATION_COLUMNS} FROM {table} WHERE event_id > %s "
+                "ORDER BY event_id LIMIT %s",  # the key's own collation: the index's order
+                [after, MIGRATION_SLICE],
+            )
+            rows = [ObservationRow(*(row[name] for name in names)) for row in curs.fetchall()]
+            if not rows:
+                break
+            after = rows[-1].event_id
             self._series_postgres(curs, series_chunks(rows))
         curs.execute(f"DROP TABLE {table}")
 

@@ -11,12 +11,14 @@ same hook: `save_events(events, kpi_batch=KpiBatch(...))` commits them with the 
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.persistence import Mapper, OperationalError, StoredEvent, Transcoder
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic, resolve_topic
@@ -150,6 +152,12 @@ class Receipt(Immutable):
     response: dict[str, Any]
 
 
+CREATE_ATTEMPTS = 10
+"""Tries of the SQLite tables' transaction while another process holds the write lock."""
+CREATE_TABLES_LOCK = 0x6F6B725F7461626C
+"""PostgreSQL advisory lock key held while a process creates or migrates the tables ("okr_tabl")."""
+
+
 class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
@@ -163,6 +171,19 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
             "command_id TEXT PRIMARY KEY, request_digest TEXT NOT NULL, response BLOB NOT NULL)",
             *SQLITE.create_statements(),
         ]
+
+    def create_table(self) -> None:
+        """Tried again when another process held the write lock: the tables' transaction reads
+        before it writes (the legacy series migration), so it cannot wait for the lock, and
+        after the other one's commit there is nothing left to migrate."""
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                super().create_table()
+                return
+            except (OperationalError, sqlite3.OperationalError) as error:
+                if "locked" not in str(error) or attempt == CREATE_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
 
     def _create_table(self, c: SQLiteCursor) -> None:
         super()._create_table(c)
@@ -231,6 +252,10 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         self.kpi = KpiReader(kpi_dialect, self._query)
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
+        """One process at a time (an advisory lock until commit): processes starting together
+        would otherwise collide on the library's `CREATE OR REPLACE` of its functions ("tuple
+        concurrently updated") and on the legacy series migration."""
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", [CREATE_TABLES_LOCK])
         super()._create_table(curs)
         self.kpi_writer.migrate_legacy_postgres(curs)
 

@@ -702,7 +702,8 @@ async def _consume(
             if in_flight is not None:
                 await in_flight.finish(consumer, succeeded)
             last_started = loop.time()
-            in_flight = _InFlight(fetched, _start_scoring(scorer, items))
+            ends = {tp: held[-1].offset for tp, held in fetched.items() if held}
+            in_flight = _InFlight(ends, _start_scoring(scorer, items))
     finally:
         if in_flight is not None:
             with contextlib.suppress(Exception):
@@ -711,9 +712,10 @@ async def _consume(
 
 @dataclass
 class _InFlight:
-    """A batch being scored in the worker thread, and what was fetched for it."""
+    """A batch being scored in the worker thread, and where its fetch ended."""
 
-    fetched: dict[TopicPartition, list[Any]]
+    last_offsets: dict[TopicPartition, int]
+    """Per partition, the last offset fetched for it (the records themselves are not kept)."""
     scoring: asyncio.Future[BatchReport]
 
     async def finish(self, consumer: AIOKafkaConsumer, succeeded: Callable[[], None]) -> None:
@@ -721,7 +723,7 @@ class _InFlight:
         report = await asyncio.shield(self.scoring)
         _log_report(report)
         succeeded()
-        await _follow_stored_positions(consumer, self.fetched, report)
+        await _follow_stored_positions(consumer, self.last_offsets, report)
 
 
 def _start_scoring(scorer: KpiScorer, items: Sequence[Item]) -> asyncio.Future[BatchReport]:
@@ -758,18 +760,18 @@ async def _gather_more(
 
 
 async def _follow_stored_positions(
-    consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]], report: BatchReport
+    consumer: AIOKafkaConsumer, last_offsets: dict[TopicPartition, int], report: BatchReport
 ) -> None:
     """Commit the stored positions to Kafka (for lag monitoring only), and skip ahead where
     another scorer got further than this batch (after a rebalance)."""
     offsets: dict[TopicPartition, int] = {}
     held = consumer.assignment()
-    for tp, records in fetched.items():
+    for tp, last in last_offsets.items():
         stored = report.next_offsets.get((tp.topic, tp.partition))
         if stored is None or tp not in held:
             continue  # revoked during the batch: its new holder seeks to the stored position
         offsets[tp] = stored
-        if records and stored > records[-1].offset + 1:
+        if stored > last + 1:
             consumer.seek(tp, stored)
     if offsets:
         try:

@@ -12,8 +12,10 @@ exposes (the producer's spelling of the time, the dimensions text, the Kafka ori
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -331,9 +333,11 @@ LEGACY_TABLE = (
 """The series as an earlier version stored it: a row per observation."""
 
 
-def test_a_series_stored_a_row_per_observation_moves_into_chunks_when_the_store_opens(
+def legacy_series(
     store_settings: Settings, open_application: Callable[..., OkrApplication]
-) -> None:
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """A store with this version's tables and an earlier version's series table holding a few
+    observations of a fresh KPI: (the KPI, its rows)."""
     open_application()  # the tables of this version, as an upgrade finds them
     on_postgres = is_postgres(store_settings.event_store_url)
     execute(
@@ -363,21 +367,30 @@ def test_a_series_stored_a_row_per_observation_moves_into_chunks_when_the_store_
         )
         for index, value in enumerate(values)
     ]
+    insert = f"INSERT INTO kpi_observations VALUES ({', '.join('?' * 12)})"
     for row in reversed(legacy):
-        execute(
-            store_settings, f"INSERT INTO kpi_observations VALUES ({', '.join('?' * 12)})", *row
-        )
+        execute(store_settings, insert, *row)
+    return kpi_key, legacy
+
+
+def legacy_table_left(store_settings: Settings) -> bool:
+    found = execute(
+        store_settings,
+        "SELECT to_regclass('kpi_observations')"
+        if is_postgres(store_settings.event_store_url)
+        else "SELECT name FROM sqlite_master WHERE name = 'kpi_observations'",
+    )
+    return found not in ([(None,)], [])
+
+
+def test_a_series_stored_a_row_per_observation_moves_into_chunks_when_the_store_opens(
+    store_settings: Settings, open_application: Callable[..., OkrApplication]
+) -> None:
+    kpi_key, legacy = legacy_series(store_settings, open_application)
 
     reader = kpi_reader(open_application())  # opening the store migrates
 
-    legacy_left = (
-        execute(store_settings, "SELECT to_regclass('kpi_observations')")
-        if on_postgres
-        else execute(
-            store_settings, "SELECT name FROM sqlite_master WHERE name = 'kpi_observations'"
-        )
-    )
-    assert legacy_left in ([(None,)], [])
+    assert not legacy_table_left(store_settings)
     assert reader.stored_event_ids([row[0] for row in legacy]) == {row[0] for row in legacy}
     assert [(o.event_id, bits(o.value), o.observed_at_us) for o in reader.series(kpi_key)] == [
         (row[0], bits(row[2]), row[4]) for row in legacy
@@ -391,6 +404,26 @@ def test_a_series_stored_a_row_per_observation_moves_into_chunks_when_the_store_
     ]
     open_application()  # and opening it again changes nothing
     assert [o.event_id for o in reader.series(kpi_key)] == [row[0] for row in legacy]
+
+
+def test_processes_starting_together_migrate_the_old_series_once(
+    store_settings: Settings, open_application: Callable[..., OkrApplication]
+) -> None:
+    """`okr serve` and `okr scorer` start at once after an upgrade: one migrates, the other
+    waits (PostgreSQL: an advisory lock; SQLite: it tries again) and finds nothing left."""
+    kpi_key, legacy = legacy_series(store_settings, open_application)
+    opening = threading.Barrier(4)
+
+    def open_at_once() -> OkrApplication:
+        opening.wait()
+        return open_application()
+
+    with ThreadPoolExecutor(4) as pool:
+        opened = list(pool.map(lambda _: open_at_once(), range(4)))
+
+    assert not legacy_table_left(store_settings)
+    assert [o.event_id for o in kpi_reader(opened[0]).series(kpi_key)] == [row[0] for row in legacy]
+    assert kpi_reader(opened[0]).observation_count() == len(legacy)
 
 
 @st.composite
