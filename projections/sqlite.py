@@ -24,6 +24,8 @@ import orjson
 from projections.sql import Json, SqlReadStore
 
 LOCK_TIMEOUT_S = 30.0
+CHECKPOINT_EVERY_S = 1.0
+"""How often the background checkpointer copies the WAL into the database (`WalCheckpointer`)."""
 
 COLUMN_TYPES = {
     "uuid": "TEXT",
@@ -71,12 +73,46 @@ class SQLiteSession:
         )
 
 
+class WalCheckpointer:
+    """Copies the WAL into the database file from a thread of its own, every
+    `CHECKPOINT_EVERY_S`, instead of on the writer's commits.
+
+    SQLite checkpoints when a commit finds the WAL over 1,000 pages, inside that commit, which
+    then pays the copy and its fsync (the projector's mean batch in two latency runs: 42 and
+    51 ms with them, 24 and 30 ms without). A PASSIVE checkpoint never waits for the writer or
+    for readers, and SQLite releases the GIL while it runs.
+    """
+
+    def __init__(self, path: Path, every_s: float = CHECKPOINT_EVERY_S) -> None:
+        self.path = path
+        self.every_s = every_s
+        self.done = 0
+        """Checkpoints run (tests wait on it)."""
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.closing(
+            sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+        ) as connection:
+            while not self._stopping.wait(self.every_s):
+                with contextlib.suppress(sqlite3.Error):  # the next round tries again
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.done += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=LOCK_TIMEOUT_S)
+
+
 class SQLiteDialect:
     column_types: Mapping[str, str] = COLUMN_TYPES
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer: sqlite3.Connection | None = None
+        self._checkpointer: WalCheckpointer | None = None
         self._writer_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.closing(sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)) as connection:
@@ -100,6 +136,9 @@ class SQLiteDialect:
                 # process) may lose the last batches; they go together with their positions, so
                 # the projector re-applies them from Kafka. docs/decisions/0012.
                 self._writer.execute("PRAGMA synchronous=NORMAL")
+                self._writer.execute("PRAGMA wal_autocheckpoint=0")
+                if self._checkpointer is None:
+                    self._checkpointer = WalCheckpointer(self.path)
             try:
                 yield from self._transaction(self._writer, "BEGIN IMMEDIATE")
             except sqlite3.Error:
@@ -136,8 +175,12 @@ class SQLiteDialect:
         return orjson.loads(value) if isinstance(value, str | bytes) else value
 
     def close(self) -> None:
-        """Only the write connection stays open between transactions."""
+        """Only the write connection (and its checkpointer) stays open between transactions;
+        closing the last connection checkpoints what is left."""
         with self._writer_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             self._close_writer()
 
 

@@ -1,0 +1,39 @@
+"""The read store's WAL is copied into the database by a thread of its own, not on commits."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
+from projections.sqlite import WalCheckpointer
+
+DEADLINE_S = 10.0
+
+
+def test_the_checkpointer_copies_committed_pages_into_the_database_and_stops(
+    tmp_path: Path,
+) -> None:
+    path, rows = tmp_path / "read.sqlite", 2_000
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA wal_autocheckpoint=0")  # as the store's writer
+        connection.execute("CREATE TABLE t (n INTEGER, text TEXT)")
+        connection.execute("BEGIN")
+        connection.executemany("INSERT INTO t VALUES (?, ?)", [(n, "x" * 200) for n in range(rows)])
+        connection.execute("COMMIT")
+        # The connection stays open: closing the last one would checkpoint by itself.
+        size_before = path.stat().st_size
+
+        checkpointer = WalCheckpointer(path, every_s=0.01)
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while checkpointer.done == 0:
+                assert time.monotonic() < deadline, "no checkpoint ran"
+                time.sleep(0.01)
+        finally:
+            checkpointer.stop()
+
+        assert path.stat().st_size > size_before + rows * 200  # the rows reached the file
+        assert not checkpointer._thread.is_alive()
