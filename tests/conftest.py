@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services.application import OkrApplication
 from services.settings import Settings
 from services.stores import postgres_location
+from tests.audit_support import Ledger, write_ledger
 from tests.auth_support import INLINE_API_KEYS, KAFKA_PRINCIPAL
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -192,3 +193,11 @@ def open_application(store_settings: Settings) -> Iterator[Callable[..., OkrAppl
     yield open_one
     for application in opened:
         application.close()
+
+
+@pytest.fixture
+def ledger(store_settings: Settings) -> Iterator[Ledger]:
+    """Two objectives with a known history (tests/audit_support.py), on the test's store."""
+    written = write_ledger(store_settings)
+    yield written
+    written.application.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -27,10 +27,9 @@ from services.history import ObjectiveAsOf, objective_as_of
 from services.persistence import ObjectiveSnapshot
 from services.settings import Settings
 from tests import seed
+from tests.audit_support import DAY, START, FakeClock
 from tests.auth_support import auth_headers
 
-START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
 MOMENTS = [START + n * DAY for n in range(6)]
 """When versions 1..6 were written."""
 
@@ -66,14 +65,6 @@ EXPECTED = {
     6: Expected("active", 1200, 89, 1150, (100, 150), (75, 75), 250 / 3),
 }
 LAST = max(EXPECTED)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,7 @@ from tests.audit_support import (
     HOSTILE_TITLE,
     MOMENTS,
     Ledger,
-    write_ledger,
 )
-
-
-@pytest.fixture
-def ledger(store_settings: Settings) -> Iterator[Ledger]:
-    written = write_ledger(store_settings)
-    yield written
-    written.application.close()
 
 
 def okr(settings: Settings, *args: str) -> Any:

@@ -9,7 +9,6 @@ changes the read API's history shows (one diff, the projector's); refusals throu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import uuid4
@@ -39,15 +38,7 @@ from tests.audit_support import (
     SCORES,
     TARGET_REASON,
     Ledger,
-    write_ledger,
 )
-
-
-@pytest.fixture
-def ledger(store_settings: Settings) -> Iterator[Ledger]:
-    written = write_ledger(store_settings)
-    yield written
-    written.application.close()
 
 
 def stored_events(ledger: Ledger) -> list[DomainEvent]:

@@ -8,7 +8,7 @@ only a key with the audit permission gets in (401 without a key, 403 for a reade
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import uuid4
 
@@ -22,15 +22,8 @@ from services.audit_export import ExportFormat, exported_pages
 from services.audit_history import AuditHistory, read_audit_history
 from services.cli import app as cli
 from services.settings import Settings
-from tests.audit_support import DAY, MOMENTS, Ledger, write_ledger
+from tests.audit_support import DAY, MOMENTS, Ledger
 from tests.auth_support import auth_headers
-
-
-@pytest.fixture
-def ledger(store_settings: Settings) -> Iterator[Ledger]:
-    written = write_ledger(store_settings)
-    yield written
-    written.application.close()
 
 
 def app_client(ledger: Ledger, headers: dict[str, str]) -> httpx.AsyncClient:
