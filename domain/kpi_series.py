@@ -168,11 +168,10 @@ class SeriesAggregate:
         )
 
     def merge(self, other: SeriesAggregate) -> SeriesAggregate:
-        """The aggregate of two disjoint sets of observations.
-
-        The scorer folds batches with `plus`; this stays because the property test
-        (tests/unit/test_kpi_aggregation.py) merges per-batch aggregates to prove that how a
-        stream is cut into batches never changes a value.
+        """The aggregate of two disjoint sets of observations: the scorer adds a batch's
+        aggregate (computed once per period, shared by the key results bound to the KPI) to each
+        binding's. The property test (tests/unit/test_kpi_aggregation.py) merges per-batch
+        aggregates to prove that how a stream is cut into batches never changes a value.
         """
         if other.count == 0:
             return self

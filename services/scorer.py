@@ -41,7 +41,7 @@ from aiokafka.errors import KafkaError
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import NotScorableError
-from domain.kpi_series import Observation
+from domain.kpi_series import Observation, SeriesAggregate, aggregate
 from domain.objective import Decision, Objective, ObjectiveStatus, evolve, record_kpi_progress
 from domain.objective_events import DomainEvent, KpiBinding
 from events.topics import KPI_EVENTS
@@ -406,20 +406,22 @@ def _add_to_bindings(
         outside = sum(
             1 for at in times if not any(start <= at < end for start, end, _ in kpi_periods)
         )
+    # Bindings of one KPI usually share the objective's period: one batch aggregate per period.
+    added: dict[tuple[int, int], tuple[list[tuple[Origin, KpiReading]], SeriesAggregate]] = {}
     for start, end, index in kpi_periods:
-        if start <= earliest and latest < end:
-            inside = group
-        else:
-            inside = [item for item, at in zip(group, times, strict=True) if start <= at < end]
+        if (start, end) not in added:
+            if start <= earliest and latest < end:
+                inside = group
+            else:
+                inside = [item for item, at in zip(group, times, strict=True) if start <= at < end]
+            added[(start, end)] = (inside, aggregate(reading for _, reading in inside))
+        inside, batch = added[(start, end)]
         if inside:
             binding = bindings[index]
             origin, reading = inside[-1]
             moved.append(
                 _Moved(
-                    replace(
-                        binding,
-                        aggregate=binding.aggregate.plus(reading for _, reading in inside),
-                    ),
+                    replace(binding, aggregate=binding.aggregate.merge(batch)),
                     len(inside),
                     reading.event_id,
                     origin.offset,
