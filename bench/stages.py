@@ -100,11 +100,11 @@ def timed_stages(
     publish_batch = relay_module.OutboxRelay.publish_batch
     apply_batch = projector_module.apply_batch
 
-    def timed_score(self: KpiScorer, items: Any) -> Any:
+    def timed_score(self: KpiScorer, items: Any, prepared: Any = None) -> Any:
         wall, started = time.time(), time.perf_counter()
         try:
             with profiled("scorer"):
-                return score(self, items)
+                return score(self, items, prepared)
         finally:
             stages["scorer"].add(wall, time.perf_counter() - started, len(items))
 

@@ -52,6 +52,10 @@ class NotAKpiEventError(Exception):
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
 
+    def __reduce__(self) -> tuple[type[NotAKpiEventError], tuple[DeadLetterReason, str]]:
+        """Pickled by its own arguments: the scorer's worker process sends rejections back."""
+        return (type(self), (self.reason, self.detail))
+
 
 def decode_kpi_event(value: bytes | None) -> KpiReading:
     """The reading in a record's value, or why not (`NotAKpiEventError.reason`)."""

@@ -100,7 +100,9 @@ class ObservationRow(NamedTuple):
 
 
 class SeriesChunk(NamedTuple):
-    """A batch's observations of one KPI (from one topic), as one row of `kpi_series`."""
+    """A batch's observations of one KPI (from one topic), as one row of `kpi_series` (the
+    first seven fields are its columns, in order) and the event ids it adds to `kpi_event_ids`.
+    Made by `chunk_of`."""
 
     kpi_key: str
     kafka_topic: str
@@ -108,8 +110,9 @@ class SeriesChunk(NamedTuple):
     first_at_us: int
     last_at_us: int
     observations: int
-    rows: list[tuple[Any, ...]]
-    """One per observation, in batch order: `CHUNK_ROW`'s fields."""
+    rows: str
+    """A JSON array with one array per observation, in batch order: `CHUNK_ROW`'s fields."""
+    event_ids: list[str]
 
 
 CHUNK_ROW = (
@@ -126,6 +129,26 @@ CHUNK_ROW = (
 """The fields of an observation inside a chunk's JSON array (what the chunk does not hold)."""
 
 
+def chunk_of(
+    kpi_key: str, topic: str, received_at: str, rows: list[tuple[Any, ...]]
+) -> SeriesChunk:
+    """The chunk of `rows` (`CHUNK_ROW`'s fields each, in batch order). The JSON is made here,
+    where the batch is prepared, not by SQLite: parsing and re-rendering one big array there
+    cost five times as much (ADR 13). JSON numbers come back as the same doubles, and text as
+    sent (`tests/integration/test_kpi_store.py`)."""
+    times = [row[3] for row in rows]
+    return SeriesChunk(
+        kpi_key,
+        topic,
+        received_at,
+        min(times),
+        max(times),
+        len(rows),
+        orjson.dumps(rows).decode(),
+        [row[0] for row in rows],
+    )
+
+
 def series_chunks(observations: Iterable[ObservationRow]) -> list[SeriesChunk]:
     """The observations grouped into chunks: by KPI, topic and receipt (one batch has one)."""
     grouped: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
@@ -135,13 +158,10 @@ def series_chunks(observations: Iterable[ObservationRow]) -> list[SeriesChunk]:
         if rows is None:
             rows = grouped[key] = []
         rows.append((row[0], row[2], row[3], row[4], row[5], row[6], row[7], row[9], row[10]))
-    chunks = []
-    for (kpi_key, topic, received_at), rows in grouped.items():
-        times = [row[3] for row in rows]
-        chunks.append(
-            SeriesChunk(kpi_key, topic, received_at, min(times), max(times), len(rows), rows)
-        )
-    return chunks
+    return [
+        chunk_of(kpi_key, topic, received_at, rows)
+        for (kpi_key, topic, received_at), rows in grouped.items()
+    ]
 
 
 @dataclass(slots=True)
@@ -446,8 +466,7 @@ class KpiWriter:
             "INSERT INTO {event_ids} (event_id) SELECT value FROM json_each(?)"
         )
         self.insert_chunks_sqlite = d.sql(
-            f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) SELECT value ->> 0, value ->> 1, "
-            "value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6 FROM json_each(?)"
+            f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) VALUES ({_placeholders(CHUNK_COLUMNS)})"
         )
         self.insert_event_ids_postgres = d.sql(
             "INSERT INTO {event_ids} (event_id) SELECT unnest(?::text[])"
@@ -532,17 +551,13 @@ class KpiWriter:
             )
 
     def _series_sqlite(self, raw: sqlite3.Cursor, chunks: Sequence[SeriesChunk]) -> None:
-        """Two statements over JSON arrays rather than `executemany`: SQLite inserts the whole
-        batch without taking the GIL back per row, so the scorer's thread reading the next batch
-        runs meanwhile (a per-row handover starves both). JSON numbers come back as the same
-        doubles and chunks keep their rows' text as sent (`tests/integration/test_kpi_store.py`)."""
-        event_ids = [row[0] for chunk in chunks for row in chunk.rows]
+        """The event ids in one statement over a JSON array rather than `executemany`: SQLite
+        inserts them without taking the GIL back per row, so the scorer's other work runs
+        meanwhile (a handover per observation starved both). The chunks (one per KPI, not per
+        observation) by `executemany`, their rows' JSON made by `chunk_of`."""
+        event_ids = [event_id for chunk in chunks for event_id in chunk.event_ids]
         raw.execute(self.insert_event_ids_sqlite, (orjson.dumps(event_ids).decode(),))
-        raw.execute(
-            self.insert_chunks_sqlite,
-            # `default=tuple`: `SeriesChunk`s (named tuples) as plain arrays.
-            (orjson.dumps(chunks, default=tuple).decode(),),
-        )
+        raw.executemany(self.insert_chunks_sqlite, [chunk[:7] for chunk in chunks])
 
     def migrate_legacy_sqlite(self, c: SQLiteCursor) -> None:
         """Move a `kpi_observations` table of an earlier version into the chunks, in the
@@ -602,10 +617,9 @@ class KpiWriter:
         curs.fetchall()
 
     def _series_postgres(self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk]) -> None:
-        event_ids = [row[0] for chunk in chunks for row in chunk.rows]
+        event_ids = [event_id for chunk in chunks for event_id in chunk.event_ids]
         curs.execute(self.insert_event_ids_postgres, [event_ids])
-        columns: list[list[Any]] = [list(column) for column in zip(*chunks, strict=True)]
-        columns[-1] = [orjson.dumps(rows).decode() for rows in columns[-1]]
+        columns = [list(column) for column in zip(*(chunk[:7] for chunk in chunks), strict=True)]
         curs.execute(self.insert_chunks_postgres, columns)
 
     def migrate_legacy_postgres(self, curs: Cursor[DictRow]) -> None:

@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from itertools import accumulate
-from operator import lt
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -41,23 +38,33 @@ from aiokafka.errors import KafkaError
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import NotScorableError
-from domain.kpi_series import Observation, SeriesAggregate, aggregate
 from domain.objective import Decision, Objective, ObjectiveStatus, evolve, record_kpi_progress
 from domain.objective_events import DomainEvent, KpiBinding
 from events.topics import KPI_EVENTS
 from projections.backoff import Backoff, keep_running
 from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_producer
+from services.gc_tuning import freeze_start_up_objects
 from services.kafka_admin import ensure_topics
-from services.kpi_decoding import KpiReading, NotAKpiEventError, decode_kpi_event
+from services.kpi_decoding import NotAKpiEventError
+from services.kpi_preparation import (
+    Item,
+    Period,
+    PreparedBatch,
+    RawPart,
+    ReadOnDemand,
+    periods_of,
+    prepare,
+    read_parts,
+)
 from services.kpi_store import (
     Binding,
     KpiBatch,
     KpiReader,
     KpiStats,
     PositionMove,
-    SeriesChunk,
 )
+from services.preparation_worker import PreparationWorker
 
 if TYPE_CHECKING:
     from services.application import OkrApplication
@@ -97,21 +104,6 @@ def kpi_reader(application: OkrApplication) -> KpiReader:
     return application.receipts.kpi
 
 
-# --- a record of a batch -------------------------------------------------------------------------
-
-
-class Origin(NamedTuple):
-    """Where a record was read from: all the scorer keeps of it once parsed."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-Item = tuple[Origin, KpiReading | None]
-"""A record of a batch: its origin and its reading (None: dead-lettered; its offset counts)."""
-
-
 # --- the outcome of a batch -----------------------------------------------------------------------
 
 
@@ -146,18 +138,24 @@ class KpiScorer:
         self.actor = actor
         self.assigned: set[TopicPartition] = set()
         """The partitions the consumer currently holds (when run by `run_scorer`)."""
+        self._periods: Mapping[str, tuple[Period, ...]] | None = None
 
-    def score(self, items: Sequence[Item]) -> BatchReport:
-        """Store the batch's effects once; retried from fresh state after a lost race."""
+    def score(self, items: Sequence[Item], prepared: PreparedBatch | None = None) -> BatchReport:
+        """Store the batch's effects once; retried from fresh state after a lost race.
+
+        `prepared`: the batch prepared elsewhere (a worker process) before the stored state was
+        read; used if its assumptions hold, else the batch is prepared again from `items`
+        (which are then read: a lazy sequence costs nothing otherwise)."""
         for attempt in range(1, CONFLICT_RETRIES + 1):
-            plan = self._plan(items)
+            plan = self._plan(items, prepared, look_up_ids=attempt > 1)
+            prepared = None
             plan.report.attempts = attempt
             if plan.batch is None:
                 return plan.report
             try:
                 self.application.save_events(plan.events, kpi_batch=plan.batch)
             except IntegrityError as error:
-                log.info("KPI batch lost a race (%s); recomputing (attempt %d)", error, attempt)
+                log.info("KPI batch not saved (%s); recomputing (attempt %d)", error, attempt)
                 self.application.evict(plan.objective_ids)
                 continue
             self._remember(plan.objectives)
@@ -167,66 +165,75 @@ class KpiScorer:
             return plan.report
         raise IntegrityError(f"KPI batch still conflicting after {CONFLICT_RETRIES} attempts")
 
-    def _plan(self, items: Sequence[Item]) -> _Plan:
-        report = BatchReport(records=len(items))
-        stored = self._stored_positions({origin.topic for origin, _ in items})
-        report.next_offsets = dict(stored)
-        # One pass over the records: what was scored already, where each partition ends, and
-        # the batch's first copy of each event id.
-        last: dict[tuple[str, int], int] = {}
-        events_by_id: dict[str, tuple[Origin, KpiReading]] = {}
-        duplicates: Counter[str] = Counter()
-        for origin, reading in items:
-            if reading is None:
-                report.dead_lettered += 1
-            partition = (origin.topic, origin.partition)
-            offset = origin.offset
-            if offset < stored.get(partition, 0):
-                report.already_scored += 1
-                continue
-            if offset > last.get(partition, -1):
-                last[partition] = offset
-            if reading is None:
-                continue
-            if reading.event_id in events_by_id:
-                duplicates[reading.kpi_key] += 1
-            else:
-                events_by_id[reading.event_id] = (origin, reading)
-        if not last:
-            return _Plan(report)
-        moves = [
-            PositionMove(topic, partition, stored.get((topic, partition)), offset + 1)
-            for (topic, partition), offset in sorted(last.items())
-        ]
-        received_at = datetime.now(UTC).isoformat()
-        known = self.reader.stored_event_ids(list(events_by_id))
-        for event_id in known:
-            duplicates[events_by_id.pop(event_id)[1].kpi_key] += 1
-        new = list(events_by_id.values())
-        report.duplicates = sum(duplicates.values())
-        report.accepted = len(new)
+    def binding_periods(self) -> Mapping[str, tuple[Period, ...]]:
+        """The binding periods of every KPI as last read: what a batch prepared ahead assumes."""
+        if self._periods is None:
+            self._periods = periods_of(
+                [(b.kpi_key, b.bounds_us) for b in self.reader.all_bindings()]
+            )
+        return self._periods
 
+    def _plan(
+        self, items: Sequence[Item], prepared: PreparedBatch | None, *, look_up_ids: bool
+    ) -> _Plan:
+        """The batch's effects on the state as stored now.
+
+        Stored event ids are looked up only after a lost race: the first attempt inserts them
+        as if new, and the key's uniqueness fails the save if one was not (a resent event). The
+        lookup probed the same index once more for every record of every batch (ADR 14)."""
+        topics = {topic for topic, _ in prepared.lowest_offsets} if prepared else None
+        stored = self._stored_positions(topics or {origin.topic for origin, _ in items})
+        received_at = prepared.received_at if prepared else datetime.now(UTC).isoformat()
+        periods = self.binding_periods()
+        if prepared is None or not prepared.holds_for(stored):
+            prepared = prepare(items, periods, received_at, skipped_before=stored)
+        if not prepared.last_offsets:
+            return _Plan(self._report(prepared, stored))
+        known = self.reader.stored_event_ids(prepared.event_ids) if look_up_ids else set()
+        if known:
+            prepared = prepare(
+                items, prepared.periods, received_at, skipped_before=stored, known=frozenset(known)
+            )
         # The stats row is the KPI's fence: read it before anything else of the KPI.
-        kpi_keys = {reading.kpi_key for _, reading in new}
-        stats = self.reader.stats(sorted(kpi_keys | set(duplicates)))
-        for kpi_key, count in duplicates.items():
-            stats[kpi_key].duplicates += count
-        bindings = self.reader.bindings_of_kpis(kpi_keys)
-        folded = _fold(new, stats, bindings, received_at, report)
-
+        new = [kpi_key for kpi_key, share in prepared.kpis.items() if share.accepted]
+        stats = self.reader.stats(sorted(prepared.kpis))
+        bindings = self.reader.bindings_of_kpis(set(new))
+        now_bound = periods_of([(b.kpi_key, b.bounds_us) for b in bindings])
+        self._periods = {**periods, **{kpi_key: now_bound.get(kpi_key, ()) for kpi_key in new}}
+        if not prepared.holds_for(stored, self._periods):
+            prepared = prepare(
+                items, self._periods, received_at, skipped_before=stored, known=prepared.known
+            )
+        report = self._report(prepared, stored)
+        moved = _complete(prepared, stats, bindings, report)
         plan = _Plan(report)
         plan.batch = KpiBatch(
-            series=folded.series,
+            series=[chunk for share in prepared.kpis.values() for chunk in share.chunks],
             stats=list(stats.values()),
-            bindings=[moved.binding for moved in folded.moved],
-            positions=moves,
+            bindings=[m.binding for m in moved],
+            positions=[
+                PositionMove(topic, partition, stored.get((topic, partition)), offset + 1)
+                for (topic, partition), offset in sorted(prepared.last_offsets.items())
+            ],
         )
-        self._decide(plan, folded)
+        self._decide(plan, moved)
         return plan
 
-    def _decide(self, plan: _Plan, folded: _Folded) -> None:
+    @staticmethod
+    def _report(prepared: PreparedBatch, stored: dict[tuple[str, int], int]) -> BatchReport:
+        shares = prepared.kpis.values()
+        return BatchReport(
+            records=prepared.records,
+            dead_lettered=prepared.dead_lettered,
+            already_scored=prepared.already_scored,
+            accepted=sum(share.accepted for share in shares),
+            duplicates=sum(share.duplicates for share in shares),
+            next_offsets=dict(stored),
+        )
+
+    def _decide(self, plan: _Plan, moves: list[_Moved]) -> None:
         """One `record_kpi_progress` per moved key result, on the objective as it stands."""
-        active = [m for m in folded.moved if m.binding.objective_status == ObjectiveStatus.ACTIVE]
+        active = [m for m in moves if m.binding.objective_status == ObjectiveStatus.ACTIVE]
         # A draft scores when activated (bindings follower), a closed or archived one never.
         plan.objective_ids = {m.binding.objective_id for m in active}
         plan.objectives = self._load(plan.objective_ids)
@@ -319,146 +326,47 @@ class _Moved:
     last_offset: int
 
 
-@dataclass
-class _Folded:
-    series: list[SeriesChunk]
-    moved: list[_Moved]
-
-
-_NOTHING_YET = (-1 << 64, "")
-"""An order key before every observation's (times are 64-bit microseconds)."""
-
-
-def _fold(
-    new: Sequence[tuple[Origin, KpiReading]],
+def _complete(
+    prepared: PreparedBatch,
     stats: dict[str, KpiStats],
     bindings: Sequence[Binding],
-    received_at: str,
     report: BatchReport,
-) -> _Folded:
-    """Add the batch's new observations to the counters, to every binding they fall in and to
-    the series' chunks.
-
-    KPI by KPI: the records are grouped once, then each KPI's work (stale count, bindings, chunk)
-    runs once per batch with the per-observation part in comprehensions and C builtins. "Stale"
-    (older than the KPI's latest when it arrived) counts in batch order, as one-by-one processing
-    would; the aggregates themselves do not depend on the order.
-    """
-    periods: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-    for index, binding in enumerate(bindings):
-        periods[binding.kpi_key].append((*binding.bounds_us, index))
-    by_kpi: dict[str, list[tuple[Origin, KpiReading]]] = {}
-    for item in new:
-        group = by_kpi.get(item[1].kpi_key)
-        if group is None:
-            by_kpi[item[1].kpi_key] = [item]
-        else:
-            group.append(item)
+) -> list[_Moved]:
+    """Add a prepared batch to the stored counters and to every binding it moves: work per KPI
+    and per binding, none per observation. "Stale" (older than the KPI's latest when it
+    arrived) counts in batch order, as one-by-one processing would; the aggregates themselves do
+    not depend on the order."""
+    bound: dict[str, list[Binding]] = defaultdict(list)
+    for binding in bindings:
+        bound[binding.kpi_key].append(binding)
     moved: list[_Moved] = []
-    chunks: list[SeriesChunk] = []
-    for kpi_key, group in by_kpi.items():
-        readings = [reading for _, reading in group]
-        times = [reading.observed_at_us for reading in readings]
+    for kpi_key, share in prepared.kpis.items():
         kpi = stats[kpi_key]
-        kpi.accepted += len(group)
-        kpi.last_received_at = received_at
-        _count_stale(kpi, readings, times, report)
-        kpi_periods = periods.get(kpi_key)
-        if kpi_periods is None:
-            kpi.unbound += len(group)
-            report.unbound += len(group)
-        else:
-            outside = _add_to_bindings(group, times, kpi_periods, bindings, moved)
-            kpi.outside_period += outside
-            report.outside_period += outside
-        chunks.extend(_chunks_of(kpi_key, group, times, received_at))
-    return _Folded(series=chunks, moved=moved)
-
-
-def _count_stale(
-    kpi: KpiStats, readings: list[KpiReading], times: list[int], report: BatchReport
-) -> None:
-    """Count the readings older than the KPI's newest before them; keep the newest."""
-    keys = list(zip(times, [reading.event_id for reading in readings], strict=True))
-    newest_before = list(
-        accumulate(keys, max, initial=kpi.latest.order_key if kpi.latest else _NOTHING_YET)
-    )
-    stale = sum(map(lt, keys, newest_before))
-    kpi.stale += stale
-    report.stale += stale
-    if newest_before[-1] > newest_before[0]:
-        reading = readings[keys.index(newest_before[-1])]
-        kpi.latest = Observation(reading.event_id, reading.value, reading.observed_at_us)
-
-
-def _add_to_bindings(
-    group: list[tuple[Origin, KpiReading]],
-    times: list[int],
-    kpi_periods: list[tuple[int, int, int]],
-    bindings: Sequence[Binding],
-    moved: list[_Moved],
-) -> int:
-    """Add the KPI's new observations to each binding whose period holds them; how many fall in
-    none."""
-    earliest, latest = min(times), max(times)
-    outside = 0
-    if not all(start <= earliest and latest < end for start, end, _ in kpi_periods):
-        outside = sum(
-            1 for at in times if not any(start <= at < end for start, end, _ in kpi_periods)
-        )
-    # Bindings of one KPI usually share the objective's period: one batch aggregate per period.
-    added: dict[tuple[int, int], tuple[list[tuple[Origin, KpiReading]], SeriesAggregate]] = {}
-    for start, end, index in kpi_periods:
-        if (start, end) not in added:
-            if start <= earliest and latest < end:
-                inside = group
-            else:
-                inside = [item for item, at in zip(group, times, strict=True) if start <= at < end]
-            added[(start, end)] = (inside, aggregate(reading for _, reading in inside))
-        inside, batch = added[(start, end)]
-        if inside:
-            binding = bindings[index]
-            origin, reading = inside[-1]
-            moved.append(
-                _Moved(
-                    replace(binding, aggregate=binding.aggregate.merge(batch)),
-                    len(inside),
-                    reading.event_id,
-                    origin.offset,
+        kpi.duplicates += share.duplicates
+        if not share.accepted:
+            continue
+        kpi.accepted += share.accepted
+        kpi.last_received_at = prepared.received_at
+        stale = share.stale_after(kpi.latest)
+        kpi.stale += stale
+        report.stale += stale
+        assert share.newest is not None
+        if kpi.latest is None or share.newest.order_key > kpi.latest.order_key:
+            kpi.latest = share.newest
+        if kpi_key not in bound:
+            kpi.unbound += share.accepted
+            report.unbound += share.accepted
+            continue
+        kpi.outside_period += share.outside_periods
+        report.outside_period += share.outside_periods
+        for binding in bound[kpi_key]:
+            added = share.periods.get(binding.bounds_us)
+            if added is not None:
+                merged = replace(binding, aggregate=binding.aggregate.merge(added.aggregate))
+                moved.append(
+                    _Moved(merged, added.observations, added.last_event_id, added.last_offset)
                 )
-            )
-    return outside
-
-
-def _chunks_of(
-    kpi_key: str, group: list[tuple[Origin, KpiReading]], times: list[int], received_at: str
-) -> list[SeriesChunk]:
-    """The KPI's observations as rows of the series (one chunk per topic: usually one)."""
-    rows = [
-        (
-            r.event_id,
-            r.value,
-            r.observed_at,
-            r.observed_at_us,
-            r.source,
-            r.unit,
-            r.dimensions,
-            o.partition,
-            o.offset,
-        )
-        for o, r in group
-    ]
-    topics = {origin.topic for origin, _ in group}
-    if len(topics) == 1:
-        return [
-            SeriesChunk(kpi_key, topics.pop(), received_at, min(times), max(times), len(rows), rows)
-        ]
-    chunks = []
-    for topic in sorted(topics):
-        mine = [row for row, (origin, _) in zip(rows, group, strict=True) if origin.topic == topic]
-        at = [row[3] for row in mine]
-        chunks.append(SeriesChunk(kpi_key, topic, received_at, min(at), max(at), len(mine), mine))
-    return chunks
+    return moved
 
 
 # --- one batch, from Kafka records ----------------------------------------------------------------
@@ -481,36 +389,50 @@ async def read_batch(
     records: Sequence[KafkaRecord], dead_letters: DeadLetterPublisher
 ) -> list[Item]:
     """Every record read; what is not a KPI event is dead-lettered (and kept as None: its
-    offset still counts).
-
-    Dead letters are acknowledged by Kafka before the batch is saved: the saved position passes
-    over them, so a crash in between dead-letters them again rather than losing them.
-    """
-    items: list[Item] = []
-    rejected: list[tuple[KafkaRecord, NotAKpiEventError]] = []
-    for record in records:
-        origin = Origin(record.topic, record.partition, record.offset)
-        try:
-            items.append((origin, decode_kpi_event(record.value)))
-        except NotAKpiEventError as error:
-            items.append((origin, None))
-            rejected.append((record, error))
-    if rejected:
-        await asyncio.gather(
-            *(
-                dead_letters.publish(record, error.reason, error.detail)
-                for record, error in rejected
-            )
-        )
-        log.warning(
-            "%d KPI record(s) dead-lettered, e.g. %s[%d]@%d: %s",
-            len(rejected),
-            rejected[0][0].topic,
-            rejected[0][0].partition,
-            rejected[0][0].offset,
-            rejected[0][1],
-        )
+    offset still counts)."""
+    items, rejected = read_parts(raw_parts(records))
+    await dead_letter(dead_letters, records, rejected)
     return items
+
+
+def raw_parts(records: Sequence[KafkaRecord]) -> list[RawPart]:
+    """The records as parts: each run of consecutive records of one partition (order kept)."""
+    parts: list[RawPart] = []
+    for record in records:
+        if not parts or parts[-1][:2] != (record.topic, record.partition):
+            parts.append(RawPart(record.topic, record.partition, [], []))
+        parts[-1].offsets.append(record.offset)
+        parts[-1].values.append(record.value)
+    return parts
+
+
+async def dead_letter(
+    dead_letters: DeadLetterPublisher,
+    records: Sequence[KafkaRecord],
+    rejected: Sequence[tuple[int, NotAKpiEventError]],
+) -> None:
+    """Publish the records that are not KPI events (by index in `records`) on `okr.dlq`.
+
+    Acknowledged by Kafka before the batch is saved: the saved position passes over them, so a
+    crash in between dead-letters them again rather than losing them.
+    """
+    if not rejected:
+        return
+    await asyncio.gather(
+        *(
+            dead_letters.publish(records[index], error.reason, error.detail)
+            for index, error in rejected
+        )
+    )
+    first = records[rejected[0][0]]
+    log.warning(
+        "%d KPI record(s) dead-lettered, e.g. %s[%d]@%d: %s",
+        len(rejected),
+        first.topic,
+        first.partition,
+        first.offset,
+        rejected[0][1],
+    )
 
 
 async def _to_thread_to_completion(
@@ -615,13 +537,18 @@ async def run_scorer(
 
     async def attempt(succeeded: Callable[[], None]) -> None:
         await ensure_topics(settings)
-        async with kafka_clients(settings, group) as (consumer, producer):
+        await asyncio.to_thread(scorer.binding_periods)
+        async with (
+            kafka_clients(settings, group) as (consumer, producer),
+            preparation_worker(settings) as worker,
+        ):
             try:
                 await _consume(
                     settings,
                     scorer,
                     consumer,
                     producer,
+                    worker,
                     group,
                     max_records,
                     window_s,
@@ -639,17 +566,18 @@ async def run_scorer(
     )
 
 
-def freeze_start_up_objects() -> None:
-    """Move everything alive at start-up (modules, pydantic schemas, the application) out of the
-    cyclic GC's reach: otherwise every full collection walks them again, and a batch allocates
-    enough objects (a reading, a row and a tuple or two per record) to trigger many. And collect
-    the youngest generation every 50,000 allocations instead of 700: a batch's objects live until
-    it is saved and hold no cycles, so the default thresholds spent ~2.5 µs a record walking them
-    (`KpiScorer.score` over 100,000 records: 16.7 → 14.2 µs a record; with no cyclic GC at all,
-    13.6)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+@contextlib.asynccontextmanager
+async def preparation_worker(settings: Settings) -> AsyncIterator[PreparationWorker | None]:
+    """The worker process that prepares big batches, unless `scorer_worker_from` is 0."""
+    if settings.scorer_worker_from <= 0:
+        yield None
+        return
+    worker = PreparationWorker()
+    try:
+        await worker.start()
+        yield worker
+    finally:
+        worker.stop()
 
 
 def _being_cancelled() -> bool:
@@ -662,6 +590,7 @@ async def _consume(
     scorer: KpiScorer,
     consumer: AIOKafkaConsumer,
     producer: AIOKafkaProducer,
+    worker: PreparationWorker | None,
     group: str,
     max_records: int,
     batch_interval_s: float,
@@ -682,12 +611,34 @@ async def _consume(
     loop = asyncio.get_running_loop()
     last_started = float("-inf")
     in_flight: _InFlight | None = None
+    pending: _Read | None = None
+
+    async def hand_over(batch: _Read) -> None:
+        """Dead-letter what the worker could not read, wait for the previous save, and start
+        this batch's."""
+        nonlocal in_flight, last_started
+        prepared = None
+        if batch.preparing is not None:
+            prepared = await batch.preparing
+            await dead_letter(dead_letters, batch.records, prepared.rejected)
+        if in_flight is not None:
+            await in_flight.finish(consumer, succeeded)
+        last_started = loop.time()
+        in_flight = _InFlight(batch.last_offsets, _start_scoring(scorer, batch.items, prepared))
+
     try:
         while True:
-            fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records)
+            # A batch in the worker is handed over after the next fetch (so the worker goes on
+            # with that one meanwhile), or at once when nothing more is buffered.
+            fetched = await consumer.getmany(
+                timeout_ms=0 if pending else FETCH_TIMEOUT_MS, max_records=max_records
+            )
             listener.raise_if_failed()
             if not fetched:
-                if in_flight is not None:
+                if pending is not None:
+                    await hand_over(pending)
+                    pending = None
+                elif in_flight is not None:
                     await in_flight.finish(consumer, succeeded)
                     in_flight = None
                 continue
@@ -695,21 +646,58 @@ async def _consume(
                 consumer, fetched, last_started + batch_interval_s - loop.time(), max_records
             )
             listener.raise_if_failed()
-            records = [record for tp in sorted(fetched) for record in fetched[tp]]
-            if not records:
+            batch = await _read(settings, scorer, worker, dead_letters, fetched)
+            if batch is None:
                 continue
-            # Read this batch while the previous one is scored and saved in the worker thread:
-            # the save mostly runs outside the GIL. Batches are still saved one after the other.
-            items = await read_batch(records, dead_letters)
-            if in_flight is not None:
-                await in_flight.finish(consumer, succeeded)
-            last_started = loop.time()
-            ends = {tp: held[-1].offset for tp, held in fetched.items() if held}
-            in_flight = _InFlight(ends, _start_scoring(scorer, items))
+            if pending is not None:
+                await hand_over(pending)
+                pending = None
+            if batch.preparing is not None:
+                pending = batch
+            else:
+                await hand_over(batch)
     finally:
+        if pending is not None and pending.preparing is not None:
+            pending.preparing.cancel()
         if in_flight is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(in_flight.scoring)
+
+
+@dataclass
+class _Read:
+    """A fetched batch, read in this thread or being prepared in the worker process."""
+
+    records: list[KafkaRecord]
+    last_offsets: dict[TopicPartition, int]
+    """Per partition, the last offset fetched for it."""
+    items: Sequence[Item]
+    preparing: asyncio.Future[PreparedBatch] | None = None
+
+
+async def _read(
+    settings: Settings,
+    scorer: KpiScorer,
+    worker: PreparationWorker | None,
+    dead_letters: DeadLetterPublisher,
+    fetched: dict[TopicPartition, list[Any]],
+) -> _Read | None:
+    """Start a big batch's preparation in the worker process; read a small one here (and
+    dead-letter what is not a KPI event)."""
+    records = [record for tp in sorted(fetched) for record in fetched[tp]]
+    if not records:
+        return None
+    ends = {tp: held[-1].offset for tp, held in fetched.items() if held}
+    if worker is None or len(records) < settings.scorer_worker_from:
+        return _Read(records, ends, await read_batch(records, dead_letters))
+    parts = [
+        RawPart(tp.topic, tp.partition, [r.offset for r in held], [r.value for r in held])
+        for tp, held in sorted(fetched.items())
+        if held
+    ]
+    received_at = datetime.now(UTC).isoformat()
+    preparing = worker.prepare(parts, scorer.binding_periods(), received_at)
+    return _Read(records, ends, ReadOnDemand(parts), preparing)
 
 
 @dataclass
@@ -728,11 +716,13 @@ class _InFlight:
         await _follow_stored_positions(consumer, self.last_offsets, report)
 
 
-def _start_scoring(scorer: KpiScorer, items: Sequence[Item]) -> asyncio.Future[BatchReport]:
+def _start_scoring(
+    scorer: KpiScorer, items: Sequence[Item], prepared: PreparedBatch | None
+) -> asyncio.Future[BatchReport]:
     """Hand the batch to a worker thread now. (A task around `asyncio.to_thread` would reach the
     executor only at the loop's next turn, and the loop may not turn until it waits for this
     very batch: buffered records are fetched and read without suspending.)"""
-    return asyncio.get_running_loop().run_in_executor(None, scorer.score, items)
+    return asyncio.get_running_loop().run_in_executor(None, scorer.score, items, prepared)
 
 
 async def _gather_more(

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         "window means fewer events (at most 1000/N per key result a second) and more latency "
         "(docs/decisions/0013). An idle scorer scores the first records after a pause at once.",
     )
+    scorer_worker_from: int = Field(
+        2_000,
+        ge=0,
+        description="Batches of at least this many records are read and summed up in a worker "
+        "process while the scorer saves the previous batch (docs/decisions/0014); 0 never starts "
+        "the worker. Smaller batches are prepared in the scorer, where the crossing costs more "
+        "than it saves.",
+    )
     serve_runs_scorer: bool = Field(
         True,
         description="`okr serve` also scores kpi.events; false when `okr scorer` runs as its own "

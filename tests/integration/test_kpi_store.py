@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 from domain.kpi_series import epoch_us
 from services.application import OkrApplication
 from services.kpi_decoding import KpiReading
+from services.kpi_preparation import Item, Origin
 from services.kpi_queries import series_page
 from services.kpi_store import KpiReader
-from services.scorer import Item, KpiScorer, Origin, kpi_reader
+from services.scorer import KpiScorer, kpi_reader
 from services.settings import Settings
 from services.stores import is_postgres
 from tests.kpi_support import kpi

@@ -32,12 +32,11 @@ from services.dlq import DeadLetterPublisher
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import follow_bindings, run_bindings_follower
 from services.kpi_decoding import decode_kpi_event
+from services.kpi_preparation import Item, Origin
 from services.kpi_store import KpiBatch, KpiStats, ObservationRow, PositionMove, series_chunks
 from services.scorer import (
     BatchReport,
-    Item,
     KpiScorer,
-    Origin,
     kpi_reader,
     run_scorer,
     score_batch,
@@ -70,9 +69,20 @@ FAST = Backoff(first_s=0.05, max_s=0.5)
 # --- fixtures: one event store per backend, scorers as tasks --------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "sqlite, prepared in the worker",
+        pytest.param("postgres, prepared in the worker", marks=pytest.mark.postgres),
+    ]
+)
 def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    if request.param == "postgres":
+    """Each store; and batches prepared in the scorer's thread, or (from one record on) in its
+    worker process, which assumes nothing was stored yet: duplicates, restarts and races then
+    take the scorer's second look."""
+    worker_from = 1 if "worker" in request.param else 0
+    settings = settings.model_copy(update={"scorer_worker_from": worker_from})
+    if request.param.startswith("postgres"):
         url: str = request.getfixturevalue("postgres_database")
         return settings.model_copy(update={"event_store_url": url})
     return settings

@@ -1,0 +1,89 @@
+"""A worker process that prepares the scorer's big batches while the scorer saves the last one.
+
+Reading and summing up a batch (`services.kpi_preparation`) is pure Python work per record;
+saving it is work per KPI and key result plus SQL. In one process they take turns on the GIL, so
+the scorer could never go faster than both together (ADR 14). Here the records' values cross to
+a second process as bytes (cheap to pickle), and what comes back is per KPI (a thousand KPIs, not
+fifty thousand readings), so the crossing costs little either way.
+
+The worker knows no stored state: it assumes no record was scored and no event id was stored
+yet, and binding periods as the scorer last read them. The scorer checks those assumptions when
+it saves and prepares again itself when one does not hold (`PreparedBatch.holds_for`).
+
+The worker dies with the scorer: a scorer killed with SIGKILL leaves no orphan behind (Linux's
+parent-death signal; elsewhere the pool's own shutdown covers a clean stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from services.gc_tuning import freeze_start_up_objects
+from services.kpi_preparation import Period, PreparedBatch, RawPart, prepare_records
+
+PR_SET_PDEATHSIG = 1
+
+
+class PreparationWorker:
+    """One worker process, started on demand and replaced by the next `run_scorer` attempt if
+    it dies (its death fails the batch; the stored positions make the retry safe)."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def start(self) -> None:
+        """Start the process and wait until it can prepare (its imports take a while)."""
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start,
+            initargs=(os.getpid(),),
+        )
+        await asyncio.get_running_loop().run_in_executor(self._pool, _ready)
+
+    def prepare(
+        self,
+        parts: Sequence[RawPart],
+        periods: Mapping[str, tuple[Period, ...]],
+        received_at: str,
+    ) -> asyncio.Future[PreparedBatch]:
+        """Send the batch to the worker now; batches sent meanwhile queue behind it."""
+        assert self._pool is not None, "start the worker first"
+        return asyncio.get_running_loop().run_in_executor(
+            self._pool, prepare_records, parts, dict(periods), received_at
+        )
+
+    def stop(self) -> None:
+        """Stop the process; a batch it is preparing is dropped (nothing of it was saved)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _ready() -> bool:
+    return True
+
+
+def _start(parent: int) -> None:
+    _die_with_parent(parent)
+    freeze_start_up_objects()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when the scorer's process dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
