@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from operator import attrgetter
-from typing import Protocol
+from typing import Any, Protocol
 
 from domain.objective_events import Aggregation
 
@@ -37,8 +37,20 @@ def period_bounds_us(period_start: date, period_end: date) -> tuple[int, int]:
     return epoch_us(start), epoch_us(end)
 
 
+class PickledByFields:
+    """Pickled as its class and its fields' values, in order. A frozen dataclass with slots
+    otherwise pickles through a dictionary of its state per object, and the scorer's worker
+    process sends thousands of these a batch (`services.preparation_worker`)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        names: tuple[str, ...] = self.__slots__
+        return (type(self), tuple(getattr(self, name) for name in names))
+
+
 @dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(PickledByFields):
     """One accepted KPI measurement, reduced to what aggregation needs."""
 
     event_id: str
@@ -67,7 +79,7 @@ ORDER_KEY = attrgetter("observed_at_us", "event_id")
 
 
 @dataclass(frozen=True, slots=True)
-class ExactSum:
+class ExactSum(PickledByFields):
     """The exact sum of floats as `mantissa * 2**exponent` (integers: addition is exact)."""
 
     mantissa: int = 0
@@ -134,7 +146,7 @@ def _canonical(mantissa: int, exponent: int) -> ExactSum:
 
 
 @dataclass(frozen=True, slots=True)
-class SeriesAggregate:
+class SeriesAggregate(PickledByFields):
     """What is known of a set of observations, enough for every aggregation, merge-able."""
 
     count: int = 0

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import NamedTuple, overload
 
-from domain.kpi_series import Observation, SeriesAggregate, aggregate
+import orjson
+
+from domain.kpi_series import Observation, PickledByFields, SeriesAggregate, aggregate
 from services.kpi_decoding import KpiReading, NotAKpiEventError, decode_kpi_event
 from services.kpi_store import SeriesChunk, chunk_of
 
@@ -58,20 +60,51 @@ Rejection = tuple[int, NotAKpiEventError]
 """A record that is not a KPI event: its index in the batch and why."""
 
 
-def read_parts(parts: Sequence[RawPart]) -> tuple[list[Item], list[Rejection]]:
+class ReadPart(NamedTuple):
+    """One partition's records of a batch, read: a reading each (None: not a KPI event)."""
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    readings: list[KpiReading | None]
+
+
+def read_parts(parts: Sequence[RawPart]) -> tuple[list[ReadPart], list[Rejection]]:
     """Every record read, in batch order; what is not a KPI event is kept as None (its offset
-    still counts) and listed with its reason, for the dead letters."""
-    items: list[Item] = []
+    still counts) and listed with its index in the batch and its reason, for the dead letters."""
+    read: list[ReadPart] = []
     rejected: list[Rejection] = []
+    index = 0
     for part in parts:
-        for offset, value in zip(part.offsets, part.values, strict=True):
-            origin = Origin(part.topic, part.partition, offset)
+        readings: list[KpiReading | None] = []
+        for value in part.values:
             try:
-                items.append((origin, decode_kpi_event(value)))
+                readings.append(decode_kpi_event(value))
             except NotAKpiEventError as error:
-                rejected.append((len(items), error))
-                items.append((origin, None))
-    return items, rejected
+                rejected.append((index + len(readings), error))
+                readings.append(None)
+        index += len(readings)
+        read.append(ReadPart(part.topic, part.partition, part.offsets, readings))
+    return read, rejected
+
+
+def items_of(parts: Sequence[ReadPart]) -> list[Item]:
+    return [
+        (Origin(part.topic, part.partition, offset), reading)
+        for part in parts
+        for offset, reading in zip(part.offsets, part.readings, strict=True)
+    ]
+
+
+def parts_of(items: Sequence[Item]) -> list[ReadPart]:
+    """The items as parts: each run of consecutive items of one partition (order kept)."""
+    parts: list[ReadPart] = []
+    for origin, reading in items:
+        if not parts or parts[-1][:2] != origin[:2]:
+            parts.append(ReadPart(origin.topic, origin.partition, [], []))
+        parts[-1].offsets.append(origin.offset)
+        parts[-1].readings.append(reading)
+    return parts
 
 
 class ReadOnDemand(Sequence[Item]):
@@ -84,7 +117,7 @@ class ReadOnDemand(Sequence[Item]):
 
     def _read(self) -> list[Item]:
         if self._items is None:
-            self._items = read_parts(self._parts)[0]
+            self._items = items_of(read_parts(self._parts)[0])
         return self._items
 
     def __len__(self) -> int:
@@ -105,7 +138,7 @@ class ReadOnDemand(Sequence[Item]):
 
 
 @dataclass(frozen=True, slots=True)
-class PeriodShare:
+class PeriodShare(PickledByFields):
     """A KPI's new observations inside one binding period: their aggregate, how many, and the
     last one in batch order (the progress event names it)."""
 
@@ -116,7 +149,7 @@ class PeriodShare:
 
 
 @dataclass(frozen=True, slots=True)
-class KpiShare:
+class KpiShare(PickledByFields):
     """What a batch adds to one KPI."""
 
     kpi_key: str
@@ -124,10 +157,12 @@ class KpiShare:
     duplicates: int = 0
     older_than_batch: int = 0
     """Observations older than an earlier one of the same batch: stale whatever is stored."""
-    rising_at_us: list[int] = field(default_factory=list)
-    rising_ids: list[str] = field(default_factory=list)
-    """The observations newer than every earlier one of the batch, in batch order (their order
-    keys rise): stale only if older than the KPI's stored latest."""
+    rising: str = "[]"
+    """The observations newer than every earlier one of the batch, as a JSON array of their
+    order keys ([observed_at_us, event_id]) in batch order, rising: they are stale only if older
+    than the KPI's stored latest. Text: read only then (late data), and cheap to send across."""
+    first: tuple[int, str] | None = None
+    """The order key of the batch's first new observation (the lowest of `rising`)."""
     newest: Observation | None = None
     outside_periods: int = 0
     periods: dict[Period, PeriodShare] = field(default_factory=dict)
@@ -136,13 +171,15 @@ class KpiShare:
     def stale_after(self, latest: Observation | None) -> int:
         """How many of the batch's observations are stale ("older than the KPI's newest when
         it arrived", counted in batch order) when the KPI's stored latest is `latest`."""
-        if latest is None or not self.rising_at_us:
+        if latest is None or self.first is None or latest.order_key < self.first:
             return self.older_than_batch
+        keys = orjson.loads(self.rising)
         at_us, event_id = latest.order_key
-        below = bisect_left(self.rising_at_us, at_us)
-        same_time = bisect_left(self.rising_at_us, at_us + 1)
-        below = bisect_left(self.rising_ids, event_id, below, same_time)
-        return self.older_than_batch + below
+        times = [key[0] for key in keys]
+        below = bisect_left(times, at_us)
+        same_time = bisect_left(times, at_us + 1)
+        ids = [key[1] for key in keys[below:same_time]]
+        return self.older_than_batch + below + bisect_left(ids, event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +195,8 @@ class PreparedBatch:
     last_offsets: dict[Partition, int]
     """Per partition, its last offset not scored already."""
     kpis: dict[str, KpiShare]
-    """The KPIs with new observations or duplicates, in order of first appearance."""
+    """The KPIs with new observations (in order of their first one), then those with only
+    duplicates."""
     skipped_before: Mapping[Partition, int]
     known: frozenset[str]
     periods: Mapping[str, tuple[Period, ...]]
@@ -169,7 +207,10 @@ class PreparedBatch:
     def event_ids(self) -> list[str]:
         """The new observations' ids."""
         return [
-            i for share in self.kpis.values() for chunk in share.chunks for i in chunk.event_ids
+            event_id
+            for share in self.kpis.values()
+            for chunk in share.chunks
+            for event_id in chunk.event_id_list
         ]
 
     def holds_for(
@@ -211,42 +252,64 @@ def prepare(
     *,
     skipped_before: Mapping[Partition, int] | None = None,
     known: frozenset[str] = frozenset(),
-    rejected: list[Rejection] | None = None,
 ) -> PreparedBatch:
     """Sum up `items` per KPI: records before `skipped_before` (the stored positions) were
     scored already; the first copy of an event id counts, unless `known` (stored) has it."""
+    return prepare_parts(
+        parts_of(items), periods, received_at, skipped_before=skipped_before, known=known
+    )
+
+
+Entry = tuple[str, int, int, KpiReading]
+"""A new observation with where it was read: topic, partition, offset, reading."""
+
+
+def prepare_parts(
+    parts: Sequence[ReadPart],
+    periods: Mapping[str, tuple[Period, ...]],
+    received_at: str,
+    *,
+    skipped_before: Mapping[Partition, int] | None = None,
+    known: frozenset[str] = frozenset(),
+    rejected: list[Rejection] | None = None,
+) -> PreparedBatch:
+    """`prepare`, partition by partition: offsets are handled per part, in C builtins."""
     skipped_before = skipped_before or {}
-    dead_lettered = already_scored = 0
+    records = dead_lettered = already_scored = 0
     lowest: dict[Partition, int] = {}
     last: dict[Partition, int] = {}
     seen: set[str] = set()
     duplicates: Counter[str] = Counter()
-    by_kpi: dict[str, list[tuple[Origin, KpiReading]]] = {}
-    for origin, reading in items:
-        if reading is None:
-            dead_lettered += 1
-        partition = (origin.topic, origin.partition)
-        offset = origin.offset
-        if offset < lowest.get(partition, offset + 1):
-            lowest[partition] = offset
-        if offset < skipped_before.get(partition, 0):
-            already_scored += 1
+    by_kpi: dict[str, list[Entry]] = {}
+    for topic, partition, offsets, readings in parts:
+        if not offsets:
             continue
-        if offset > last.get(partition, -1):
-            last[partition] = offset
-        if reading is None:
-            continue
-        event_id = reading.event_id
-        if event_id in seen or event_id in known:
-            duplicates[reading.kpi_key] += 1
+        records += len(offsets)
+        dead_lettered += readings.count(None)
+        key = (topic, partition)
+        lowest[key] = min(lowest.get(key, offsets[0]), min(offsets))
+        skip = skipped_before.get(key, 0)
+        if skip > lowest[key]:
+            kept = [(o, r) for o, r in zip(offsets, readings, strict=True) if o >= skip]
+            already_scored += len(offsets) - len(kept)
+            if not kept:
+                continue
+            offsets, readings = [o for o, _ in kept], [r for _, r in kept]
+        last[key] = max(last.get(key, -1), max(offsets))
+        for offset, reading in zip(offsets, readings, strict=True):
+            if reading is None:
+                continue
+            event_id = reading.event_id
+            if event_id in seen or event_id in known:
+                duplicates[reading.kpi_key] += 1
+                seen.add(event_id)
+                continue
             seen.add(event_id)
-            continue
-        seen.add(event_id)
-        group = by_kpi.get(reading.kpi_key)
-        if group is None:
-            by_kpi[reading.kpi_key] = [(origin, reading)]
-        else:
-            group.append((origin, reading))
+            group = by_kpi.get(reading.kpi_key)
+            if group is None:
+                by_kpi[reading.kpi_key] = [(topic, partition, offset, reading)]
+            else:
+                group.append((topic, partition, offset, reading))
     kpis = {
         kpi_key: _share(
             kpi_key, group, periods.get(kpi_key, ()), duplicates.pop(kpi_key, 0), received_at
@@ -256,7 +319,7 @@ def prepare(
     for kpi_key, count in duplicates.items():
         kpis[kpi_key] = KpiShare(kpi_key, duplicates=count)
     return PreparedBatch(
-        records=len(items),
+        records=records,
         dead_lettered=dead_lettered,
         already_scored=already_scored,
         received_at=received_at,
@@ -275,20 +338,20 @@ def prepare_records(
 ) -> PreparedBatch:
     """Read and prepare a fetched batch, assuming nothing was scored or stored yet (the worker
     process's job: it knows no stored state)."""
-    items, rejected = read_parts(parts)
-    return prepare(items, periods, received_at, rejected=rejected)
+    read, rejected = read_parts(parts)
+    return prepare_parts(read, periods, received_at, rejected=rejected)
 
 
 def _share(
     kpi_key: str,
-    group: list[tuple[Origin, KpiReading]],
+    group: list[Entry],
     periods: tuple[Period, ...],
     duplicates: int,
     received_at: str,
 ) -> KpiShare:
     """One KPI's new observations summed up: per-observation work in comprehensions and C
     builtins, the rest once per KPI."""
-    readings = [reading for _, reading in group]
+    readings = [entry[3] for entry in group]
     keys = [(reading.observed_at_us, reading.event_id) for reading in readings]
     newest_so_far = list(accumulate(keys, max))
     # Keys are distinct (ids are): a key is newer than every earlier one iff it is the maximum
@@ -302,8 +365,8 @@ def _share(
         accepted=len(group),
         duplicates=duplicates,
         older_than_batch=len(keys) - len(rising),
-        rising_at_us=[key[0] for key in rising],
-        rising_ids=[key[1] for key in rising],
+        rising=orjson.dumps(rising).decode(),
+        first=keys[0],
         newest=Observation(newest.event_id, newest.value, newest.observed_at_us),
         outside_periods=outside,
         periods=shares,
@@ -312,7 +375,7 @@ def _share(
 
 
 def _period_shares(
-    group: list[tuple[Origin, KpiReading]],
+    group: list[Entry],
     readings: list[KpiReading],
     times: list[int],
     periods: tuple[Period, ...],
@@ -329,19 +392,17 @@ def _period_shares(
         if start <= earliest and latest < end:
             inside, mine = group, readings
         else:
-            inside = [item for item, at in zip(group, times, strict=True) if start <= at < end]
-            mine = [reading for _, reading in inside]
+            inside = [entry for entry, at in zip(group, times, strict=True) if start <= at < end]
+            mine = [entry[3] for entry in inside]
         if inside:
-            origin, reading = inside[-1]
+            _, _, offset, reading = inside[-1]
             shares[(start, end)] = PeriodShare(
-                len(inside), aggregate(mine), reading.event_id, origin.offset
+                len(inside), aggregate(mine), reading.event_id, offset
             )
     return outside, shares
 
 
-def _chunks_of(
-    kpi_key: str, group: list[tuple[Origin, KpiReading]], received_at: str
-) -> list[SeriesChunk]:
+def _chunks_of(kpi_key: str, group: list[Entry], received_at: str) -> list[SeriesChunk]:
     """The KPI's observations as chunks of the series (one per topic: usually one)."""
     rows = [
         (
@@ -352,12 +413,12 @@ def _chunks_of(
             r.source,
             r.unit,
             r.dimensions,
-            o.partition,
-            o.offset,
+            partition,
+            offset,
         )
-        for o, r in group
+        for _, partition, offset, r in group
     ]
-    topics = {origin.topic for origin, _ in group}
+    topics = {entry[0] for entry in group}
     if len(topics) == 1:
         return [chunk_of(kpi_key, topics.pop(), received_at, rows)]
     return [
@@ -365,7 +426,7 @@ def _chunks_of(
             kpi_key,
             topic,
             received_at,
-            [row for row, (origin, _) in zip(rows, group, strict=True) if origin.topic == topic],
+            [row for row, entry in zip(rows, group, strict=True) if entry[0] == topic],
         )
         for topic in sorted(topics)
     ]

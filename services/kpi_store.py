@@ -41,7 +41,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from uuid import UUID
 
 import orjson
@@ -112,7 +112,13 @@ class SeriesChunk(NamedTuple):
     observations: int
     rows: str
     """A JSON array with one array per observation, in batch order: `CHUNK_ROW`'s fields."""
-    event_ids: list[str]
+    event_ids: str
+    """A JSON array of the observations' event ids (text: it crosses from the scorer's worker
+    process as one string, not a string per observation)."""
+
+    @property
+    def event_id_list(self) -> list[str]:
+        return cast(list[str], orjson.loads(self.event_ids))
 
 
 CHUNK_ROW = (
@@ -145,7 +151,7 @@ def chunk_of(
         max(times),
         len(rows),
         orjson.dumps(rows).decode(),
-        [row[0] for row in rows],
+        orjson.dumps([row[0] for row in rows]).decode(),
     )
 
 
@@ -555,8 +561,8 @@ class KpiWriter:
         inserts them without taking the GIL back per row, so the scorer's other work runs
         meanwhile (a handover per observation starved both). The chunks (one per KPI, not per
         observation) by `executemany`, their rows' JSON made by `chunk_of`."""
-        event_ids = [event_id for chunk in chunks for event_id in chunk.event_ids]
-        raw.execute(self.insert_event_ids_sqlite, (orjson.dumps(event_ids).decode(),))
+        event_ids = ",".join(chunk.event_ids[1:-1] for chunk in chunks if chunk.observations)
+        raw.execute(self.insert_event_ids_sqlite, (f"[{event_ids}]",))
         raw.executemany(self.insert_chunks_sqlite, [chunk[:7] for chunk in chunks])
 
     def migrate_legacy_sqlite(self, c: SQLiteCursor) -> None:
@@ -617,7 +623,7 @@ class KpiWriter:
         curs.fetchall()
 
     def _series_postgres(self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk]) -> None:
-        event_ids = [event_id for chunk in chunks for event_id in chunk.event_ids]
+        event_ids = [event_id for chunk in chunks for event_id in chunk.event_id_list]
         curs.execute(self.insert_event_ids_postgres, [event_ids])
         columns = [list(column) for column in zip(*(chunk[:7] for chunk in chunks), strict=True)]
         curs.execute(self.insert_chunks_postgres, columns)

@@ -53,6 +53,7 @@ from services.kpi_preparation import (
     PreparedBatch,
     RawPart,
     ReadOnDemand,
+    items_of,
     periods_of,
     prepare,
     read_parts,
@@ -390,7 +391,8 @@ async def read_batch(
 ) -> list[Item]:
     """Every record read; what is not a KPI event is dead-lettered (and kept as None: its
     offset still counts)."""
-    items, rejected = read_parts(raw_parts(records))
+    parts, rejected = read_parts(raw_parts(records))
+    items = items_of(parts)
     await dead_letter(dead_letters, records, rejected)
     return items
 
