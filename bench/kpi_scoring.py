@@ -250,6 +250,33 @@ async def produce_all(settings: Settings, stream: Sequence[dict[str, Any]]) -> f
     return time.perf_counter() - started
 
 
+class CpuBusy:
+    """The share of the machine's cores busy (any process: broker, scorer, its worker) while
+    the block runs, from /proc/stat (None elsewhere). The scorer prepares big batches in a
+    worker process, so it can use more than the one core the ceiling's consumer can: this
+    says how much it did."""
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+
+    @staticmethod
+    def _ticks() -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    def __enter__(self) -> CpuBusy:
+        self._start = self._ticks()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        end = self._ticks()
+        if self._start is not None and end is not None and end[0] > self._start[0]:
+            self.share = 1 - (end[1] - self._start[1]) / (end[0] - self._start[0])
+
+
 # --- (a) the ceiling ------------------------------------------------------------------------------
 
 
@@ -608,11 +635,14 @@ async def run(arguments: argparse.Namespace) -> Results:
             expected = expected_values(bound, stream)
             produce_s = await produce_all(settings, stream)
             join_s = 0.0
+            ceiling_cpu, scorer_cpu = CpuBusy(), CpuBusy()
             if not arguments.latency_only:
-                results.ceiling_msgs_per_s = await measure_ceiling(settings, arguments.events)
-                results.scorer_msgs_per_s, join_s = await measure_scorer(
-                    settings, application, arguments.events, expected
-                )
+                with ceiling_cpu:
+                    results.ceiling_msgs_per_s = await measure_ceiling(settings, arguments.events)
+                with scorer_cpu:
+                    results.scorer_msgs_per_s, join_s = await measure_scorer(
+                        settings, application, arguments.events, expected
+                    )
             latencies, unseen, stages = await measure_latency(
                 settings,
                 application,
@@ -653,6 +683,13 @@ async def run(arguments: argparse.Namespace) -> Results:
                 "setup_s": round(setup_s, 2),
                 "produce_s": round(produce_s, 2),
                 "scorer_join_s": round(join_s, 2),
+                "cpu_busy_share": {
+                    "ceiling": ceiling_cpu.share and round(ceiling_cpu.share, 2),
+                    "scorer": scorer_cpu.share and round(scorer_cpu.share, 2),
+                    "note": "share of all cores busy (/proc/stat) during (a) and during (b) "
+                    "including the scorer's start; the scorer prepares batches of "
+                    f"{Settings().scorer_worker_from}+ records in a worker process",
+                },
                 "progress_events": application.last_notification_id(),
                 "stages": stages,
             }
@@ -726,6 +763,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(run(arguments))
     print(table(results))
     context = results.context
+    busy = context["cpu_busy_share"]
+    if busy["ceiling"] is not None and busy["scorer"] is not None:
+        print(
+            f"cores busy: {busy['ceiling']:.0%} during (a), {busy['scorer']:.0%} during (b) "
+            "(the scorer prepares big batches in a second process)"
+        )
     print(
         f"({context['events']:,} events, {context['kpis']} KPIs, store {context['store']}, "
         f"{context['cores']} cores; {context['latency_events_unseen']} latency events unseen)"
