@@ -365,7 +365,10 @@ async def measure_scorer(
 class ReadStorePoll:
     """A value per latency key result, in one query: `current` in the read store's `key_results`
     (what the read API serves), or `value` in the event store's `kpi_bindings` (the scorer's
-    commit, to split the latency between the scorer and relay + projector)."""
+    commit, to split the latency between the scorer and relay + projector).
+
+    One connection for all the polls (opened at the first): connecting for each of a hundred
+    polls a second loaded the cores that the measured pipeline runs on."""
 
     def __init__(
         self,
@@ -378,25 +381,36 @@ class ReadStorePoll:
         self.key_results = [str(k) for k in key_results]
         self.table = table
         self.column = column
+        self._postgres: psycopg.Connection[Any] | None = None
+        self._sqlite: sqlite3.Connection | None = None
 
     def currents(self) -> dict[str, float | None]:
         if is_postgres(self.url):
-            with psycopg.connect(postgres_location(self.url).conninfo) as connection:
-                rows = connection.execute(
-                    f"SELECT key_result_id::text, {self.column} FROM {self.table} "
-                    "WHERE key_result_id::text = ANY(%s)",
-                    [self.key_results],
-                ).fetchall()
+            if self._postgres is None:
+                self._postgres = psycopg.connect(
+                    postgres_location(self.url).conninfo, autocommit=True
+                )
+            rows = self._postgres.execute(
+                f"SELECT key_result_id::text, {self.column} FROM {self.table} "
+                "WHERE key_result_id::text = ANY(%s)",
+                [self.key_results],
+            ).fetchall()
         else:
-            path = self.url.removeprefix("sqlite:///")
-            with contextlib.closing(sqlite3.connect(path)) as connection:
-                marks = ",".join("?" for _ in self.key_results)
-                rows = connection.execute(
-                    f"SELECT key_result_id, {self.column} FROM {self.table} "
-                    f"WHERE key_result_id IN ({marks})",
-                    self.key_results,
-                ).fetchall()
+            if self._sqlite is None:
+                path = self.url.removeprefix("sqlite:///")
+                self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            marks = ",".join("?" for _ in self.key_results)
+            rows = self._sqlite.execute(
+                f"SELECT key_result_id, {self.column} FROM {self.table} "
+                f"WHERE key_result_id IN ({marks})",
+                self.key_results,
+            ).fetchall()
         return {str(UUID(str(k))): v for k, v in rows}
+
+    def close(self) -> None:
+        for connection in (self._postgres, self._sqlite):
+            if connection is not None:
+                connection.close()
 
 
 async def measure_latency(
@@ -440,6 +454,8 @@ async def measure_latency(
             offered_until = time.time()
     finally:
         await asyncio.to_thread(read_store.close)
+        poll.close()
+        scored.close()
     summaries = {
         name: times.within(offered_from, offered_until).summary() for name, times in stages.items()
     }
