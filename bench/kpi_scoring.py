@@ -523,6 +523,8 @@ def start_process(
         "OKR_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "OKR_EVENT_STORE_URL": settings.event_store_url,
         "OKR_READ_STORE_URL": settings.read_store_url,
+        "OKR_SCORER_WINDOW_MS": str(settings.scorer_window_ms),
+        "OKR_SCORER_WORKER_FROM": str(settings.scorer_worker_from),
     }
     log = directory / f"{role}.log"
     with log.open("ab") as output:

@@ -1,4 +1,7 @@
-"""Garbage-collector settings for the processes that handle KPI batches (scorer and its worker)."""
+"""Garbage-collector settings for the processes that move batches: the scorer, its worker and the
+projector. Their batches allocate many short-lived objects next to many long-lived ones (cached
+objectives, loaded modules), and Python's default thresholds make the collector walk the
+long-lived ones again and again."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from projections.rebuild import RebuildReport, projector_members, rebuild
 from projections.sqlite import SQLiteReadStore
 from projections.views import ReadStore
 from services.dlq import DeadLetterPublisher, send_with_producer
+from services.gc_tuning import freeze_start_up_objects
 from services.settings import Settings
 from services.stores import is_postgres, sqlite_path
 
@@ -91,7 +92,10 @@ async def run_projector_service(
     on_batch: Callable[[BatchReport], None] | None = None,
 ) -> None:
     """The background job: project `okr.events` into `store` until cancelled; what cannot be
-    projected is dead-lettered."""
+    projected is dead-lettered. Its process collects garbage rarely (`freeze_start_up_objects`):
+    the projector keeps thousands of objectives' rows alive, and a collection walking them
+    used to stall a batch (benchmark (c): projector batch p99 141 → 50-58 ms, ADR 14)."""
+    freeze_start_up_objects()
     dead_letters = ProjectorDeadLetters(settings)
     try:
         await run_projector(

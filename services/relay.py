@@ -39,7 +39,7 @@ RELAY_NAME = "okr.events-relay"
 """Name of the relay's row in the tracking table; other trackers (projections) use their own."""
 
 BATCH_SIZE = 500
-IDLE_POLL_S = 0.025
+IDLE_POLL_S = 0.01
 """An idle relay wakes when this process saves (`OkrApplication.saved`); for writes by other
 processes (SQLite has no LISTEN/NOTIFY) it polls, and a short interval keeps latency low."""
 

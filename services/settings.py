@@ -90,13 +90,14 @@ class Settings(BaseSettings):
         200, ge=1, description="Store a snapshot every N events of an objective."
     )
     scorer_window_ms: int = Field(
-        100,
+        75,
         ge=0,
         le=60_000,
         description="Least time between the starts of two scorer batches. Each batch records one "
         "progress event per key result it moved, each relayed, projected and audited: a longer "
         "window means fewer events (at most 1000/N per key result a second) and more latency "
-        "(docs/decisions/0013). An idle scorer scores the first records after a pause at once.",
+        "(docs/decisions/0013, 0014). An idle scorer scores the first records after a pause "
+        "at once.",
     )
     scorer_worker_from: int = Field(
         2_000,
