@@ -525,6 +525,7 @@ def start_process(
         "OKR_READ_STORE_URL": settings.read_store_url,
         "OKR_SCORER_WINDOW_MS": str(settings.scorer_window_ms),
         "OKR_SCORER_WORKER_FROM": str(settings.scorer_worker_from),
+        "OKR_SCORER_WORKERS": str(settings.scorer_workers),
     }
     log = directory / f"{role}.log"
     with log.open("ab") as output:
@@ -706,7 +707,8 @@ async def run(arguments: argparse.Namespace) -> Results:
                     "scorer": scorer_cpu.share and round(scorer_cpu.share, 2),
                     "note": "share of all cores busy (/proc/stat) during (a) and during (b) "
                     "including the scorer's start; the scorer prepares batches of "
-                    f"{Settings().scorer_worker_from}+ records in a worker process",
+                    f"{settings.scorer_worker_from}+ records in {settings.scorer_workers} "
+                    "worker process(es)",
                 },
                 "progress_events": application.last_notification_id(),
                 "stages": stages,

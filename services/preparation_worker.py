@@ -34,21 +34,26 @@ PR_SET_PDEATHSIG = 1
 
 
 class PreparationWorker:
-    """One worker process, started on demand and replaced by the next `run_scorer` attempt if
-    it dies (its death fails the batch; the stored positions make the retry safe)."""
+    """Worker processes (`OKR_SCORER_WORKERS`, one by default), each preparing a batch of its
+    own; replaced by the next `run_scorer` attempt if one dies (its death fails the batch; the
+    stored positions make the retry safe). Batches are handed back in the order they came."""
 
-    def __init__(self) -> None:
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
 
     async def start(self) -> None:
-        """Start the process and wait until it can prepare (its imports take a while)."""
+        """Start the processes and wait until they can prepare (their imports take a while)."""
         self._pool = ProcessPoolExecutor(
-            max_workers=1,
+            max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
             initargs=(os.getpid(),),
         )
-        await asyncio.get_running_loop().run_in_executor(self._pool, _ready)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _ready) for _ in range(self.processes))
+        )
 
     def prepare(
         self,

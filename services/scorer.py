@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -574,7 +574,7 @@ async def preparation_worker(settings: Settings) -> AsyncIterator[PreparationWor
     if settings.scorer_worker_from <= 0:
         yield None
         return
-    worker = PreparationWorker()
+    worker = PreparationWorker(settings.scorer_workers)
     try:
         await worker.start()
         yield worker
@@ -613,7 +613,9 @@ async def _consume(
     loop = asyncio.get_running_loop()
     last_started = float("-inf")
     in_flight: _InFlight | None = None
-    pending: _Read | None = None
+    pending: deque[_Read] = deque()
+    """Batches being prepared in the worker processes, oldest first."""
+    depth = worker.processes if worker is not None else 0
 
     async def hand_over(batch: _Read) -> None:
         """Dead-letter what the worker could not read, wait for the previous save, and start
@@ -630,16 +632,15 @@ async def _consume(
 
     try:
         while True:
-            # A batch in the worker is handed over after the next fetch (so the worker goes on
-            # with that one meanwhile), or at once when nothing more is buffered.
+            # Batches in the workers are handed over (oldest first) once the workers are all
+            # busy with later ones, or when nothing more is buffered.
             fetched = await consumer.getmany(
                 timeout_ms=0 if pending else FETCH_TIMEOUT_MS, max_records=max_records
             )
             listener.raise_if_failed()
             if not fetched:
-                if pending is not None:
-                    await hand_over(pending)
-                    pending = None
+                if pending:
+                    await hand_over(pending.popleft())
                 elif in_flight is not None:
                     await in_flight.finish(consumer, succeeded)
                     in_flight = None
@@ -651,16 +652,18 @@ async def _consume(
             batch = await _read(settings, scorer, worker, dead_letters, fetched)
             if batch is None:
                 continue
-            if pending is not None:
-                await hand_over(pending)
-                pending = None
-            if batch.preparing is not None:
-                pending = batch
-            else:
+            if batch.preparing is None:
+                while pending:
+                    await hand_over(pending.popleft())
                 await hand_over(batch)
+                continue
+            pending.append(batch)
+            while len(pending) > depth:
+                await hand_over(pending.popleft())
     finally:
-        if pending is not None and pending.preparing is not None:
-            pending.preparing.cancel()
+        for waiting in pending:
+            if waiting.preparing is not None:
+                waiting.preparing.cancel()
         if in_flight is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(in_flight.scoring)

@@ -99,6 +99,15 @@ class Settings(BaseSettings):
         "(docs/decisions/0013, 0014). An idle scorer scores the first records after a pause "
         "at once.",
     )
+    scorer_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes that prepare big scorer batches, each its own batch "
+        "(docs/decisions/0014). More catch up faster on more cores: on 2 cores, 2 workers "
+        "scored a 200,000-event backlog at ~140k events/s instead of ~127k, with the cores "
+        "84 % busy instead of 68 %.",
+    )
     scorer_worker_from: int = Field(
         2_000,
         ge=0,

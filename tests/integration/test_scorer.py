@@ -72,16 +72,19 @@ FAST = Backoff(first_s=0.05, max_s=0.5)
 @pytest.fixture(
     params=[
         "sqlite",
-        "sqlite, prepared in the worker",
+        "sqlite, prepared in two workers",
         pytest.param("postgres, prepared in the worker", marks=pytest.mark.postgres),
     ]
 )
 def store_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
     """Each store; and batches prepared in the scorer's thread, or (from one record on) in its
-    worker process, which assumes nothing was stored yet: duplicates, restarts and races then
-    take the scorer's second look."""
+    worker processes, which assume nothing was stored yet: duplicates, restarts and races then
+    take the scorer's second look, and two workers hand batches back in order."""
     worker_from = 1 if "worker" in request.param else 0
-    settings = settings.model_copy(update={"scorer_worker_from": worker_from})
+    workers = 2 if "two workers" in request.param else 1
+    settings = settings.model_copy(
+        update={"scorer_worker_from": worker_from, "scorer_workers": workers}
+    )
     if request.param.startswith("postgres"):
         url: str = request.getfixturevalue("postgres_database")
         return settings.model_copy(update={"event_store_url": url})
