@@ -1,14 +1,18 @@
 """The KPI scorer: `kpi.events` in, batch by batch; bound key results moved, exactly once.
 
 Per batch (`score_batch`): read every record (`services.kpi_decoding`; what does not read is
-dead-lettered on `okr.dlq` with its reason and origin, and the batch goes on), drop what the stored
-positions say was scored already, deduplicate on `event_id` (within the batch and against the
-stored series), add the new observations to the series and to the aggregate of every binding
-whose period they fall in, and decide `record_kpi_progress` for every bound key result that moved:
-one event per key result per batch, naming how many KPI events it covers and the last one's id and
-offset, so the audit trail says why a score moved. The events of ALL objectives touched, the
-observations, the counters, the binding aggregates and the new Kafka positions are stored by ONE
-`application.save_events` (one transaction). A crash anywhere leaves all of it or none of it.
+dead-lettered on `okr.dlq` with its reason and origin, and the batch goes on), then score it in two
+halves. Preparing it (`services.kpi_preparation`, all the work per record) drops what the stored
+positions say was scored already, deduplicates on `event_id` (within the batch and against the
+stored series) and sums the new observations up per KPI and binding period; a backlog's batches are
+prepared in worker processes (`services.preparation_worker`) while the previous one is saved.
+Completing it (`KpiScorer._plan`, work per KPI and key result) adds those sums to the stored
+counters and to the aggregate of every binding whose period they fall in, and decides
+`record_kpi_progress` for every bound key result that moved: one event per key result per batch,
+naming how many KPI events it covers and the last one's id and offset, so the audit trail says why
+a score moved. The events of ALL objectives touched, the observations, the counters, the binding
+aggregates and the new Kafka positions are stored by ONE `application.save_events` (one
+transaction). A crash anywhere leaves all of it or none of it.
 
 Positions live in the event store (`kpi_positions`); they are authoritative: on every partition
 assignment the consumer seeks to them, and a batch that starts before them skips what was scored.
@@ -30,6 +34,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mappin
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from itertools import groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
@@ -399,13 +405,11 @@ async def read_batch(
 
 def raw_parts(records: Sequence[KafkaRecord]) -> list[RawPart]:
     """The records as parts: each run of consecutive records of one partition (order kept)."""
-    parts: list[RawPart] = []
-    for record in records:
-        if not parts or parts[-1][:2] != (record.topic, record.partition):
-            parts.append(RawPart(record.topic, record.partition, [], []))
-        parts[-1].offsets.append(record.offset)
-        parts[-1].values.append(record.value)
-    return parts
+    runs = groupby(records, key=attrgetter("topic", "partition"))
+    return [
+        RawPart(topic, partition, [r.offset for r in run], [r.value for r in run])
+        for (topic, partition), run in ((key, list(group)) for key, group in runs)
+    ]
 
 
 async def dead_letter(
@@ -695,11 +699,7 @@ async def _read(
     ends = {tp: held[-1].offset for tp, held in fetched.items() if held}
     if worker is None or len(records) < settings.scorer_worker_from:
         return _Read(records, ends, await read_batch(records, dead_letters))
-    parts = [
-        RawPart(tp.topic, tp.partition, [r.offset for r in held], [r.value for r in held])
-        for tp, held in sorted(fetched.items())
-        if held
-    ]
+    parts = raw_parts(records)
     received_at = datetime.now(UTC).isoformat()
     preparing = worker.prepare(parts, scorer.binding_periods(), received_at)
     return _Read(records, ends, ReadOnDemand(parts), preparing)
