@@ -14,18 +14,25 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import Mapper, OperationalError, StoredEvent, Transcoder
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteFactory,
+)
 from eventsourcing.utils import get_topic, resolve_topic
 from psycopg.sql import SQL, Identifier
 
 from domain.objective import Objective, evolve
 from domain.objective_events import DomainEvent, Immutable
+from projections.sqlite import WalCheckpointer
 from services.kpi_store import SQLITE, KpiBatch, KpiReader, KpiWriter, postgres_dialect
 
 if TYPE_CHECKING:
@@ -150,6 +157,40 @@ class Receipt(Immutable):
     command_id: str
     request_digest: str
     response: dict[str, Any]
+
+
+# --- the SQLite event store's WAL ----------------------------------------------------------------
+
+
+class NoAutoCheckpointPool(SQLiteConnectionPool):
+    """Connections that leave the WAL to the store's `WalCheckpointer`: by default SQLite copies
+    the WAL into the database inside the commit that finds it over 1,000 pages, and that commit
+    (a scorer batch, a command) pays the copy and its fsync (docs/decisions/0015)."""
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        connection.cursor().execute("PRAGMA wal_autocheckpoint=0")
+        return connection
+
+
+class CheckpointedSQLiteFactory(SQLiteFactory):
+    """eventsourcing's SQLite persistence, its WAL checkpointed by a thread of its own for as long
+    as the application is open. Commits keep SQLite's default durability (fsynced)."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        pool = self.datastore.pool
+        self.checkpointer: WalCheckpointer | None = None
+        if not pool.is_sqlite_memory_mode:
+            self.datastore.pool = NoAutoCheckpointPool(
+                db_name=pool.db_name, lock_timeout=pool.lock_timeout
+            )
+            self.checkpointer = WalCheckpointer(Path(pool.db_name))
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        super().close()
 
 
 CREATE_ATTEMPTS = 10

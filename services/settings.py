@@ -226,7 +226,7 @@ class Settings(BaseSettings):
             path = sqlite_path(self.event_store_url)
             path.parent.mkdir(parents=True, exist_ok=True)
             env |= {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": "services.persistence:CheckpointedSQLiteFactory",
                 "APPLICATION_RECORDER_TOPIC": "services.persistence:SQLiteReceiptRecorder",
                 "SQLITE_DBNAME": str(path),
                 "SQLITE_LOCK_TIMEOUT": "30",

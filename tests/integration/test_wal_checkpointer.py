@@ -1,4 +1,4 @@
-"""The read store's WAL is copied into the database by a thread of its own, not on commits."""
+"""The stores' WALs are copied into their databases by a thread of their own, not on commits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 from projections.sqlite import WalCheckpointer
+from services.application import OkrApplication
+from services.persistence import CheckpointedSQLiteFactory
+from services.settings import Settings
 
 DEADLINE_S = 10.0
 
@@ -37,3 +40,27 @@ def test_the_checkpointer_copies_committed_pages_into_the_database_and_stops(
 
         assert path.stat().st_size > size_before + rows * 200  # the rows reached the file
         assert not checkpointer._thread.is_alive()
+
+
+def test_the_sqlite_event_store_leaves_its_wal_to_a_checkpointer_that_closes_with_it(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        event_store_url=f"sqlite:///{tmp_path / 'events.sqlite'}",
+        read_store_url=f"sqlite:///{tmp_path / 'read.sqlite'}",
+    )
+    application = OkrApplication(settings)
+    try:
+        factory = application.factory
+        assert isinstance(factory, CheckpointedSQLiteFactory)
+        assert factory.checkpointer is not None
+        with factory.datastore.transaction(commit=False) as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            assert cursor.fetchone()[0] == 0  # no commit copies the WAL
+        deadline = time.monotonic() + DEADLINE_S
+        while factory.checkpointer.done == 0:
+            assert time.monotonic() < deadline, "no checkpoint ran"
+            time.sleep(0.05)
+    finally:
+        application.close()
+    assert not factory.checkpointer._thread.is_alive()
