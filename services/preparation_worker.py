@@ -34,7 +34,7 @@ PR_SET_PDEATHSIG = 1
 
 
 class PreparationWorker:
-    """Worker processes (`OKR_SCORER_WORKERS`, one by default), each preparing a batch of its
+    """Worker processes (`OKR_SCORER_WORKERS`, two by default), each preparing a batch of its
     own; replaced by the next `run_scorer` attempt if one dies (its death fails the batch; the
     stored positions make the retry safe). Batches are handed back in the order they came."""
 
