@@ -75,7 +75,8 @@ class SQLiteSession:
 
 class WalCheckpointer:
     """Copies the WAL into the database file from a thread of its own, every
-    `CHECKPOINT_EVERY_S`, instead of on the writer's commits.
+    `CHECKPOINT_EVERY_S`, instead of on the writer's commits. Both SQLite stores use it: this read
+    store, and the event store (`services.persistence.CheckpointedSQLiteFactory`, ADR 15).
 
     SQLite checkpoints when a commit finds the WAL over 1,000 pages, inside that commit, which
     then pays the copy and its fsync (the projector's mean batch in two latency runs: 42 and
