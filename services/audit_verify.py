@@ -7,7 +7,9 @@ against the verified store: each message must be the translation of the stored e
 objective and version, hash included. A message for a version the store does not hold (forged,
 or published and then deleted from the store) and one whose content differs are both breaks.
 
-Messages of the store not yet on the topic are the relay's backlog, not a break.
+Messages of the store not yet on the topic are the relay's backlog, not a break. Delivery is
+at-least-once, so the topic may hold a message more than once: a message equal to the stored event
+at an (objective, version) already read is a redelivery, counted apart and not a break.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class VerifyReport(BaseModel):
     snapshots: int = 0
     messages: int | None = None
     """Messages read from `okr.events`; None when the topic was not checked."""
+    redeliveries: int | None = None
+    """Of those messages, how many repeat an (objective, version) already read, identical to the
+    stored event (the relay is at-least-once: not a break); None when the topic was not checked."""
     breaks: list[Break] = []
 
     @computed_field  # type: ignore[prop-decorator]
@@ -75,6 +80,9 @@ class VerifyReport(BaseModel):
         checked = f"{self.objectives} objectives, {self.events} events, {self.snapshots} snapshots"
         if self.messages is not None:
             checked += f", {self.messages} messages on okr.events"
+        if self.redeliveries:
+            plural = "redelivery" if self.redeliveries == 1 else "redeliveries"
+            checked += f" ({self.redeliveries} {plural} of an identical (objective, version))"
         verdict = "intact" if self.intact else f"{len(self.breaks)} break(s)"
         return f"checked {checked}: {verdict}"
 
@@ -250,6 +258,35 @@ class _StoredEnvelopes:
         return translated
 
 
+BITMAP_VERSIONS = 1 << 24
+"""Versions below this are kept as bits (at most 2 MiB an objective); any above, one by one."""
+
+
+@dataclass
+class _Delivered:
+    """The (objective, version) pairs already read intact from the topic.
+
+    An objective's versions run 1, 2, 3…, so a bit each holds a million events in kilobytes.
+    """
+
+    bits: dict[UUID, bytearray] = field(default_factory=dict)
+    beyond: set[tuple[UUID, int]] = field(default_factory=set)
+
+    def again(self, objective_id: UUID, version: int) -> bool:
+        """Whether this pair was read before; marks it read."""
+        if version >= BITMAP_VERSIONS:
+            seen = (objective_id, version) in self.beyond
+            self.beyond.add((objective_id, version))
+            return seen
+        bits = self.bits.setdefault(objective_id, bytearray())
+        index, bit = divmod(version, 8)
+        if index >= len(bits):
+            bits.extend(bytes(index + 1 - len(bits)))
+        seen = bool(bits[index] >> bit & 1)
+        bits[index] |= 1 << bit
+        return seen
+
+
 def _comparable(envelope: Any) -> dict[str, Any]:
     """An envelope as read back by consumers (upcast, parsed), so both sides compare alike."""
     parsed, payload = parse_okr_event(envelope.to_bytes())
@@ -268,17 +305,26 @@ async def verify_topic(
         # A Kafka error like any other outage: 503 over HTTP, exit code 3 from the command.
         raise UnknownTopicOrPartitionError(str(error)) from error
     stored = _StoredEnvelopes(application)
-    report.messages = 0
+    delivered = _Delivered()
+    report.messages = report.redeliveries = 0
     async with scan_topic(options, partitions) as scan:
         async for records in scan.batches(TOPIC_BATCH):
             report.messages += len(records)
-            report.breaks += await asyncio.to_thread(_check_messages, stored, records)
+            breaks, redeliveries = await asyncio.to_thread(
+                _check_messages, stored, delivered, records
+            )
+            report.breaks += breaks
+            report.redeliveries += redeliveries
 
 
 def _check_messages(
-    stored: _StoredEnvelopes, records: list[ConsumerRecord[bytes, bytes]]
-) -> list[Break]:
+    stored: _StoredEnvelopes,
+    delivered: _Delivered,
+    records: list[ConsumerRecord[bytes, bytes]],
+) -> tuple[list[Break], int]:
+    """The breaks among these messages, and how many are redeliveries of intact ones."""
     breaks: list[Break] = []
+    redeliveries = 0
     for record in records:
         where = f"partition {record.partition} offset {record.offset}"
         try:
@@ -300,6 +346,7 @@ def _check_messages(
             )
             problem = f"published at {where} differs from the event store in {', '.join(differing)}"
         else:
+            redeliveries += delivered.again(envelope.objective_id, envelope.version)
             continue
         breaks.append(
             Break(
@@ -309,7 +356,7 @@ def _check_messages(
                 problem=problem,
             )
         )
-    return breaks
+    return breaks, redeliveries
 
 
 def _unreadable(record: ConsumerRecord[bytes, bytes], where: str, error: Exception) -> Break:

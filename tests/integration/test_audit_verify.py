@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from events import commands as wire
 from events import topics
 from events.okr import ProgressCheckedIn as ProgressCheckedInPayload
-from events.okr import okr_event
+from events.okr import okr_event, parse_okr_event
 from services.api.app import create_app
 from services.application import OkrApplication
 from services.audit_history import read_audit_history
@@ -29,7 +29,7 @@ from services.settings import Settings
 from services.stores import is_postgres
 from tests import seed
 from tests.auth_support import auth_headers
-from tests.kafka_support import produce
+from tests.kafka_support import produce, read_to_end
 from tests.store_support import execute
 
 
@@ -344,6 +344,38 @@ async def test_a_forged_event_on_the_topic_is_named(
 
     assert breaks_of(report) == {("okr.events", objective_id, 6), ("okr.events", objective_id, 3)}
     assert report.messages == 7
+    assert report.redeliveries == 0  # a different message at a version read before is no repeat
+
+
+async def test_redeliveries_are_counted_and_named_not_broken(
+    store_settings: Settings, application: OkrApplication
+) -> None:
+    """The relay is at-least-once: a message sent again (same objective, version and content)
+    is not a break, but the report says why there are more messages than events."""
+    await ensure_topics(store_settings)
+    objective_id = objective_with_history(application)
+    await relay_once(store_settings, application)
+    published = await read_to_end(store_settings, topics.EVENTS)
+    second, third = sorted(published, key=lambda r: parse_okr_event(r.value)[0].version)[1:3]
+    await produce(
+        store_settings,
+        topics.EVENTS,
+        [(r.key, r.value, []) for r in (second, third, third)],
+    )
+
+    report = await verify(store_settings, application)
+    text = await asyncio.to_thread(okr_audit_verify, store_settings)
+    as_json = await asyncio.to_thread(okr_audit_verify, store_settings, "--format", "json")
+
+    assert report.intact, report.breaks
+    assert (report.events, report.messages, report.redeliveries) == (5, 8, 3)
+    assert text.exit_code == 0, text.output
+    assert (
+        "5 events, 0 snapshots, 8 messages on okr.events"
+        " (3 redeliveries of an identical (objective, version)): intact"
+    ) in text.output
+    assert VerifyReport.model_validate_json(as_json.output).redeliveries == 3
+    assert str(objective_id) not in text.output  # nothing to name: no break
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -419,6 +451,7 @@ async def test_the_auditor_verifies_over_http(
         assert clean.status_code == 200, clean.text
         assert clean.json()["intact"] is True
         assert clean.json()["messages"] == 5
+        assert clean.json()["redeliveries"] == 0
 
         execute(
             store_settings,
@@ -435,6 +468,7 @@ async def test_the_auditor_verifies_over_http(
     assert broken.status_code == 200
     assert broken.json()["intact"] is False
     assert broken.json()["messages"] is None
+    assert broken.json()["redeliveries"] is None
     assert {(b["objective_id"], b["version"]) for b in broken.json()["breaks"]} == {
         (str(objective_id), 2)
     }
