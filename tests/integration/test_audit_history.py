@@ -184,6 +184,28 @@ def test_cli_table_shows_state_decisions_and_changes(
     assert "  v7  " not in out
 
 
+def test_cli_table_order_is_the_one_documented(ledger: Ledger, store_settings: Settings) -> None:
+    """The README describes the table in this order: the state, its key results, the hash chain,
+    then each decision oldest first (its line with the score, reason, changes, chain hash)."""
+    result = okr(store_settings, "history", str(ledger.a))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+
+    def first(start: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.strip().startswith(start))
+
+    sections = ["Objective ", "Key results at version 6", "Hash chain: intact", "Decisions (6)"]
+    assert sorted(map(first, sections)) == list(map(first, sections))
+    revised = first("v5 ")
+    assert "KeyResultRevised" in lines[revised] and "  score " in lines[revised]
+    assert lines[revised + 1] == f"      reason: {json.dumps(TARGET_REASON)}"
+    assert f"key_results[{ledger.sales_id}].target: 1300.0 -> 1200.0" in lines[revised + 2]
+    assert lines[first("v6 ") - 1].startswith("      chain ")
+    assert [first(f"v{version} ") for version in range(1, 7)] == sorted(
+        first(f"v{version} ") for version in range(1, 7)
+    )
+
+
 def test_cli_json_is_the_documented_model(ledger: Ledger, store_settings: Settings) -> None:
     for args, expected in (
         ((), read_audit_history(ledger.application, ledger.a)),
