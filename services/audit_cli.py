@@ -4,6 +4,10 @@
 `export` streams every event of a time window as JSON Lines or CSV. Text shown in a terminal is
 JSON-quoted with control characters escaped, so a title cannot move the cursor or recolour the
 screen, and quotes show where a value starts and ends.
+
+`okr` imports this module at every start (it registers the `audit` group), so the event store,
+Kafka and the models are imported by the commands that use them, not here: `okr --help` stays
+fast (tests/unit/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -21,15 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 import typer
-from aiokafka.errors import KafkaError
-
-from events.commands import MAX_VERSION
-from services.audit_export import ExportFormat, exported_pages, rendered
-from services.audit_history import AuditDecision, AuditHistory, read_audit_history
-from services.errors import REJECTABLE, reject
 
 if TYPE_CHECKING:
     from services.application import OkrApplication
+    from services.audit_history import AuditDecision, AuditHistory
     from services.history_view import KeyResultAsOfBody
 
 audit_app = typer.Typer(
@@ -43,6 +42,22 @@ class HistoryFormat(StrEnum):
     JSON = "json"
 
 
+class ExportChoice(StrEnum):
+    """`--format` of `export`: the values of `services.audit_export.ExportFormat`, named here so
+    that building the command does not import the exporter (a unit test holds them equal)."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+def _version_in_range(version: int | None) -> int | None:
+    from events.commands import MAX_VERSION
+
+    if version is not None and version > MAX_VERSION:
+        raise typer.BadParameter(f"{version} is above the largest version, {MAX_VERSION}")
+    return version
+
+
 # --- commands -------------------------------------------------------------------------------------
 
 
@@ -53,7 +68,7 @@ def history(
         None, "--as-of", help="A moment, ISO 8601 with a time zone, e.g. 2026-08-01T12:00:00Z."
     ),
     version: int | None = typer.Option(
-        None, "--version", min=1, max=MAX_VERSION, help="A version (1, 2, …)."
+        None, "--version", min=1, callback=_version_in_range, help="A version (1, 2, …)."
     ),
     output_format: HistoryFormat = typer.Option(HistoryFormat.TABLE, "--format"),
 ) -> None:
@@ -61,6 +76,9 @@ def history(
 
     Now, at --version N, or at --as-of TIME; answered from the event store.
     """
+    from services.audit_history import read_audit_history
+    from services.errors import REJECTABLE
+
     objective_id = _uuid(objective)
     moment = aware_datetime(as_of, "--as-of") if as_of is not None else None
     if moment is not None and version is not None:
@@ -82,7 +100,7 @@ def export(
         None, "--since", help="From this moment, included (ISO 8601 with a time zone)."
     ),
     until: str | None = typer.Option(None, "--until", help="To this moment, excluded."),
-    export_format: ExportFormat = typer.Option(ExportFormat.JSONL, "--format"),
+    export_format: ExportChoice = typer.Option(ExportChoice.JSONL, "--format"),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write to this file instead of stdout."
     ),
@@ -91,13 +109,16 @@ def export(
 
     All objectives; open bounds when left out. CSV is spreadsheet-safe (services/audit_export.py).
     """
+    from services import audit_export
+
     start = aware_datetime(since, "--since") if since is not None else None
     end = aware_datetime(until, "--until") if until is not None else None
     if start is not None and end is not None and start >= end:
         raise typer.BadParameter("--since must be before --until")
     with _application() as application, _sink(output) as sink:
-        pages = exported_pages(application, since=start, until=end)
-        for chunk in rendered(pages, export_format):
+        pages = audit_export.exported_pages(application, since=start, until=end)
+        chosen = audit_export.ExportFormat(export_format.value)
+        for chunk in audit_export.rendered(pages, chosen):
             sink.write(chunk)
     if output is not None:
         typer.echo(f"wrote {output}", err=True)
@@ -116,6 +137,8 @@ def verify(
     could not run (Kafka unreachable, topic missing).
     """
     import asyncio
+
+    from aiokafka.errors import KafkaError
 
     from services.audit_verify import verify as verify_all
     from services.cli import settings_or_exit
@@ -267,6 +290,8 @@ def _uuid(text: str) -> UUID:
 
 def _refused(error: Exception) -> typer.Exit:
     """The same code and message HTTP would answer (`services.errors`); exit 1."""
+    from services.errors import reject
+
     rejection = reject(error)
     typer.echo(f"error: {rejection.error}: {rejection.message}", err=True)
     return typer.Exit(1)

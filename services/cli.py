@@ -1,21 +1,28 @@
-"""The `okr` command: run the service, manage the local Kafka broker, create topics."""
+"""The `okr` command: run the service, manage the local Kafka broker, create topics.
+
+Every `okr` start imports this module and the groups it registers (`services.audit_cli`,
+`services.keys_cli`), so they import only typer and the standard library at the top: settings,
+the event store, Kafka, the web server, the models and asyncio are imported inside the commands
+that use them, and `okr --help` answers without loading them (tests/unit/test_cli_imports.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from services import local_kafka
 from services.audit_cli import audit_app
 from services.keys_cli import keys_app
-from services.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from services import local_kafka
+    from services.settings import Settings
 
 app = typer.Typer(
     help="OKR Ledger: event-sourced objectives and key results.", no_args_is_help=True
@@ -30,6 +37,8 @@ app.add_typer(keys_app, name="keys")
 
 def settings_or_exit() -> Settings:
     """Invalid configuration stops the process at once with the variables named."""
+    from services.settings import SettingsError, load_settings
+
     try:
         return load_settings()
     except SettingsError as error:
@@ -38,6 +47,8 @@ def settings_or_exit() -> Settings:
 
 
 def _local_kafka() -> local_kafka.LocalKafka:
+    from services import local_kafka
+
     return local_kafka.LocalKafka.from_settings(settings_or_exit())
 
 
@@ -49,6 +60,8 @@ def _fail(error: Exception) -> typer.Exit:
 @kafka_app.command("start")
 def kafka_start() -> None:
     """Start the broker (resolving its jars on first use); does nothing if it already runs."""
+    from services import local_kafka
+
     kafka = _local_kafka()
     try:
         pid, started = local_kafka.start(kafka)
@@ -61,6 +74,8 @@ def kafka_start() -> None:
 @kafka_app.command("stop")
 def kafka_stop() -> None:
     """Stop the broker cleanly; does nothing if none runs."""
+    from services import local_kafka
+
     kafka = _local_kafka()
     stopped = local_kafka.stop(kafka)
     typer.echo("kafka stopped" if stopped else "kafka was not running")
@@ -69,6 +84,8 @@ def kafka_stop() -> None:
 @kafka_app.command("status")
 def kafka_status() -> None:
     """Exit 0 and print the pid when the broker runs, exit 3 otherwise."""
+    from services import local_kafka
+
     kafka = _local_kafka()
     pid = local_kafka.running_pid(kafka)
     if pid is None:
@@ -80,6 +97,8 @@ def kafka_status() -> None:
 @app.command("topics")
 def topics() -> None:
     """Create the service's topics that are missing (the service also does this at start)."""
+    import asyncio
+
     from services.kafka_admin import ensure_topics
 
     settings = settings_or_exit()
@@ -95,6 +114,8 @@ def projections_rebuild(
     force: bool = typer.Option(False, help="Rebuild even while projectors are running."),
 ) -> None:
     """Drop the read models and replay okr.events from offset 0 into the configured read store."""
+    import asyncio
+
     from services.projector_service import open_read_store, rebuild_read_store, running_projectors
 
     settings = settings_or_exit()
@@ -161,6 +182,8 @@ def serve() -> None:
 @app.command("scorer")
 def scorer() -> None:
     """Run only the KPI scorer: kpi.events in, bound key results moved (no HTTP)."""
+    import asyncio
+
     from services.bootstrap import run_jobs, scorer_jobs
 
     settings = settings_or_exit()
@@ -188,6 +211,8 @@ def demo(
 ) -> None:
     """Play the seed's scenario against a running `okr serve`: objectives over this quarter,
     bound to KPIs, then live KPI events on kpi.events; prints the scores as they move."""
+    import asyncio
+
     from services.demo import DemoError, run_demo
 
     settings = settings_or_exit()
@@ -212,6 +237,8 @@ def demo(
 
 async def _until_terminated(main: Coroutine[Any, Any, None]) -> None:
     """SIGTERM stops the process like Ctrl-C does: cancelled, cleaned up, exit 0."""
+    import asyncio
+
     task = asyncio.ensure_future(main)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):

@@ -3,6 +3,9 @@
 `add` prints the new key alone on stdout (and what it did on stderr), so a script can keep it:
 `okr keys add --principal ci --role service > ci.key`. Only its SHA-256 is stored; the key is
 never shown again.
+
+Registered by `okr` at every start: the keys file's models and the settings are imported by the
+commands, not here (tests/unit/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from pathlib import Path
 import typer
 
 from services.access import Role, check_principal_name
-from services.api_keys import ApiKeysError, add_key, parse_keys_file, revoke_keys
-from services.settings import SettingsError, load_settings
 
 keys_app = typer.Typer(
     help="API keys of the HTTP API (roles: admin, editor, reader, auditor, service).",
@@ -26,6 +27,8 @@ FILE_HELP = "The keys file (default: OKR_API_KEYS_FILE, var/api-keys.json)."
 def _keys_file(file: Path | None) -> Path:
     if file is not None:
         return file
+    from services.settings import SettingsError, load_settings
+
     try:
         return load_settings().api_keys_file
     except SettingsError as error:
@@ -54,6 +57,8 @@ def add(
     file: Path | None = typer.Option(None, help=FILE_HELP),
 ) -> None:
     """Create a random key for PRINCIPAL, store its hash (mode 600) and print the key once."""
+    from services.api_keys import ApiKeysError, add_key
+
     path = _keys_file(file)
     try:
         issued = add_key(path, principal, role)
@@ -69,6 +74,8 @@ def add(
 @keys_app.command("list")
 def list_keys(file: Path | None = typer.Option(None, help=FILE_HELP)) -> None:
     """The file's keys: principal, role, the start of the hash, when created (never the key)."""
+    from services.api_keys import ApiKeysError, parse_keys_file
+
     path = _keys_file(file)
     try:
         entries = parse_keys_file(path)
@@ -87,6 +94,8 @@ def revoke(
     file: Path | None = typer.Option(None, help=FILE_HELP),
 ) -> None:
     """Remove every key of PRINCIPAL; a running service stops accepting them at once."""
+    from services.api_keys import ApiKeysError, revoke_keys
+
     path = _keys_file(file)
     try:
         removed = revoke_keys(path, principal)

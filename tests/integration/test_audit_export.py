@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from domain.objective_events import DomainEvent
 from events import commands as wire
-from services import audit_cli, audit_export
+from services import audit_export
 from services.audit_export import (
     COLUMNS,
     FORMULA_TRIGGERS,
@@ -194,7 +194,7 @@ def test_a_failed_export_leaves_no_partial_file(
         yield next(iter(exported_pages(application, page_size=2, **window)))
         raise OSError("the store went away")
 
-    monkeypatch.setattr(audit_cli, "exported_pages", first_page_then_outage)
+    monkeypatch.setattr(audit_export, "exported_pages", first_page_then_outage)
     exports = tmp_path / "exports"
     exports.mkdir()
     target = exports / "events.jsonl"

@@ -239,6 +239,7 @@ def test_cli_refusals(ledger: Ledger, store_settings: Settings) -> None:
         ("history", objective, "--as-of", "2026-07-03T12:00:00"),
         ("history", objective, "--as-of", "yesterday"),
         ("history", objective, "--version", "0"),
+        ("history", objective, "--version", str(2**63)),  # above MAX_VERSION
         ("history", "not-a-uuid"),
     )
     for args in usage_errors:
