@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import multiprocessing
 import os
 import signal
@@ -68,10 +69,22 @@ class PreparationWorker:
         )
 
     def stop(self) -> None:
-        """Stop the process; a batch it is preparing is dropped (nothing of it was saved)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Stop the processes and release what the pool made; batches not started are dropped
+        (nothing of them was saved), one being prepared is finished first (a fraction of a
+        second: the same wait a scorer batch has anyway).
+
+        It waits, rather than leaving the pool to wind down behind it: the pool's queues hold
+        named semaphores, released when the queues are. A process that ends before that, as
+        `okr serve` does (uvicorn raises the SIGTERM it caught again, so no exit hook runs),
+        leaves them to multiprocessing's resource tracker, which warns of "leaked semaphore
+        objects" at every stop.
+        """
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=True, cancel_futures=True)
+        del pool
+        gc.collect()  # the queues' semaphores are unlinked when the queues are collected
 
 
 def _ready() -> bool:
@@ -80,6 +93,9 @@ def _ready() -> bool:
 
 def _start(parent: int) -> None:
     _die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the scorer stops the workers itself, and each
+    # would otherwise print a KeyboardInterrupt traceback on the way out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     freeze_start_up_objects()
 
 

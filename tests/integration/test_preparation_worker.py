@@ -138,3 +138,39 @@ def test_a_scorer_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) ->
     finally:
         if scorer.poll() is None:
             scorer.kill()
+
+
+STOPPED_THEN_TERMINATED = """
+import asyncio, signal
+from services.preparation_worker import PreparationWorker
+
+async def main() -> None:
+    worker = PreparationWorker(2)
+    await worker.start()
+    worker.stop()
+    # What uvicorn does after its shutdown: the SIGTERM it caught is raised again, with the
+    # default action, so no atexit hook of this process runs.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGTERM)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_stopped_worker_leaves_no_semaphore_behind_even_when_the_process_dies_at_once(
+    tmp_path: Path,
+) -> None:
+    """multiprocessing's resource tracker warns of "leaked semaphore objects" when a process ends
+    before the pool's queues were released: `stop` must release them itself."""
+    script = tmp_path / "stopped_then_terminated.py"
+    script.write_text(STOPPED_THEN_TERMINATED)
+    finished = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        cwd=REPOSITORY,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        timeout=120,
+    )
+    assert finished.returncode == -signal.SIGTERM
+    assert b"leaked semaphore" not in finished.stderr, finished.stderr.decode()
