@@ -5,11 +5,16 @@
 a role without the permission, and otherwise gives the endpoint the `Principal`, whose name is the
 actor of every write. `create_app` refuses to build an app with a route that lacks it, so a new
 router cannot be forgotten. Keys: `services.api_keys`; roles and refusals: `services.access`.
+
+`presented_credentials` is the one reader of the key a request presents: the middleware that
+refuses anonymous callers first and the `requires` dependencies both go through it, so they
+cannot disagree on which key acts. A request with a credential header sent twice is refused (400)
+rather than read one way here and another way there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any
@@ -18,9 +23,11 @@ import fastapi.routing
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from events.commands import Issue
 from services.access import (
     AccessError,
     Permission,
@@ -31,18 +38,21 @@ from services.access import (
 )
 from services.api.errors import RejectionBody, rejection_response
 from services.api_keys import ApiKeys
-from services.errors import reject
+from services.errors import Rejection, reject
 
 __all__ = [
     "ACCESS_RESPONSES",
     "PUBLIC_PATHS",
     "AuthenticateFirstMiddleware",
+    "Credentials",
+    "DuplicateCredentialsError",
     "Permission",
     "Principal",
     "Role",
     "ServedRoute",
     "UnprotectedRouteError",
     "install_access_error_handler",
+    "presented_credentials",
     "refuse_unprotected_routes",
     "requires",
     "served_routes",
@@ -53,12 +63,40 @@ REALM = "okr-ledger"
 PUBLIC_PATHS: frozenset[str] = frozenset({"/health"})
 """The only paths anonymous callers reach: load balancers and orchestrators probe health."""
 
-BEARER = HTTPBearer(
-    auto_error=False, description="An API key (`okr keys add`): `Authorization: Bearer okr_…`."
+
+class BearerScheme(HTTPBearer):
+    """Declares the bearer scheme in the OpenAPI document and reads nothing: the key is read by
+    `presented_credentials`, the one reader."""
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+class ApiKeyScheme(APIKeyHeader):
+    """Declares the `X-API-Key` scheme in the OpenAPI document; reads nothing, as above."""
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+# Named as FastAPI named the schemes it read keys with, so the OpenAPI document is unchanged.
+BEARER = BearerScheme(
+    scheme_name="HTTPBearer",
+    auto_error=False,
+    description="An API key (`okr keys add`): `Authorization: Bearer okr_…`.",
 )
-API_KEY_HEADER = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="The same API key, in an `X-API-Key` header."
+API_KEY_HEADER = ApiKeyScheme(
+    name="X-API-Key",
+    scheme_name="APIKeyHeader",
+    auto_error=False,
+    description="The same API key, in an `X-API-Key` header.",
 )
+
+CREDENTIAL_HEADERS: Mapping[bytes, str] = {
+    b"authorization": "Authorization",
+    b"x-api-key": "X-API-Key",
+}
+"""The headers that carry a key (raw ASGI names, lower case) and how the API spells them."""
 
 ACCESS_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": RejectionBody, "description": "No API key, or one that is not configured."},
@@ -67,23 +105,79 @@ ACCESS_RESPONSES: dict[int | str, dict[str, Any]] = {
 """For the OpenAPI document: what every protected route answers when access is refused."""
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """The key a request presents, as a bearer token, an X-API-Key, both or neither."""
+
+    bearer: str | None
+    api_key: str | None
+
+
+class DuplicateCredentialsError(Exception):
+    """A credential header sent more than once (HTTP 400): which copy acts would be a guess."""
+
+    def __init__(self, counts: Mapping[str, int]) -> None:
+        self.counts = dict(counts)
+        super().__init__("; ".join(self.messages().values()))
+
+    def messages(self) -> dict[str, str]:
+        """Per duplicated header, as the API spells it, what is wrong with it."""
+        return {
+            name: f"the {name} header was sent {count} times: send one key, once"
+            for name, count in self.counts.items()
+        }
+
+    def rejection(self) -> Rejection:
+        problems = [
+            Issue(code="duplicate_credentials", field=f"header.{name.lower()}", message=message)
+            for name, message in self.messages().items()
+        ]
+        return Rejection(400, "duplicate_credentials", str(self), problems)
+
+
+def presented_credentials(headers: Iterable[tuple[bytes, bytes]]) -> Credentials:
+    """The key of a request, from its raw ASGI headers: the one place credentials are read.
+
+    Raw headers, because a mapping keeps one copy of a repeated header (Starlette's the first,
+    a dict the last); two copies are refused instead, before anything chooses between them.
+    """
+    found: dict[bytes, list[str]] = {name: [] for name in CREDENTIAL_HEADERS}
+    for name, value in headers:
+        copies = found.get(name.lower())
+        if copies is not None:
+            copies.append(value.decode("latin-1"))
+    repeated = {CREDENTIAL_HEADERS[name]: len(v) for name, v in found.items() if len(v) > 1}
+    if repeated:
+        raise DuplicateCredentialsError(repeated)
+    authorization = next(iter(found[b"authorization"]), None)
+    api_key = next(iter(found[b"x-api-key"]), None)
+    bearer = None
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            bearer = token.strip()
+    return Credentials(bearer=bearer, api_key=api_key)
+
+
 def get_api_keys(request: Request) -> ApiKeys:
     keys: ApiKeys = request.app.state.api_keys
     return keys
 
 
 async def authenticate(
+    request: Request,
     keys: Annotated[ApiKeys, Depends(get_api_keys)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
-    api_key: Annotated[str | None, Security(API_KEY_HEADER)],
+    _bearer: Annotated[None, Security(BEARER)],
+    _api_key: Annotated[None, Security(API_KEY_HEADER)],
 ) -> Principal:
-    """The caller, from its key; shared by every `requires`, so it runs once per request."""
-    return principal_for(keys, bearer.credentials if bearer else None, api_key)
+    """The caller, from its key; shared by every `requires`, so it runs once per request. The
+    two schemes only document, in the OpenAPI document, where the key goes."""
+    return principal_for(keys, presented_credentials(request.scope["headers"]))
 
 
-def principal_for(keys: ApiKeys, bearer: str | None, api_key: str | None) -> Principal:
+def principal_for(keys: ApiKeys, credentials: Credentials) -> Principal:
     """The principal of the key presented (as a bearer token or an X-API-Key), or 401."""
-    presented = {bearer, api_key} - {None}
+    presented = {credentials.bearer, credentials.api_key} - {None}
     if not presented:
         raise UnauthenticatedError("an API key is required: Authorization: Bearer <key>")
     if len(presented) > 1:
@@ -193,36 +287,41 @@ async def on_access_refused(_: Request, error: Exception) -> JSONResponse:
     return response
 
 
+async def on_duplicate_credentials(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DuplicateCredentialsError)
+    return rejection_response(error.rejection())
+
+
 def install_access_error_handler(app: FastAPI) -> None:
     app.add_exception_handler(AccessError, on_access_refused)
+    app.add_exception_handler(DuplicateCredentialsError, on_duplicate_credentials)
 
 
 class AuthenticateFirstMiddleware:
-    """401 for a request without a valid key before anything else reads it.
+    """400 for a credential header sent twice, then 401 for a request without a valid key,
+    before anything else reads the request.
 
     The `requires` dependencies run only after FastAPI has matched the route and parsed the
     body: without this, an anonymous caller would learn which paths exist (404 vs 401) and get
-    422 for a malformed body. Roles are still checked by the dependencies (403).
+    422 for a malformed body. Roles are still checked by the dependencies (403), on the key this
+    middleware read, through the same `presented_credentials`. A repeated credential header is
+    refused on every path, `/health` too: no request needs one.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        bearer = api_key = None
-        for name, value in scope.get("headers", ()):
-            lowered = name.lower()
-            if lowered == b"authorization":
-                scheme, _, credentials = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and credentials.strip():
-                    bearer = credentials.strip()
-            elif lowered == b"x-api-key":
-                api_key = value.decode("latin-1")
         try:
-            principal_for(scope["app"].state.api_keys, bearer, api_key)
+            credentials = presented_credentials(scope.get("headers", ()))
+            if scope["path"] not in PUBLIC_PATHS:
+                principal_for(scope["app"].state.api_keys, credentials)
+        except DuplicateCredentialsError as error:
+            await rejection_response(error.rejection())(scope, receive, send)
+            return
         except UnauthenticatedError as error:
             response = rejection_response(reject(error))
             response.headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'

@@ -287,6 +287,60 @@ async def test_a_key_may_also_come_as_x_api_key(served: Served) -> None:
     assert both.status_code == 401, "two different keys: which one acts is not guessed"
 
 
+def bearer(role: str) -> tuple[str, str]:
+    return ("Authorization", f"Bearer {API_KEYS[role]}")
+
+
+def x_api_key(role: str) -> tuple[str, str]:
+    return ("X-API-Key", API_KEYS[role])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [bearer("admin"), bearer("reader")],
+        [bearer("reader"), bearer("admin")],
+        [bearer("admin"), bearer("admin")],
+        [x_api_key("admin"), x_api_key("reader")],
+        [x_api_key("reader"), x_api_key("admin")],
+    ],
+    ids=[
+        "bearer-admin-reader",
+        "bearer-reader-admin",
+        "bearer-twice",
+        "x-api-key",
+        "x-api-reverse",
+    ],
+)
+async def test_a_credential_header_sent_twice_is_refused_before_anything_else(
+    served: Served, headers: list[tuple[str, str]]
+) -> None:
+    """Whichever copy a reader took, another reader may take the other: never guess, refuse."""
+    before = await served.stored_events()
+    write = await served.client.post("/objectives", json=new_objective(), headers=headers)
+    broken = await served.client.post(
+        "/objectives",
+        content=b"{not json",
+        headers=[*headers, ("Content-Type", "application/json")],
+    )
+    nowhere = await served.client.get("/no/such/path", headers=headers)
+    assert await served.stored_events() == before
+    name = headers[0][0].lower()
+    for response in (write, broken, nowhere):
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "error": "duplicate_credentials",
+            "message": f"the {headers[0][0]} header was sent 2 times: send one key, once",
+            "problems": [
+                {
+                    "code": "duplicate_credentials",
+                    "field": f"header.{name}",
+                    "message": f"the {headers[0][0]} header was sent 2 times: send one key, once",
+                }
+            ],
+        }
+
+
 # --- the actor is the key's principal -------------------------------------------------------------
 
 
