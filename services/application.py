@@ -4,7 +4,9 @@ Every write is optimistic: events carry the next version and the store's primary
 (objective id, version) refuses a second writer. A command that named the version it expected gets
 a conflict; one that did not is decided again on the fresh state (its intent did not depend on a
 version, and re-deciding loses nothing). The receipt, stored in the same transaction, makes a
-repeated command id return the first response and write nothing.
+repeated command id return the first response and write nothing. A command id (over HTTP, the
+`Idempotency-Key`) is its actor's own: receipts are kept per actor, so the same id from another
+principal is simply another command, neither replayed nor refused.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ def request_digest(command: Command) -> str:
     """What makes two commands "the same request": everything but the id itself."""
     payload = command.model_dump(mode="json", exclude={"command_id"})
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def receipt_key(actor: str, command_id: str) -> str:
+    """Where a command's receipt is kept: its id within its actor's. A JSON pair, so no actor and
+    id can spell another's; stores written before keep bare ids (`OkrApplication._legacy`)."""
+    return orjson.dumps([actor, command_id]).decode()
 
 
 def target_objective_id(command: Command) -> UUID | None:
@@ -117,7 +125,8 @@ class OkrApplication(Application[UUID]):
             raise RuleViolationError("a command needs its actor: the edge names the principal")
         actor = command.actor
         digest = request_digest(command)
-        replayed = self._replayed(command.command_id, digest)
+        key = receipt_key(actor, command.command_id)
+        replayed = self._replayed(key, command, digest)
         if replayed is not None:
             return replayed
         creating = command.body.type in CREATING
@@ -145,14 +154,14 @@ class OkrApplication(Application[UUID]):
             )
             result = self._accepted(command, objective, outcome)
             receipt = Receipt(
-                command_id=command.command_id,
+                command_id=key,
                 request_digest=digest,
                 response=result.model_dump(mode="json"),
             )
             try:
                 self.save(*outcome.events, receipt=receipt)
             except IntegrityError:
-                replayed = self._replayed(command.command_id, digest)
+                replayed = self._replayed(key, command, digest)
                 if replayed is not None:
                     return replayed
                 self.evict([objective_id])
@@ -170,13 +179,36 @@ class OkrApplication(Application[UUID]):
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _replayed(self, command_id: str, digest: str) -> CommandResult | None:
-        receipt = self.receipts.select_receipt(command_id)
+    def _replayed(self, key: str, command: Command, digest: str) -> CommandResult | None:
+        """The first answer to this actor's command id, None if it is new; an id the actor used
+        for another request is refused."""
+        receipt = self.receipts.select_receipt(key) or self._legacy(command, digest)
         if receipt is None:
             return None
         if receipt.request_digest != digest:
-            raise IdempotencyKeyReusedError(command_id)
+            raise IdempotencyKeyReusedError(command.command_id)
         return CommandResult.model_validate({**receipt.response, "replayed": True})
+
+    def _legacy(self, command: Command, digest: str) -> Receipt | None:
+        """A receipt kept under the bare command id, as stores written before receipts were per
+        actor hold them, if it is this actor's: the digest covers the actor, so the same request
+        matches; for another request, the events it wrote name their actor."""
+        receipt = self.receipts.select_receipt(command.command_id)
+        if receipt is None or receipt.request_digest == digest:
+            return receipt
+        return receipt if self._written_by(receipt, command) else None
+
+    def _written_by(self, receipt: Receipt, command: Command) -> bool:
+        response = CommandResult.model_validate(receipt.response)
+        if response.objective_id is None or response.version is None or not response.events:
+            return False  # wrote nothing: no event says whose it was
+        written = self.events.get(
+            response.objective_id, gt=response.version - 1, lte=response.version
+        )
+        return any(
+            event.actor == command.actor and event.command_id == command.command_id
+            for event in cast("Iterable[DomainEvent]", written)
+        )
 
     def _check_expected_version(self, command: Command, objective: Objective | None) -> None:
         expected = command.expected_version

@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
+import services.application
 from domain.chain import EventRecord, chain_hash
 from domain.errors import IdempotencyKeyReusedError, RuleViolationError, VersionConflictError
 from domain.measures import KeyResultKind, KeyResultSpec
@@ -306,16 +307,46 @@ def test_a_command_id_reused_for_another_request_is_refused(application: OkrAppl
         command(objective_id, CheckIn(key_result_id=nps_id, value=70.0), command_id="once")
     )
     before = written(application)
-    for changed in (
-        command(objective_id, CheckIn(key_result_id=nps_id, value=71.0), command_id="once"),
-        command(
-            objective_id, CheckIn(key_result_id=nps_id, value=70.0), command_id="once", actor="bob"
-        ),
-    ):
-        with pytest.raises(IdempotencyKeyReusedError):
-            application.handle(changed)
+    changed = command(objective_id, CheckIn(key_result_id=nps_id, value=71.0), command_id="once")
+    with pytest.raises(IdempotencyKeyReusedError):
+        application.handle(changed)
     assert written(application) == before
     assert loaded(application, objective_id).key_results[0].current == 70.0
+
+
+def test_a_command_id_is_scoped_to_its_actor(application: OkrApplication) -> None:
+    """Bob's "once" is not Alice's: his command is new, applied, and hers still replays."""
+    objective_id, nps_id = active_objective(application)
+    alices = command(objective_id, CheckIn(key_result_id=nps_id, value=70.0), command_id="once")
+    first = application.handle(alices)
+    bobs = application.handle(
+        command(
+            objective_id, CheckIn(key_result_id=nps_id, value=72.0), command_id="once", actor="bob"
+        )
+    )
+    assert (bobs.version, bobs.replayed) == (first.version + 1, False)
+    assert application.handle(alices) == first.model_copy(update={"replayed": True})
+    assert loaded(application, objective_id).key_results[0].current == 72.0
+
+
+def test_receipts_stored_under_the_bare_command_id_still_replay_for_their_actor(
+    application: OkrApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores written before receipts were scoped keep answering their retries."""
+    objective_id, nps_id = active_objective(application)
+    check_in = command(objective_id, CheckIn(key_result_id=nps_id, value=70.0), command_id="old")
+    with monkeypatch.context() as legacy:
+        legacy.setattr(services.application, "receipt_key", lambda _actor, command_id: command_id)
+        first = application.handle(check_in)
+    before = written(application)
+    assert application.handle(check_in) == first.model_copy(update={"replayed": True})
+    assert written(application) == before
+    with pytest.raises(IdempotencyKeyReusedError):
+        application.handle(
+            check_in.model_copy(update={"body": CheckIn(key_result_id=nps_id, value=1.0)})
+        )
+    bobs = application.handle(check_in.model_copy(update={"actor": "bob"}))
+    assert (bobs.version, bobs.replayed) == (first.version + 1, False)
 
 
 # --- optimistic concurrency ---------------------------------------------------------------------

@@ -358,6 +358,26 @@ async def test_an_idempotency_key_reused_for_another_request_is_refused(api: Api
     refused(other, 422, "idempotency_key_reused")
 
 
+async def test_an_idempotency_key_is_the_principals_own(api: Api) -> None:
+    """Another principal's key is none of the caller's business: the same key from someone else
+    is a new request, neither refused (which would tell the key exists) nor replayed."""
+    key = {"Idempotency-Key": f"create-{uuid4()}"}
+    editors = accepted(await api.send("POST", "/objectives", objective(NPS), headers=key), 201, 1)
+    services = await api.send("POST", "/objectives", objective(NPS), headers=key, role="service")
+    other_request = await api.send(
+        "POST", "/objectives", objective(SALES), headers=key, role="admin"
+    )
+    for response in (services, other_request):
+        body = accepted(response, 201, 1)
+        assert body["replayed"] is False
+        assert body["objective_id"] != editors["objective_id"]
+    async with api.writes_nothing():
+        again = await api.send("POST", "/objectives", objective(NPS), headers=key)
+        reused = await api.send("POST", "/objectives", objective(SALES), headers=key)
+    assert again.json() == {**editors, "replayed": True}
+    refused(reused, 422, "idempotency_key_reused")
+
+
 # --- refusals by state ----------------------------------------------------------------------------
 
 
