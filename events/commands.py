@@ -10,11 +10,12 @@ These models import nothing of the service: other teams can vendor this package.
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -41,11 +42,36 @@ def refuse_nul(text: str) -> str:
 NO_NUL = {"pattern": NO_NUL_PATTERN}
 """For the JSON schema (so clients and fuzzers know); `refuse_nul` says why when it fails."""
 
+DAY_FORM = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def require_day(value: object) -> object:
+    """A day is `YYYY-MM-DD` (or a `date` from Python callers), nothing else: pydantic alone would
+    also take a moment at midnight, a Unix time or `20261001`, and guess a day from them."""
+    if isinstance(value, str):
+        if not DAY_FORM.fullmatch(value):
+            raise PydanticCustomError(
+                "date_parsing", "Input should be a day as YYYY-MM-DD, e.g. 2026-07-01, no time"
+            )
+        return value
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise PydanticCustomError(
+            "date_type", "Input should be a day as a string YYYY-MM-DD, e.g. 2026-07-01"
+        )
+    return value
+
+
+# Strict JSON types, on okr.commands as over HTTP: a number is a JSON number (an integer is one
+# too), never a string or a boolean coerced into one; a day is YYYY-MM-DD.
+Number = Annotated[float, Strict()]
+Integer = Annotated[int, Strict()]
+Day = Annotated[date, BeforeValidator(require_day)]
+
 # Length first, NUL last: the length errors keep their `string_too_long` codes.
 ShortText = Annotated[
     str, Field(min_length=1, max_length=200, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
 ]
-Version = Annotated[int, Field(ge=0, le=MAX_VERSION)]
+Version = Annotated[Integer, Field(ge=0, le=MAX_VERSION)]
 PeriodDay = Annotated[
     date,
     Field(
@@ -53,6 +79,7 @@ PeriodDay = Annotated[
         le=date(9998, 12, 31),
         description="A day of the period; the period runs over whole days (UTC).",
     ),
+    BeforeValidator(require_day),  # outside the bounds, so they stay the date's own (and schema's)
 ]
 LongText = Annotated[
     str, Field(max_length=5000, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
@@ -84,15 +111,15 @@ class KeyResultDefinition(Contract):
     title: ShortText = Field(description="What the key result says, e.g. 'Raise NPS to 80'.")
     kind: KeyResultKind = Field("increase", description="How achievement is judged.")
     metric: MetricText | None = Field(None, description="Unit, e.g. 'units', '%'.")
-    baseline: float | None = Field(None, description="Value at the start.")
-    target: float | None = Field(None, description="Value to reach, or threshold to hold.")
-    target_low: float | None = Field(None, description="Range kind: lower bound.")
-    target_high: float | None = Field(None, description="Range kind: upper bound.")
+    baseline: Number | None = Field(None, description="Value at the start.")
+    target: Number | None = Field(None, description="Value to reach, or threshold to hold.")
+    target_low: Number | None = Field(None, description="Range kind: lower bound.")
+    target_high: Number | None = Field(None, description="Range kind: upper bound.")
     relative_target: RelativeTarget | None = Field(
         None, description="Target relative to the baseline, e.g. '+30%'."
     )
-    deadline: date | None = Field(None, description="Date by which the target is due.")
-    weight: float = Field(1.0, gt=0, le=1000, description="Weight in the objective's score.")
+    deadline: Day | None = Field(None, description="Date by which the target is due.")
+    weight: Number = Field(1.0, gt=0, le=1000, description="Weight in the objective's score.")
 
 
 class CreateObjective(Contract):
@@ -175,8 +202,8 @@ class UnbindKpi(Contract):
 class CheckIn(Contract):
     type: Literal["check_in"] = "check_in"
     key_result_id: UUID
-    value: float = Field(description="The key result's current value, in its metric.")
-    confidence: float | None = Field(None, ge=0, le=1, description="0..1, how sure the owner is.")
+    value: Number = Field(description="The key result's current value, in its metric.")
+    confidence: Number | None = Field(None, ge=0, le=1, description="0..1, how sure the owner is.")
     note: LongText = ""
 
 

@@ -36,13 +36,14 @@ from events.commands import (
     KeyResultDefinition,
     KpiKey,
     LongText,
+    Number,
     RemoveKeyResult,
     ReviseKeyResult,
     ReviseObjective,
     UnbindKpi,
 )
 from services.api.auth import Principal, requires
-from services.api.errors import REJECTION_RESPONSES
+from services.api.errors import BODY_RESPONSES, REJECTION_RESPONSES
 from services.application import OkrApplication
 
 router = APIRouter(prefix="/objectives", tags=["commands"], responses=REJECTION_RESPONSES)
@@ -184,8 +185,8 @@ class KpiBindingRequest(Contract):
 
 
 class CheckInRequest(Contract):
-    value: float = Field(description="The key result's current value, in its metric.")
-    confidence: float | None = Field(None, ge=0, le=1, description="0..1, how sure the owner is.")
+    value: Number = Field(description="The key result's current value, in its metric.")
+    confidence: Number | None = Field(None, ge=0, le=1, description="0..1, how sure the owner is.")
     note: LongText = ""
 
 
@@ -204,6 +205,7 @@ KEY_RESULT = "/{objective_id}/key-results/{key_result_id}"
     status_code=status.HTTP_201_CREATED,
     summary="Create an objective",
     response_model=CommandResult,
+    responses=BODY_RESPONSES,
 )
 async def create_objective(body: CreateObjective, runner: Runner) -> JSONResponse:
     return await runner.run(body.objective_id, body, status.HTTP_201_CREATED)
@@ -213,6 +215,7 @@ async def create_objective(body: CreateObjective, runner: Runner) -> JSONRespons
     OBJECTIVE,
     summary="Revise an objective's title, owner, team or period",
     response_model=CommandResult,
+    responses=BODY_RESPONSES,
 )
 async def revise_objective(
     objective_id: UUID, body: ReviseObjective, runner: Runner
@@ -221,7 +224,10 @@ async def revise_objective(
 
 
 @router.post(
-    OBJECTIVE + "/align", summary="Align to a parent objective", response_model=CommandResult
+    OBJECTIVE + "/align",
+    summary="Align to a parent objective",
+    response_model=CommandResult,
+    responses=BODY_RESPONSES,
 )
 async def align_objective(objective_id: UUID, body: AlignObjective, runner: Runner) -> JSONResponse:
     return await runner.run(objective_id, body)
@@ -238,6 +244,7 @@ async def activate_objective(objective_id: UUID, runner: Runner) -> JSONResponse
     OBJECTIVE + "/close",
     summary="Close an active objective (needs a reason)",
     response_model=CommandResult,
+    responses=BODY_RESPONSES,
 )
 async def close_objective(
     objective_id: UUID, runner: Runner, body: CloseObjective | None = None
@@ -254,7 +261,12 @@ async def archive_objective(objective_id: UUID, runner: Runner) -> JSONResponse:
     return await runner.run(objective_id, ArchiveObjective())
 
 
-@router.post(OBJECTIVE + "/key-results", summary="Add a key result", response_model=CommandResult)
+@router.post(
+    OBJECTIVE + "/key-results",
+    summary="Add a key result",
+    response_model=CommandResult,
+    responses=BODY_RESPONSES,
+)
 async def add_key_result(
     objective_id: UUID, body: KeyResultDefinition, runner: Runner
 ) -> JSONResponse:
@@ -265,6 +277,7 @@ async def add_key_result(
     KEY_RESULT,
     summary="Redefine a key result (a new target needs a reason)",
     response_model=CommandResult,
+    responses=BODY_RESPONSES,
 )
 async def revise_key_result(
     objective_id: UUID, key_result_id: UUID, body: KeyResultDefinition, runner: Runner
@@ -284,7 +297,10 @@ async def remove_key_result(
 
 
 @router.put(
-    KEY_RESULT + "/kpi", summary="Let a KPI move the key result", response_model=CommandResult
+    KEY_RESULT + "/kpi",
+    summary="Let a KPI move the key result",
+    response_model=CommandResult,
+    responses=BODY_RESPONSES,
 )
 async def bind_kpi(
     objective_id: UUID, key_result_id: UUID, body: KpiBindingRequest, runner: Runner
@@ -301,6 +317,7 @@ async def unbind_kpi(objective_id: UUID, key_result_id: UUID, runner: Runner) ->
     KEY_RESULT + "/check-ins",
     summary="Report a key result's current value",
     response_model=CommandResult,
+    responses=BODY_RESPONSES,
 )
 async def check_in(
     objective_id: UUID, key_result_id: UUID, body: CheckInRequest, runner: Runner

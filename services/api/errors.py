@@ -1,11 +1,13 @@
 """HTTP face of `services.errors`: every refusal becomes the same JSON shape, listing every problem.
 
 The status and code come from the one table in `services.errors`, so a command refused over HTTP is
-refused exactly as it would be on `okr.commands`.
+refused exactly as it would be on `okr.commands`. What only HTTP has is told apart here: a body
+that is not JSON at all (400 `bad_request`, unreadable, not invalid).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,6 +43,12 @@ REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """For the OpenAPI document: what the command endpoints answer when they refuse."""
 
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": RejectionBody, "description": "The body is not JSON (or not UTF-8)."},
+    413: {"model": RejectionBody, "description": "The body is larger than OKR_MAX_BODY_BYTES."},
+}
+"""For the OpenAPI document: what every operation that takes a body also answers."""
+
 
 def rejection_response(rejection: Rejection) -> JSONResponse:
     body = RejectionBody(
@@ -56,7 +64,21 @@ async def on_rejected_command(_: Request, error: Exception) -> JSONResponse:
 async def on_invalid_request(_: Request, error: Exception) -> JSONResponse:
     """Headers, query and body are checked together, so one answer names all their problems."""
     assert isinstance(error, RequestValidationError)
-    return rejection_response(invalid_command(problems_of(error.errors())))
+    errors = error.errors()
+    unreadable = [e for e in errors if e.get("type") == "json_invalid"]
+    if unreadable:
+        return rejection_response(not_json(unreadable[0]))
+    return rejection_response(invalid_command(problems_of(errors)))
+
+
+def not_json(error: Mapping[str, Any]) -> Rejection:
+    """FastAPI's decode error, as a 400: nothing in such a body could be checked."""
+    where = error["loc"][-1] if len(error["loc"]) > 1 else "?"
+    reason = error.get("ctx", {}).get("error", "JSON decode error")
+    message = f"the body is not JSON: {reason} at position {where}"
+    return Rejection(
+        400, "bad_request", message, [Issue(code="json_invalid", field="body", message=message)]
+    )
 
 
 async def on_outage(_: Request, error: Exception) -> JSONResponse:

@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 
 from domain.quality import lint_objective
 from events.commands import CreateObjective, Issue
-from services.api.errors import REJECTION_RESPONSES
+from services.api.errors import BODY_RESPONSES, REJECTION_RESPONSES
 from services.application import issues
 from services.handlers import to_spec
 
-router = APIRouter(tags=["commands"], responses={422: REJECTION_RESPONSES[422]})
+router = APIRouter(tags=["commands"], responses={422: REJECTION_RESPONSES[422], **BODY_RESPONSES})
 
 
 class LintReport(BaseModel):

@@ -203,6 +203,80 @@ async def test_every_schema_error_of_a_request_is_listed(api: Api) -> None:
     }
 
 
+async def test_bodies_take_json_types_as_they_are_and_every_problem_is_listed(api: Api) -> None:
+    """No coercion: a number in a string, a boolean, a moment for a day are mistakes to name."""
+    objective_id, [nps_id] = await api.create_active(NPS)
+    check_ins = f"/objectives/{objective_id}/key-results/{nps_id}/check-ins"
+    lax_key_result = {**NPS, "baseline": "62", "target": True, "weight": "2"}
+    lax = objective(lax_key_result, period_start="2026-10-01T00:00:00Z", period_end=20261231)
+    async with api.writes_nothing():
+        as_text = await api.send("POST", check_ins, {"value": "12"})
+        as_bool = await api.send("POST", check_ins, {"value": True, "confidence": "0.5"})
+        created = await api.send("POST", "/objectives", lax)
+        revised = await api.send(
+            "PATCH", f"/objectives/{objective_id}", {"period_end": "2026-09-30T00:00:00"}
+        )
+        added = await api.send("POST", f"/objectives/{objective_id}/key-results", lax_key_result)
+        linted = await api.send("POST", "/lint", lax, role="reader")
+    assert problem_fields(refused(as_text, 422, "invalid_command")) == {
+        ("float_type", "body.value")
+    }
+    assert problem_fields(refused(as_bool, 422, "invalid_command")) == {
+        ("float_type", "body.value"),
+        ("float_type", "body.confidence"),
+    }
+    key_result_problems = {"baseline", "target", "weight"}
+    assert {field for _, field in problem_fields(refused(created, 422, "invalid_command"))} == {
+        "body.period_start",
+        "body.period_end",
+        *(f"body.key_results.0.{name}" for name in key_result_problems),
+    }
+    assert problem_fields(refused(revised, 422, "invalid_command")) == {
+        ("date_parsing", "body.period_end")
+    }
+    assert {field for _, field in problem_fields(refused(added, 422, "invalid_command"))} == {
+        f"body.{name}" for name in key_result_problems
+    }
+    assert linted.status_code == 422, linted.text
+    accepted(await api.send("POST", check_ins, {"value": 12, "confidence": 1}), 200, 3)
+
+
+async def test_a_body_that_is_not_json_is_400(api: Api) -> None:
+    """Unreadable is not invalid: 422 is for JSON that breaks the contract."""
+    answers = []
+    for content in (b"{not json", b"\xff\xfe{}"):
+        async with api.writes_nothing():
+            response = await api.client.post(
+                "/objectives",
+                content=content,
+                headers={**auth_headers("editor"), "Content-Type": "application/json"},
+            )
+        answers.append(refused(response, 400, "bad_request"))
+    assert problem_fields(answers[0]) == {("json_invalid", "body")}
+    assert "position 1" in answers[0]["problems"][0]["message"]
+
+
+async def test_every_operation_that_takes_a_body_documents_400_and_413(api: Api) -> None:
+    document = (await api.send("GET", "/openapi.json", role="reader")).json()
+    with_body = {
+        f"{method.upper()} {path}": operation["responses"]
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    }
+    assert len(with_body) == 9, sorted(with_body)
+    undocumented = {
+        name: sorted(set(("400", "413")) - responses.keys())
+        for name, responses in with_body.items()
+        if not {"400", "413"} <= responses.keys()
+    }
+    assert undocumented == {}
+    refusal = {"$ref": "#/components/schemas/RejectionBody"}
+    for responses in with_body.values():
+        for status in ("400", "413"):
+            assert responses[status]["content"]["application/json"]["schema"] == refusal
+
+
 async def test_malformed_version_and_reason_are_named(api: Api) -> None:
     objective_id, _ = await api.create(NPS)
     async with api.writes_nothing():
