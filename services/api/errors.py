@@ -2,12 +2,13 @@
 
 The status and code come from the one table in `services.errors`, so a command refused over HTTP is
 refused exactly as it would be on `okr.commands`. What only HTTP has is told apart here: a body
-that is not JSON at all (400 `bad_request`, unreadable, not invalid).
+that is not JSON at all (400 `bad_request`, unreadable, not invalid), and a read whose path or
+query parameters are wrong (422 `invalid_query`, naming each parameter: a read is no command).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -49,6 +50,14 @@ BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """For the OpenAPI document: what every operation that takes a body also answers."""
 
+READS = frozenset({"GET", "HEAD"})
+
+QUERY_MESSAGES: Mapping[str, str] = {
+    "timezone_aware": "a time zone offset is required (Z or +HH:MM), e.g. 2026-08-01T12:00:00Z",
+}
+"""Clearer words than pydantic's for the mistakes a query makes most ("Input should have
+timezone info" does not say what to add)."""
+
 
 def rejection_response(rejection: Rejection) -> JSONResponse:
     body = RejectionBody(
@@ -61,13 +70,15 @@ async def on_rejected_command(_: Request, error: Exception) -> JSONResponse:
     return rejection_response(reject(error))
 
 
-async def on_invalid_request(_: Request, error: Exception) -> JSONResponse:
+async def on_invalid_request(request: Request, error: Exception) -> JSONResponse:
     """Headers, query and body are checked together, so one answer names all their problems."""
     assert isinstance(error, RequestValidationError)
     errors = error.errors()
     unreadable = [e for e in errors if e.get("type") == "json_invalid"]
     if unreadable:
         return rejection_response(not_json(unreadable[0]))
+    if request.method in READS:
+        return rejection_response(invalid_query(errors))
     return rejection_response(invalid_command(problems_of(errors)))
 
 
@@ -79,6 +90,17 @@ def not_json(error: Mapping[str, Any]) -> Rejection:
     return Rejection(
         400, "bad_request", message, [Issue(code="json_invalid", field="body", message=message)]
     )
+
+
+def invalid_query(errors: Sequence[Mapping[str, Any]]) -> Rejection:
+    """A read refused for its parameters, each named: `at`, `limit`, `objective_id`..."""
+    worded = [{**e, "msg": QUERY_MESSAGES.get(str(e["type"]), str(e["msg"]))} for e in errors]
+    problems = problems_of(worded)
+    named = "; ".join(
+        f"`{'.'.join(str(part) for part in e['loc'][1:]) or e['loc'][0]}`: {e['msg']}"
+        for e in worded
+    )
+    return Rejection(422, "invalid_query", f"the query is not valid: {named}", problems)
 
 
 async def on_outage(_: Request, error: Exception) -> JSONResponse:

@@ -261,3 +261,16 @@ async def test_http_422_unless_exactly_one_aware_moment_or_version(history: Hist
         response = await get_as_of(history, params)
         assert response.status_code == 422, (params, response.text)
         assert response.json()["problems"], response.text
+
+
+async def test_http_a_moment_without_a_time_zone_is_a_query_error_that_says_so(
+    history: History,
+) -> None:
+    response = await get_as_of(history, {"at": "2026-08-01T12:00:00"})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_query"
+    assert "`at`" in body["message"] and "time zone offset" in body["message"]
+    [problem] = body["problems"]
+    assert (problem["code"], problem["field"]) == ("timezone_aware", "query.at")
+    assert "time zone offset" in problem["message"]

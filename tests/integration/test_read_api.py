@@ -195,3 +195,31 @@ async def test_lists_filter_and_page_in_a_stable_order(api: httpx.AsyncClient) -
     assert sorted(c["objective_id"] for c in parent_view["children"]) == sorted(children)
     assert (await api.get("/objectives", params={"cursor": "garbage"})).status_code == 422
     assert (await api.get("/objectives", params={"status": "active"})).json()["items"] == []
+
+
+async def test_a_read_with_a_bad_parameter_names_it_as_a_query_error(
+    api: httpx.AsyncClient,
+) -> None:
+    """A read is not a command: its refusal says which parameter of the query is wrong."""
+    somewhere = uuid.uuid4()
+    cases: list[tuple[str, dict[str, str], dict[str, str], set[str]]] = [
+        ("/objectives", {"limit": "0", "period_from": "July"}, {}, {"limit", "period_from"}),
+        ("/objectives/not-an-id", {}, {}, {"objective_id"}),
+        (f"/objectives/{somewhere}", {"wait": "forever"}, {}, {"wait"}),
+        (f"/objectives/{somewhere}/as-of", {"at": "2026-08-01T12:00"}, {}, {"at"}),
+        ("/kpis/sales.units/series", {"from": "2026-08-01T00:00:00"}, {}, {"from"}),
+        (
+            f"/audit/objectives/{somewhere}/history",
+            {"as_of": "2026-08-01"},
+            auth_headers("admin"),
+            {"as_of"},
+        ),
+    ]
+    for path, params, headers, names in cases:
+        response = await api.get(path, params=params, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        body = response.json()
+        assert body["error"] == "invalid_query", (path, body)
+        assert {problem["field"].split(".")[-1] for problem in body["problems"]} == names
+        for name in names:
+            assert f"`{name}`" in body["message"], (path, body["message"])
