@@ -265,6 +265,11 @@ class CommandResult(Contract):
     version: int | None = Field(None, description="The objective's version after the command.")
     events: list[str] = Field(default_factory=list, description="Types of the events written.")
     key_result_id: UUID | None = Field(None, description="Set when a key result was added.")
+    key_result_ids: list[UUID] = Field(
+        default_factory=list,
+        description="The key results the command made, in the order sent: every one a create "
+        "made, or the one added.",
+    )
     replayed: bool = Field(False, description="True when the command id had been applied before.")
     error: str | None = Field(None, description="Machine-readable reason of a rejection.")
     problems: list[Issue] = Field(default_factory=list)

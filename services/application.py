@@ -234,6 +234,7 @@ class OkrApplication(Application[UUID]):
             version=version,
             events=[type(event).__name__ for event in outcome.events],
             key_result_id=outcome.extra.get("key_result_id"),
+            key_result_ids=outcome.extra.get("key_result_ids", []),
             warnings=issues(outcome.report, "warnings"),
         )
 

@@ -16,7 +16,7 @@ from domain.chain import GENESIS_HASH, seal
 from domain.errors import RuleViolationError
 from domain.measures import KeyResultKind, KeyResultSpec
 from domain.objective import Decision, Objective, require_objective
-from domain.objective_events import Aggregation, DomainEvent, KpiBinding
+from domain.objective_events import Aggregation, DomainEvent, KpiBinding, ObjectiveCreated
 from domain.quality import QualityReport
 from events import commands as wire
 
@@ -48,7 +48,10 @@ def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outc
         key_results=[to_spec(kr) for kr in command.key_results],
         objective_id=command.objective_id,
     )
-    return Outcome(events, report)
+    [created] = events
+    assert isinstance(created, ObjectiveCreated)
+    made = [key_result.key_result_id for key_result in created.key_results]
+    return Outcome(events, report, {"key_result_ids": made})
 
 
 def revise_objective(objective: Objective, decision: Decision, body: Any) -> Outcome:
@@ -82,7 +85,9 @@ def add_key_result(objective: Objective, decision: Decision, body: Any) -> Outco
     events, report, key_result_id = decide.add_key_result(
         objective, decision, to_spec(command.key_result)
     )
-    return Outcome(events, report, {"key_result_id": key_result_id})
+    return Outcome(
+        events, report, {"key_result_id": key_result_id, "key_result_ids": [key_result_id]}
+    )
 
 
 def revise_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:

@@ -151,6 +151,28 @@ async def test_create_answers_201_at_version_1(api: Api) -> None:
     assert [(type(e).__name__, e.actor) for e in stored] == [("ObjectiveCreated", ACTOR)]
 
 
+async def test_create_and_add_answer_the_new_key_results_ids(api: Api) -> None:
+    """A client checks in right after creating, without a read to learn the ids."""
+    key = {"Idempotency-Key": f"create-{uuid4()}"}
+    created = accepted(
+        await api.send("POST", "/objectives", objective(SALES, NPS, CHURN), headers=key), 201, 1
+    )
+    stored = await api.load(created["objective_id"])
+    assert created["key_result_ids"] == [str(kr.key_result_id) for kr in stored.key_results]
+    assert created["key_result_id"] is None, "several were made: the list names them"
+    replayed = await api.send("POST", "/objectives", objective(SALES, NPS, CHURN), headers=key)
+    assert replayed.json()["key_result_ids"] == created["key_result_ids"]
+
+    path = f"/objectives/{created['objective_id']}"
+    added = accepted(await api.send("POST", f"{path}/key-results", PURCHASE_PATH), 200, 2)
+    last = (await api.load(created["objective_id"])).key_results[-1]
+    assert added["key_result_id"] == str(last.key_result_id)
+    assert added["key_result_ids"] == [added["key_result_id"]]
+    accepted(await api.send("POST", f"{path}/activate"), 200, 3)
+    check_in = f"{path}/key-results/{created['key_result_ids'][1]}/check-ins"
+    accepted(await api.send("POST", check_in, {"value": 70}), 200, 4)
+
+
 @pytest.mark.parametrize(
     ("key_result", "resolved"),
     [
