@@ -42,6 +42,7 @@ from events.okr import (
     parse_okr_event,
 )
 from projections.backoff import Backoff, keep_running
+from projections.failures import SetAsideStreak, describe, is_transient
 from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from projections.reducer import reduce_event
 from projections.views import AuditRow, ProjectedObjective, ReadStore, TimelineRow
@@ -160,6 +161,47 @@ def apply_batch(store: ReadStore, messages: Sequence[Message]) -> BatchReport:
     return report
 
 
+def apply_isolating(
+    store: ReadStore, messages: Sequence[Message], streak: SetAsideStreak | None = None
+) -> BatchReport:
+    """`apply_batch`, but a message that makes its batch fail for good is set aside.
+
+    A failure a retry can cure (the store away or locked) is raised: the batch is tried again.
+    Any other failure is bisected: each half is applied on its own, down to the one message that
+    fails alone, which is rejected (`processing_failed`, dead-lettered) with its position moved
+    past it, so one message cannot stall its partition. `streak` stops that when message after
+    message fails alone (the fault is then the projector's, and it retries instead).
+    """
+    streak = streak or SetAsideStreak()
+    try:
+        report = apply_batch(store, messages)
+    except Exception as error:
+        if is_transient(error):
+            raise
+        if len(messages) == 1:
+            streak.setting_aside(error)
+            return _set_aside(store, messages[0], error)
+        log.warning(
+            "projector: a batch of %d failed (%s); applying it in halves to find the message",
+            len(messages),
+            describe(error),
+        )
+        middle = len(messages) // 2
+        first = apply_isolating(store, messages[:middle], streak)
+        return first + apply_isolating(store, messages[middle:], streak)
+    streak.processed()
+    return report
+
+
+def _set_aside(store: ReadStore, message: Message, error: Exception) -> BatchReport:
+    """Move the position past a message that cannot be applied, in a transaction of its own."""
+    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    log.error("projector: setting aside %s, which cannot be applied", where, exc_info=error)
+    with store.transaction() as writer:
+        writer.advance(message.topic, message.partition, message.offset + 1)
+    return _rejected(message, "processing_failed", f"cannot be applied: {describe(error)}")
+
+
 Parsed = tuple[OkrEventEnvelope, OkrPayload]
 
 
@@ -263,6 +305,8 @@ async def run_projector(
     messages a batch skipped as unusable, to publish them on `okr.dlq`.
     """
 
+    streak = SetAsideStreak()
+
     async def attempt(succeeded: Callable[[], None]) -> None:
         consumer = AIOKafkaConsumer(
             **client_options,
@@ -278,6 +322,7 @@ async def run_projector(
         try:
             consumer.subscribe([topic], listener=listener)
             await consumer.start()
+            succeeded()
             while True:
                 fetched = await consumer.getmany(
                     timeout_ms=POLL_TIMEOUT_MS, max_records=max_records
@@ -286,7 +331,7 @@ async def run_projector(
                 messages = [Message.of(r) for records in fetched.values() for r in records]
                 if not messages:
                     continue
-                report = await asyncio.to_thread(apply_batch, store, messages)
+                report = await asyncio.to_thread(apply_isolating, store, messages, streak)
                 if report.rejected and dead_letters is not None:
                     # After the batch's commit: the rejected messages stay on okr.events (kept
                     # forever), so a crash before this only loses the notice, never the message.

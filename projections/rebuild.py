@@ -1,6 +1,6 @@
 """Rebuild: drop every read model, replay `okr.events` from offset 0, and get the same tables.
 
-The replay goes through `apply_batch`, the very code the live projector runs, so a rebuilt store
+The replay goes through `apply_isolating`, the very code the live projector runs, so a rebuilt store
 equals an incrementally built one row for row (the reducer reads no clock). It stops at the end
 offsets captured when it started, leaving positions there: a projector started afterwards resumes
 exactly where the rebuild ended. Run it with the projector stopped: a live projector would move
@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from projections.projector import MAX_RECORDS, BatchReport, Message, apply_batch
+from projections.failures import SetAsideStreak
+from projections.projector import MAX_RECORDS, BatchReport, Message, apply_isolating
 from projections.topic_scan import kafka_admin, scan_topic, topic_partitions
 from projections.views import ReadStore
 
@@ -40,10 +41,11 @@ async def rebuild(
     partitions = await topic_partitions(client_options, topic)
     await asyncio.to_thread(store.reset)
     report = BatchReport()
+    streak = SetAsideStreak()
     async with scan_topic(client_options, partitions) as scan:
         async for records in scan.batches(batch_size):
             messages = [Message.of(record) for record in records]
-            report += await asyncio.to_thread(apply_batch, store, messages)
+            report += await asyncio.to_thread(apply_isolating, store, messages, streak)
     counts = await asyncio.to_thread(store.counts)
     return RebuildReport(report, scan.end_offsets, counts)
 

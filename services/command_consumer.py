@@ -44,20 +44,22 @@ from itertools import count
 from typing import Any, get_args
 
 import orjson
-from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
-from events.commands import SCHEMA_VERSION, Command, CommandResult
+from events.commands import SCHEMA_VERSION, Command, CommandResult, Issue
 from events.dead_letters import DeadLetterReason
 from events.topics import COMMAND_RESULTS, COMMANDS
+from projections.backoff import Backoff, keep_running
+from projections.failures import describe, is_transient
+from projections.job_health import current_job
 from services.access import AccessError, ImpersonationError, UnknownPrincipalError
 from services.application import OkrApplication
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_broker
-from services.errors import REJECTABLE, TRANSIENT, Rejection, reject
+from services.errors import REJECTABLE, Rejection, reject
 from services.kafka_admin import ensure_topics
 from services.settings import Settings
 
@@ -70,8 +72,11 @@ escapes the handler rewinds to the message instead (FastStream's default commits
 
 RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Backoff while the event store or Kafka is unreachable; the last delay repeats."""
-RECONNECT_DELAY_S = 5.0
+RECONNECT = Backoff(first_s=1.0, max_s=10.0)
+"""Between attempts to start the consumer while Kafka is away."""
 MAX_COMMAND_ID_LENGTH = 200
+MAX_PROBLEMS = 50
+MAX_PROBLEM_TEXT = 500
 PRINCIPAL_HEADER = "principal"
 """The Kafka header naming the service that sends a command (UTF-8)."""
 
@@ -168,13 +173,31 @@ def _json_kind(value: Any) -> str:
 
 
 def rejected(command_id: str, command: Command | None, rejection: Rejection) -> CommandResult:
+    """The rejection, with at most `MAX_PROBLEMS` problems of bounded length: a command with
+    thousands of unknown fields must still get an answer that fits on Kafka."""
+    problems = [_bounded(problem) for problem in rejection.problems[:MAX_PROBLEMS]]
+    if len(rejection.problems) > MAX_PROBLEMS:
+        problems.append(
+            Issue(
+                code="more_problems",
+                field="(command)",
+                message=f"{len(rejection.problems) - MAX_PROBLEMS} more problems not listed",
+            )
+        )
     return CommandResult(
         command_id=command_id,
         status="rejected",
         objective_id=command.objective_id if command is not None else None,
         error=rejection.error,
-        problems=rejection.problems,
+        problems=problems,
     )
+
+
+def _bounded(problem: Issue) -> Issue:
+    def cut(text: str) -> str:
+        return text if len(text) <= MAX_PROBLEM_TEXT else f"{text[:MAX_PROBLEM_TEXT]}…"
+
+    return Issue(code=cut(problem.code), field=cut(problem.field), message=cut(problem.message))
 
 
 class CommandConsumer:
@@ -194,24 +217,55 @@ class CommandConsumer:
         self.dead_letters = dead_letters
 
     async def process_until_done(self, record: KafkaRecord) -> None:
-        """Outages are waited out on this very message: skipping it would lose a command."""
+        """Outages are waited out on this very message: skipping it would lose a command. Any
+        other failure sets the message aside (`processing_failed`): it would fail again."""
         for attempt in count():
             try:
-                await self.process(record)
-            except TRANSIENT as error:
+                await self._process_or_set_aside(record)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
                 delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
-                log.warning(
-                    "command at %s[%d]@%d not processed yet (%s: %s); retrying in %ss",
+                job = current_job()
+                if job is not None:
+                    job.failed(describe(error))
+                log.log(
+                    logging.WARNING if attempt == 0 else logging.DEBUG,
+                    "command at %s[%d]@%d not processed yet (%s); retrying every %ss at most",
                     record.topic,
                     record.partition,
                     record.offset,
-                    type(error).__name__,
-                    error,
+                    describe(error),
                     delay,
                 )
                 await asyncio.sleep(delay)
             else:
+                if attempt > 0:
+                    log.warning(
+                        "command at %s[%d]@%d processed after %d retries",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        attempt,
+                    )
+                job = current_job()
+                if job is not None:
+                    job.working()
                 return
+
+    async def _process_or_set_aside(self, record: KafkaRecord) -> None:
+        try:
+            await self.process(record)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            log.exception(
+                "command at %s[%d]@%d failed; dead-lettering it",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            await self.dead_letters.publish(record, "processing_failed", error)
 
     async def process(self, record: KafkaRecord) -> None:
         try:
@@ -232,12 +286,6 @@ class CommandConsumer:
             result = await asyncio.to_thread(self.application.handle, command)
         except REJECTABLE as error:
             result = rejected(command.command_id, command, reject(error))
-        except TRANSIENT:
-            raise
-        except Exception as error:
-            log.exception("command %r failed; dead-lettering it", command.command_id)
-            await self.dead_letters.publish(record, "processing_failed", error)
-            return
         await self.publish_result(result)
 
 
@@ -312,27 +360,22 @@ def build_command_broker(settings: Settings, application: OkrApplication) -> Kaf
     return broker
 
 
-async def run_command_consumer(settings: Settings, application: OkrApplication) -> None:
+async def run_command_consumer(
+    settings: Settings, application: OkrApplication, *, backoff: Backoff = RECONNECT
+) -> None:
     """Consume `okr.commands` until cancelled; Kafka being down at start is waited for."""
-    while True:
+
+    async def attempt(succeeded: Callable[[], None]) -> None:
+        await ensure_topics(settings)
+        broker = build_command_broker(settings, application)
         try:
-            await _consume_until_cancelled(settings, application)
-        except (KafkaError, OSError) as error:
-            log.warning(
-                "command consumer cannot start (%s: %s); retrying in %ss",
-                type(error).__name__,
-                error,
-                RECONNECT_DELAY_S,
-            )
-            await asyncio.sleep(RECONNECT_DELAY_S)
+            await broker.start()
+            log.info("command consumer started on %s", settings.topic(COMMANDS))
+            succeeded()
+            await asyncio.Event().wait()
+        finally:
+            await broker.stop()
 
-
-async def _consume_until_cancelled(settings: Settings, application: OkrApplication) -> None:
-    await ensure_topics(settings)
-    broker = build_command_broker(settings, application)
-    try:
-        await broker.start()
-        log.info("command consumer started on %s", settings.topic(COMMANDS))
-        await asyncio.Event().wait()
-    finally:
-        await broker.stop()
+    await keep_running(
+        "command consumer", attempt, backoff=backoff, resuming="reconnecting", log=log
+    )

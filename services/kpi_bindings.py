@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
@@ -50,6 +50,8 @@ from domain.objective_events import (
     ObjectiveRevised,
 )
 from projections.backoff import Backoff, keep_running
+from projections.failures import SetAsideStreak, describe, is_transient
+from services.dlq import DeadLetterPublisher, StoredEventRecord, send_with_new_producer
 from services.kpi_store import (
     Binding,
     KpiBatch,
@@ -83,7 +85,7 @@ RELEVANT_EVENTS: tuple[type[DomainEvent], ...] = (
 RELEVANT_TOPICS = [get_topic(cls) for cls in RELEVANT_EVENTS]
 
 BATCH_SIZE = 100
-IDLE_POLL_S = 0.2
+IDLE_POLL_S = 1.0  # a safety poll: any process's save wakes it (services.wakeup)
 CONFLICT_RETRIES = 20
 
 
@@ -141,6 +143,19 @@ class BindingsFollower:
             self.application.snapshot_due(plan.events)
             return len(notifications)
         raise IntegrityError(f"bindings still conflicting after {CONFLICT_RETRIES} attempts")
+
+    def set_aside_next(self) -> Notification | None:
+        """Pass over the next relevant notification without processing it (it fails alone)."""
+        notifications = self.application.recorder.select_notifications(
+            start=self.position(), limit=1, topics=RELEVANT_TOPICS, inclusive_of_start=False
+        )
+        if not notifications:
+            return None
+        tracking = Tracking(FOLLOWER_NAME, notifications[0].id)
+        self.application.save(
+            kpi_batch=KpiBatch(tracking=TrackingWrite(self.tracking_recorder, tracking))
+        )
+        return notifications[0]
 
     def _reconcile(
         self, objective_ids: Sequence[UUID], tracking: Tracking, plan: _Reconciliation
@@ -272,8 +287,58 @@ async def run_bindings_follower(
     Every exception is retried (`keep_running`): a follower that died quietly would leave new
     bindings unscored.
     """
-    del settings  # the event store is the application's; nothing else to configure
     follower: BindingsFollower | None = None
+    dead_letters = DeadLetterPublisher(
+        settings, send_with_new_producer(settings), consumer_group=FOLLOWER_NAME
+    )
+    streak = SetAsideStreak()
+    suspects = 0
+    """Notifications still to follow one at a time, after a batch failed for good."""
+
+    async def follow_next() -> int:
+        """The next notifications; after a failure a retry cannot cure, one at a time, and the
+        one that fails alone is dead-lettered and passed over."""
+        nonlocal suspects
+        assert follower is not None
+        if not suspects:
+            try:
+                return await asyncio.to_thread(follower.follow_once)
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                log.warning("bindings follower: %s; following one at a time", describe(error))
+                suspects = BATCH_SIZE
+        try:
+            processed = await asyncio.to_thread(follower.follow_once, 1)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            streak.setting_aside(error)
+            await set_aside(error)
+            processed = 1
+        else:
+            streak.processed()
+        suspects = max(0, suspects - 1) if processed else 0
+        return processed
+
+    async def set_aside(error: Exception) -> None:
+        assert follower is not None
+        notification = await asyncio.to_thread(follower.set_aside_next)
+        if notification is None:
+            return
+        log.error(
+            "bindings follower: stored event %d cannot be processed; dead-lettering it",
+            notification.id,
+            exc_info=error,
+        )
+        record = StoredEventRecord(
+            offset=notification.id,
+            key=str(notification.originator_id).encode(),
+            value=notification.state,
+            event_topic=notification.topic,
+        )
+        await dead_letters.publish(record, "processing_failed", error)
+
     with application.saved.listen() as saved:
 
         async def attempt(succeeded: Callable[[], None]) -> None:
@@ -282,7 +347,7 @@ async def run_bindings_follower(
                 follower = await asyncio.to_thread(BindingsFollower, application)
             while True:
                 saved.clear()
-                processed = await asyncio.to_thread(follower.follow_once)
+                processed = await follow_next()
                 succeeded()
                 if not processed:
                     await wait_for_wakeup(saved, idle_poll_s)

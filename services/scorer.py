@@ -48,6 +48,7 @@ from domain.objective import Decision, Objective, ObjectiveStatus, evolve, recor
 from domain.objective_events import DomainEvent, KpiBinding
 from events.topics import KPI_EVENTS
 from projections.backoff import Backoff, keep_running
+from projections.failures import SetAsideStreak, describe, is_transient
 from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.gc_tuning import freeze_start_up_objects
@@ -459,6 +460,112 @@ async def _to_thread_to_completion(
         raise
 
 
+# --- records that fail for good -----------------------------------------------------------------
+
+
+class Suspects:
+    """Where a batch failed for good: the records up to there are scored in halves next time.
+
+    A failure a retry cannot cure (not an outage, not a lost race) leaves the scorer knowing
+    only that some record it was handed breaks scoring. The consumer's positions at that moment
+    bound the suspects: on the next attempt, records below them are scored by bisection
+    (`score_isolating`), which finds the record that fails alone and sets it aside, and the
+    scorer returns to whole batches once it is past them.
+    """
+
+    def __init__(self) -> None:
+        self.until: dict[TopicPartition, int] = {}
+        """Per partition, the first offset that is no longer suspect."""
+        self.streak = SetAsideStreak()
+
+    async def arm(self, consumer: AIOKafkaConsumer, error: BaseException) -> None:
+        for tp in consumer.assignment():
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    position = await consumer.position(tp)
+                self.until[tp] = max(self.until.get(tp, 0), position)
+        if self.until:
+            log.warning(
+                "KPI scorer: %s; the records it was handed will be scored in halves to find "
+                "the one that fails",
+                describe(error),
+            )
+
+    def cover(self, fetched: Mapping[TopicPartition, Sequence[KafkaRecord]]) -> bool:
+        return any(held and held[0].offset < self.until.get(tp, -1) for tp, held in fetched.items())
+
+    def passed(self, fetched: Mapping[TopicPartition, Sequence[KafkaRecord]]) -> None:
+        for tp, held in fetched.items():
+            if held and held[-1].offset + 1 >= self.until.get(tp, 0):
+                self.until.pop(tp, None)
+
+
+async def score_isolating(
+    scorer: KpiScorer,
+    records: Sequence[KafkaRecord],
+    dead_letters: DeadLetterPublisher,
+    suspects: Suspects,
+) -> BatchReport:
+    """Score `records`; a part that fails for good is scored in halves, and a record that fails
+    alone is dead-lettered (`processing_failed`) and passed over (its position moves, nothing
+    else). Outages are raised: the caller retries."""
+    items = await read_batch(records, dead_letters)
+    report = BatchReport()
+
+    async def score(start: int, end: int) -> None:
+        try:
+            done = await _to_thread_to_completion(scorer.score, items[start:end])
+        except Exception as error:
+            if is_transient(error):
+                raise
+            if end - start > 1:
+                middle = (start + end) // 2
+                await score(start, middle)
+                await score(middle, end)
+                return
+            await set_aside(start, error)
+            return
+        suspects.streak.processed()
+        _add(report, done)
+
+    async def set_aside(index: int, error: Exception) -> None:
+        suspects.streak.setting_aside(error)
+        record = records[index]
+        log.error(
+            "KPI scorer: %s[%d]@%d cannot be scored; dead-lettering it",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc_info=error,
+        )
+        await dead_letters.publish(record, "processing_failed", error)
+        origin, _ = items[index]
+        passed = await _to_thread_to_completion(scorer.score, [(origin, None)])
+        passed.dead_lettered = 1
+        _add(report, passed)
+
+    await score(0, len(items))
+    return report
+
+
+def _add(total: BatchReport, part: BatchReport) -> None:
+    """Sum the counters of `part` into `total`; the positions are the latest."""
+    for name in (
+        "records",
+        "dead_lettered",
+        "already_scored",
+        "accepted",
+        "duplicates",
+        "stale",
+        "outside_period",
+        "unbound",
+        "progress_events",
+        "attempts",
+    ):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.next_offsets.update(part.next_offsets)
+
+
 # --- the consumer loop ----------------------------------------------------------------------------
 
 
@@ -541,6 +648,8 @@ async def run_scorer(
     window_s = settings.scorer_window_ms / 1000 if batch_interval_s is None else batch_interval_s
     freeze_start_up_objects()
 
+    suspects = Suspects()
+
     async def attempt(succeeded: Callable[[], None]) -> None:
         await ensure_topics(settings)
         await asyncio.to_thread(scorer.binding_periods)
@@ -559,7 +668,12 @@ async def run_scorer(
                     max_records,
                     window_s,
                     succeeded,
+                    suspects,
                 )
+            except Exception as error:
+                if not is_transient(error):
+                    await suspects.arm(consumer, error)
+                raise
             finally:
                 scorer.assigned.clear()
 
@@ -601,6 +715,7 @@ async def _consume(
     max_records: int,
     batch_interval_s: float,
     succeeded: Callable[[], None],
+    suspects: Suspects,
 ) -> None:
     topic = settings.topic(KPI_EVENTS)
     dead_letters = DeadLetterPublisher(settings, send_with_producer(producer), consumer_group=group)
@@ -613,6 +728,7 @@ async def _consume(
     )
     consumer.subscribe([topic], listener=listener)
     await consumer.start()
+    succeeded()
     log.info("KPI scorer consuming %s as group %s", topic, group)
     loop = asyncio.get_running_loop()
     last_started = float("-inf")
@@ -653,6 +769,20 @@ async def _consume(
                 consumer, fetched, last_started + batch_interval_s - loop.time(), max_records
             )
             listener.raise_if_failed()
+            if suspects.cover(fetched):
+                while pending:
+                    await hand_over(pending.popleft())
+                if in_flight is not None:
+                    await in_flight.finish(consumer, succeeded)
+                    in_flight = None
+                records = [record for tp in sorted(fetched) for record in fetched[tp]]
+                report = await score_isolating(scorer, records, dead_letters, suspects)
+                succeeded()
+                await _follow_stored_positions(
+                    consumer, {tp: held[-1].offset for tp, held in fetched.items() if held}, report
+                )
+                suspects.passed(fetched)
+                continue
             batch = await _read(settings, scorer, worker, dead_letters, fetched)
             if batch is None:
                 continue
