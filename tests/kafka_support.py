@@ -51,12 +51,23 @@ async def running(service: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.T
             await task
 
 
-async def produce(settings: Settings, logical_topic: str, messages: Iterable[Message]) -> list[Any]:
+async def produce(
+    settings: Settings,
+    logical_topic: str,
+    messages: Iterable[Message],
+    *,
+    max_request_size: int = 1024 * 1024,
+) -> list[Any]:
     """Send in order with an idempotent producer, as any service would; returns each one's
     RecordMetadata. Sends are pipelined (the idempotent producer keeps them in order), so tens of
-    thousands of messages take seconds, not minutes."""
+    thousands of messages take seconds, not minutes. `max_request_size` lets a test send what
+    the broker takes but our own producers' defaults would refuse (a 1 MB message)."""
     producer = AIOKafkaProducer(
-        **settings.kafka_client_options(), enable_idempotence=True, acks="all", linger_ms=5
+        **settings.kafka_client_options(),
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_request_size=max_request_size,
     )
     await producer.start()
     try:
