@@ -147,9 +147,10 @@ def encoded_dead_letter(
     failed_at: datetime,
     consumer_group: str | None = None,
     max_bytes: int = MAX_LETTER_BYTES,
+    forms: Sequence[Bounds] = (WHOLE, PREFIXES),
 ) -> tuple[DeadLetter, bytes]:
-    """The whole letter when it encodes within `max_bytes`, else the one with prefixes."""
-    for bounds in (WHOLE, PREFIXES):
+    """The first of `forms` whose letter encodes within `max_bytes` (else the last one)."""
+    for bounds in forms:
         letter = dead_letter_for(
             record,
             reason,
@@ -200,40 +201,36 @@ class DeadLetterPublisher:
 
         Raises only what a retry can cure (an outage); a letter Kafka refuses for good is sent
         again without payload, and if refused even then, logged whole instead."""
-        failed_at = self.clock()
-        letter, encoded = encoded_dead_letter(
-            record, reason, error, failed_at=failed_at, consumer_group=self.consumer_group
-        )
         headers = {"content-type": "application/json", REASON_HEADER: reason}
         key = letter_key(record.key)
+        failed_at = self.clock()
         job = current_job()
-        try:
-            await self.send(self.topic, key, encoded, headers)
-        except Exception as refused:
-            if is_transient(refused):
-                raise
-            letter = dead_letter_for(
+        for forms in ((WHOLE, PREFIXES), (DIGESTS_ONLY,)):
+            letter, encoded = encoded_dead_letter(
                 record,
                 reason,
                 error,
                 failed_at=failed_at,
                 consumer_group=self.consumer_group,
-                bounds=DIGESTS_ONLY,
+                forms=forms,
             )
             try:
-                await self.send(self.topic, key, letter.model_dump_json().encode(), headers)
-            except Exception as refused_again:
-                if is_transient(refused_again):
+                await self.send(self.topic, key, encoded, headers)
+                break
+            except Exception as refused:
+                if is_transient(refused):
                     raise
-                log.error(
-                    "dead letter refused by %s (%s), moving on; the letter: %s",
-                    self.topic,
-                    describe(refused_again),
-                    letter.model_dump_json(),
-                )
-                if job is not None:
-                    job.dead_lettered("unpublished")
-                return letter
+                last_refusal = refused
+        else:
+            log.error(
+                "dead letter refused by %s (%s), moving on; the letter: %s",
+                self.topic,
+                describe(last_refusal),
+                encoded.decode(),
+            )
+            if job is not None:
+                job.dead_lettered("unpublished")
+            return letter
         if job is not None:
             job.dead_lettered(reason)
         return letter

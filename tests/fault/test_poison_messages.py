@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from uuid import UUID
 
@@ -40,6 +40,7 @@ from services.projector_service import open_read_store, run_projector_service
 from services.relay import relay_once
 from services.scorer import KpiScorer, run_scorer
 from services.settings import Settings
+from services.tasks import running
 from tests.auth_support import principal_headers
 from tests.integration.test_kafka_commands import command, encode, good_objective
 from tests.kafka_support import eventually, produce, read_to_end
@@ -83,20 +84,11 @@ async def topics_ready(store_settings: Settings) -> None:
     await ensure_topics(store_settings)
 
 
-@contextlib.asynccontextmanager
-async def jobs_on(
+def jobs_on(
     board: JobBoard, *jobs: Coroutine[Any, Any, None]
-) -> AsyncIterator[list[asyncio.Task[None]]]:
+) -> contextlib.AbstractAsyncContextManager[list[asyncio.Task[None]]]:
     """The jobs running as the app runs them: reporting to `board`."""
-    tasks = [asyncio.create_task(job, context=context_reporting_to(board)) for job in jobs]
-    try:
-        yield tasks
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    return running(*jobs, context=context_reporting_to(board))
 
 
 def scoring(
