@@ -1,6 +1,7 @@
 """How far behind each consumer is: Kafka consumer groups per partition, and the outbox relay.
 
-One measurement feeds `/metrics` and `/health`, so both say the same thing. The groups are data
+Measured by the health monitor (`services.health_monitor`) on its timer, never per request: its
+last round feeds `/metrics` and `/health`, so both say the same thing. The groups are data
 (`CONSUMED`): a new consumer is one more row, not more code.
 
 A group's position is what it committed to Kafka. The projector keeps its authoritative position

@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest HTTP request body accepted; a larger one gets 413 unread.",
     )
+    health_interval_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=3600,
+        description="Seconds between two rounds of the health monitor (Kafka, both stores, lag); "
+        "GET /health and GET /metrics answer from its last round, never probing per request.",
+    )
 
     local_kafka_version: str = Field("4.1.1", pattern=r"^\d+\.\d+\.\d+$")
     local_kafka_port: int = Field(9092, ge=1, le=65535)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from projections.job_health import JobBoard, context_reporting_to
 from projections.views import ReadStore
 from services.api import (
     as_of,
@@ -35,6 +36,7 @@ from services.api.auth import (
 from services.api.errors import install_error_handlers
 from services.api_keys import ApiKeys
 from services.application import OkrApplication
+from services.health_monitor import HealthMonitor
 from services.kafka_admin import ensure_topics
 from services.projector_service import open_read_store
 from services.settings import Settings
@@ -90,9 +92,16 @@ def create_app(
         owns_read_store = app.state.read_store is None
         if owns_read_store:
             app.state.read_store = await asyncio.to_thread(open_read_store, settings)
-        jobs = [keep_trying_to_ensure_topics(settings), *(job(application) for job in background)]
+        # Every job reports to the app's board; the monitor probes for /health and /metrics.
+        app.state.health = HealthMonitor(settings, application, settings.health_interval_s)
+        jobs = [
+            keep_trying_to_ensure_topics(settings),
+            app.state.health.run(),
+            *(job(application) for job in background),
+        ]
         try:
-            async with running(*jobs):
+            async with running(*jobs, context=context_reporting_to(app.state.jobs)):
+                await app.state.health.first_round()  # so /health knows from the first request
                 yield
         finally:
             if owns_read_store:
@@ -113,6 +122,8 @@ def create_app(
     app.state.api_keys = ApiKeys.from_settings(settings)
     app.state.application = application
     app.state.read_store = read_store
+    app.state.jobs = JobBoard()  # what each background job is doing: /health, /metrics
+    app.state.health = None  # the health monitor, while the lifespan runs
     app.include_router(health.router)  # the one route open to anonymous callers
     write, read = [Depends(requires("write"))], [Depends(requires("read"))]
     app.include_router(commands.router, dependencies=write, responses=ACCESS_RESPONSES)

@@ -1,19 +1,38 @@
-"""`GET /health`: is every component this process depends on reachable right now."""
+"""`GET /health`: is this process working, as its health monitor and its jobs last saw it.
+
+Answered from memory only, never by asking Kafka or a store: the health monitor
+(`services.health_monitor`) probes them on a timer, and every background job reports its own
+state on the app's job board (`projections.job_health`). So a flood of callers costs a lookup.
+
+- `ok` (200): the last probe reached Kafka and both stores, and no job is retrying.
+- `degraded` (503): a dependency did not answer, a job is retrying (`down` names them), or the
+  monitor's last round is too old (`health monitor`).
+- `starting` (503, `Retry-After: 1`): the monitor has not finished its first round. The app's
+  start waits for that round (well under a second; at most `FIRST_ROUND_WAIT_S`, when a probe
+  hangs to its timeout), so a served app says it only when the first round took longer.
+
+Anonymous callers (load balancers, orchestrators) get the status alone. A caller whose key
+grants `read` also gets each check with its time, the lag, and each job's entry on the board;
+a key that is not valid is no key here (the status alone), so no probe ever gets a 401.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from services.kafka_admin import probe_kafka
-from services.lag import kafka_lag
+from projections.job_health import JobBoard
+from services.access import Principal, UnauthenticatedError
+from services.api.auth import presented_credentials, principal_for
+from services.health_monitor import DEPENDENCIES, JOB_NAME, HealthMonitor
 from services.settings import Settings
-from services.stores import probe_store
 
 router = APIRouter(tags=["operations"])
+
+Status = Literal["ok", "degraded", "starting"]
+STATUS_CODES: dict[Status, int] = {"ok": 200, "degraded": 503, "starting": 503}
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,23 +43,75 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-@router.get("/health", summary="Connectivity of Kafka and both stores; 503 names what is down")
-async def health(settings: SettingsDep) -> JSONResponse:
-    kafka, event_store, read_store, lag = await asyncio.gather(
-        probe_kafka(settings),
-        asyncio.to_thread(probe_store, settings.event_store_url),
-        asyncio.to_thread(probe_store, settings.read_store_url),
-        kafka_lag(settings),
-    )
-    checks = {"kafka": kafka, "event_store": event_store, "read_store": read_store}
-    down = sorted(name for name, problem in checks.items() if problem is not None)
-    body = {
-        "status": "ok" if not down else "degraded",
-        "down": down,
-        "checks": {
-            name: {"ok": problem is None, **({"error": problem} if problem else {})}
-            for name, problem in checks.items()
-        },
-        "lag": lag.to_json(),  # informative: a consumer behind is not a component down
-    }
-    return JSONResponse(body, status_code=503 if down else 200)
+def reader(request: Request) -> Principal | None:
+    """The caller when its key is valid and grants `read`, else None (anonymous).
+
+    Read here rather than through `requires`: the route stays open to every caller, one with
+    a wrong or revoked key too (a probe configured long ago), and the OpenAPI document does
+    not invite a key on it."""
+    credentials = presented_credentials(request.scope["headers"])
+    try:
+        principal = principal_for(request.app.state.api_keys, credentials)
+    except UnauthenticatedError:
+        return None
+    return principal if principal.can("read") else None
+
+
+def verdict(monitor: HealthMonitor | None, board: JobBoard) -> tuple[Status, list[str]]:
+    """The status, and what is down: dependencies, a stale monitor, retrying jobs."""
+    probe = monitor.last if monitor is not None else None
+    down = probe.down() if probe is not None else []
+    if monitor is not None and monitor.is_stale():
+        down.append(JOB_NAME)
+    down += [job.name for job in board.retrying() if job.name not in down]
+    status: Status = "degraded" if down else "ok" if probe is not None else "starting"
+    return status, down
+
+
+def report(monitor: HealthMonitor | None, board: JobBoard) -> dict[str, Any]:
+    """The whole answer, as a reader gets it."""
+    status, down = verdict(monitor, board)
+    body: dict[str, Any] = {"status": status, "down": down}
+    probe = monitor.last if monitor is not None else None
+    if monitor is not None and probe is not None:
+        body |= {
+            "checked_at": probe.checked_at.isoformat(),
+            "age_s": round(probe.age_s(), 3),
+            "checks": {name: monitor.check_json(name) for name in DEPENDENCIES},
+            "lag": probe.lag_json,  # informative: a consumer behind is not a component down
+        }
+    else:
+        body |= {"checked_at": None, "checks": {}, "lag": None}
+    body["jobs"] = [job.to_json() for job in board.jobs()]
+    return body
+
+
+ANONYMOUS: dict[Status, bytes] = {
+    status: b'{"status":"%s"}' % status.encode() for status in STATUS_CODES
+}
+"""What a caller without a key gets: the status alone, encoded once."""
+
+
+@router.get(
+    "/health",
+    summary="ok, degraded or starting, from the health monitor's last probe and the jobs' board "
+    "(503 unless ok); with a reader key, the details",
+)
+async def health(request: Request) -> Response:
+    """No dependency (FastAPI runs plain functions in a thread) and, without a key, no JSON to
+    build: an anonymous flood costs as little as an answer can."""
+    state = request.app.state
+    monitor: HealthMonitor | None = state.health
+    board: JobBoard = state.jobs
+    response: Response
+    if reader(request) is None:
+        status, _ = verdict(monitor, board)
+        response = Response(ANONYMOUS[status], media_type="application/json")
+    else:
+        details = report(monitor, board)
+        status = details["status"]
+        response = JSONResponse(details)
+    response.status_code = STATUS_CODES[status]
+    if status == "starting":
+        response.headers["Retry-After"] = "1"
+    return response

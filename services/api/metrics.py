@@ -1,94 +1,100 @@
-"""`GET /metrics`: consumer lag and relay backlog in the Prometheus text format.
+"""`GET /metrics`: dependencies, consumer lag, relay backlog and jobs, in the Prometheus format.
 
-Measured when scraped (`services.lag`), so a number is never older than the scrape asking for it.
-Each app has its own registry: two apps in one process (tests, or later a second API) never share
-or double-register series, and nothing leaks into prometheus_client's global registry.
-A source that cannot be read (Kafka down, event store down) is reported as
-`okr_lag_source_up{source=...} 0` and its series are left out; the endpoint still answers.
+Rendered from memory, never measured per scrape: the lag, the backlog and the dependencies come
+from the health monitor's last round (`services.health_monitor`, every `OKR_HEALTH_INTERVAL_S`),
+whose age is `okr_health_checked_age_seconds`; the jobs from the app's job board
+(`projections.job_health`). Each app has its own registry: two apps in one process (tests, or
+later a second API) never share or double-register series, and nothing leaks into
+prometheus_client's global registry. A source the last round could not read (Kafka down, event
+store down) is reported as `okr_lag_source_up{source=...} 0` and its series are left out.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated
 
-from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.datastructures import State
 
-from services.api.health import SettingsDep
-from services.application import OkrApplication
-from services.lag import KafkaLag, RelayLag, kafka_lag, relay_lag
-from services.settings import Settings
-
-log = logging.getLogger(__name__)
+from projections.job_health import JobBoard
+from services.health_monitor import Probe
 
 router = APIRouter(tags=["operations"])
 
 PARTITION_LABELS = ("group", "topic", "partition")
+AS_OF = " As of the health monitor's last probe (okr_health_checked_age_seconds)."
 
 
-@dataclass(frozen=True)
-class Measurement:
-    kafka: KafkaLag
-    relay: RelayLag | None = None
-    """None when not measured: no application yet, or the event store failed (`relay_error`)."""
-    relay_error: str | None = None
+class AppCollector(Collector):
+    """Renders the app's health monitor's last probe and its job board, when scraped."""
 
-
-class LagCollector(Collector):
-    """Renders the last measurement; `/metrics` measures right before rendering."""
-
-    def __init__(self) -> None:
-        self.measurement: Measurement | None = None
+    def __init__(self, state: State) -> None:
+        self.state = state
 
     def describe(self) -> Iterator[Metric]:
-        return _families(None)
+        return iter((*_probe_families(None), *_job_families(JobBoard())))
 
     def collect(self) -> Iterator[Metric]:
-        return _families(self.measurement)
+        monitor = getattr(self.state, "health", None)
+        probe: Probe | None = monitor.last if monitor is not None else None
+        board: JobBoard = getattr(self.state, "jobs", None) or JobBoard()
+        return iter((*_probe_families(probe), *_job_families(board)))
 
 
-def _families(measurement: Measurement | None) -> Iterator[Metric]:
+def _probe_families(probe: Probe | None) -> tuple[Metric, ...]:
+    age = GaugeMetricFamily(
+        "okr_health_checked_age_seconds",
+        "Seconds since the health monitor's last probe, which every okr_consumer_*, "
+        "okr_relay_*, okr_event_store_* and okr_*_up series shows (absent before the first).",
+    )
+    check_up = GaugeMetricFamily(
+        "okr_dependency_up",
+        "1 when the dependency (kafka, event_store, read_store) answered the last probe, else 0."
+        + AS_OF,
+        labels=("dependency",),
+    )
     committed = GaugeMetricFamily(
         "okr_consumer_committed_offset",
-        "Next offset the consumer group will read (committed), per partition.",
+        "Next offset the consumer group will read (committed), per partition." + AS_OF,
         labels=PARTITION_LABELS,
     )
     end = GaugeMetricFamily(
         "okr_consumer_end_offset",
-        "Offset the next message on the partition will get.",
+        "Offset the next message on the partition will get." + AS_OF,
         labels=PARTITION_LABELS,
     )
     lag = GaugeMetricFamily(
         "okr_consumer_lag",
-        "Messages on the partition the consumer group has not committed yet.",
+        "Messages on the partition the consumer group has not committed yet." + AS_OF,
         labels=PARTITION_LABELS,
     )
     up = GaugeMetricFamily(
         "okr_lag_source_up",
-        "1 when this scrape could read the source (kafka, event_store), else 0.",
+        "1 when the last probe could read the source (kafka, event_store), else 0." + AS_OF,
         labels=("source",),
     )
     position = GaugeMetricFamily(
         "okr_relay_position",
-        "Last event store notification id the relay saw acknowledged on okr.events.",
+        "Last event store notification id the relay saw acknowledged on okr.events." + AS_OF,
     )
     stored = GaugeMetricFamily(
         "okr_event_store_notifications",
-        "Last notification id in the event store (events stored so far).",
+        "Last notification id in the event store (events stored so far)." + AS_OF,
     )
     pending = GaugeMetricFamily(
         "okr_relay_pending_events",
-        "Stored events not yet acknowledged on okr.events by the relay.",
+        "Stored events not yet acknowledged on okr.events by the relay." + AS_OF,
     )
-    if measurement is not None:
-        kafka, relay = measurement.kafka, measurement.relay
+    if probe is not None:
+        age.add_metric([], probe.age_s())
+        for name, problem in probe.problems.items():
+            check_up.add_metric([name], 0 if problem else 1)
+        kafka, relay = probe.kafka, probe.relay
         for entry in kafka.partitions:
             labels = [entry.group_id, entry.topic, str(entry.partition)]
             if entry.committed is not None:
@@ -101,55 +107,68 @@ def _families(measurement: Measurement | None) -> Iterator[Metric]:
             position.add_metric([], relay.position)
             stored.add_metric([], relay.stored)
             pending.add_metric([], relay.pending)
-        elif measurement.relay_error is not None:
+        elif probe.relay_error is not None:
             up.add_metric(["event_store"], 0)
-    return iter((committed, end, lag, up, position, stored, pending))
+    return (age, check_up, committed, end, lag, up, position, stored, pending)
+
+
+def _job_families(board: JobBoard) -> tuple[Metric, ...]:
+    """Per job name (two entries of one name are summed; up only when both run)."""
+    up = GaugeMetricFamily(
+        "okr_job_up",
+        "1 while the background job works, 0 while it is retrying (or not started yet).",
+        labels=("job",),
+    )
+    failures = CounterMetricFamily(
+        "okr_job_failures",
+        "Failed attempts of the background job since the process started.",
+        labels=("job",),
+    )
+    dead_letters = CounterMetricFamily(
+        "okr_dead_letters",
+        "Records the background job set aside on okr.dlq, by reason, since the process started.",
+        labels=("job", "reason"),
+    )
+    running: dict[str, bool] = {}
+    failed: Counter[str] = Counter()
+    set_aside: Counter[tuple[str, str]] = Counter()
+    for job in board.jobs():
+        entry = job.to_json()
+        running[job.name] = running.get(job.name, True) and entry["state"] == "running"
+        failed[job.name] += entry["failures_total"]
+        for reason, count in entry["dead_letters"].items():
+            set_aside[(job.name, reason)] += count
+    for name, works in running.items():
+        up.add_metric([name], 1 if works else 0)
+        failures.add_metric([name], failed[name])
+    for (name, reason), count in sorted(set_aside.items()):
+        dead_letters.add_metric([name, reason], count)
+    return (up, failures, dead_letters)
 
 
 class AppMetrics:
-    """One per app: its registry and the lag collector registered in it."""
+    """One per app: its registry and the collector registered in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: State) -> None:
         self.registry = CollectorRegistry()
-        self.lag = LagCollector()
-        self.registry.register(self.lag)
+        self.registry.register(AppCollector(state))
 
 
-def get_metrics(request: Request) -> AppMetrics:
+async def get_metrics(request: Request) -> AppMetrics:
+    """Async: FastAPI would run a plain function in a worker thread, once per scrape."""
     metrics: AppMetrics | None = getattr(request.app.state, "metrics", None)
     if metrics is None:
-        metrics = AppMetrics()
+        metrics = AppMetrics(request.app.state)
         request.app.state.metrics = metrics
     return metrics
 
 
-async def measure(settings: Settings, application: OkrApplication | None) -> Measurement:
-    """Kafka and the event store are read concurrently; neither's outage hides the other."""
-
-    async def relay() -> tuple[RelayLag | None, str | None]:
-        if application is None:
-            return None, None  # the app's lifespan has not opened the event store yet
-        try:
-            return await asyncio.to_thread(relay_lag, application), None
-        except PersistenceError as error:
-            log.warning("relay backlog not measured: %s: %s", type(error).__name__, error)
-            return None, f"{type(error).__name__}: {error}"
-
-    kafka, (relay_measured, relay_error) = await asyncio.gather(kafka_lag(settings), relay())
-    return Measurement(kafka, relay_measured, relay_error)
-
-
 @router.get(
     "/metrics",
-    summary="Consumer lag per group and partition, relay backlog (Prometheus text format)",
+    summary="Dependencies, consumer lag, relay backlog (as of the health monitor's last probe) "
+    "and background jobs, in the Prometheus text format",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-async def metrics(
-    request: Request,
-    settings: SettingsDep,
-    app_metrics: Annotated[AppMetrics, Depends(get_metrics)],
-) -> Response:
-    application = getattr(request.app.state, "application", None)
-    app_metrics.lag.measurement = await measure(settings, application)
+async def metrics(app_metrics: Annotated[AppMetrics, Depends(get_metrics)]) -> Response:
     return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)

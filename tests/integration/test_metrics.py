@@ -2,22 +2,30 @@
 
 Lag is set up by hand: messages produced straight onto the test's `okr.events` partitions, offsets
 committed under the projector's group id (prefixed per test, like the topics), so the expected
-numbers are known exactly.
+numbers are known exactly. Both endpoints answer from the health monitor's last round: a test
+that changed something runs a round itself (`probed`) rather than wait for the monitor's timer.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 from uuid import uuid4
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from events import commands as wire
 from events import topics
-from services.api.app import create_app
+from projections.backoff import Backoff, keep_running
+from projections.job_health import current_job
+from services.api.app import BackgroundJob
 from services.application import OkrApplication
 from services.command_consumer import GROUP_ID as COMMAND_HANDLER_GROUP
 from services.kafka_admin import ensure_topics
@@ -27,13 +35,18 @@ from services.relay import relay_once
 from services.scorer import group_id_for
 from services.settings import Settings
 from tests import seed
-from tests.auth_support import auth_headers
-from tests.kafka_support import commit_offsets
+from tests.health_support import READER, count_probes, serving
+from tests.kafka_support import commit_offsets, eventually
+
+if TYPE_CHECKING:
+    from services.health_monitor import Probe
 
 PRODUCED = {0: 5, 1: 2}
 """Messages produced per partition of okr.events."""
 COMMITTED = {0: 3}
 """Offsets the projector's group commits; partition 1 gets no commit, partition 2 no message."""
+
+log = logging.getLogger(__name__)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -46,15 +59,24 @@ def application(settings: Settings) -> Iterator[OkrApplication]:
 
 
 @pytest.fixture
-async def client(
+async def served(
     settings: Settings, application: OkrApplication
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, application)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://okr", headers=auth_headers("reader")
-    ) as client:
-        yield client
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with serving(settings, application) as (app, client):
+        client.headers.update(READER)
+        yield app, client
+
+
+@pytest.fixture
+def client(served: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return served[1]
+
+
+@pytest.fixture
+def probed(served: tuple[FastAPI, httpx.AsyncClient]) -> Callable[[], Awaitable[Probe]]:
+    """Runs a round of the app's health monitor now: what the endpoints show next."""
+    probe: Callable[[], Awaitable[Probe]] = served[0].state.health.probe
+    return probe
 
 
 @pytest.fixture
@@ -96,10 +118,14 @@ def test_the_groups_are_those_the_consumers_use(settings: Settings) -> None:
     assert group_id_for(settings) == f"{settings.topic_prefix}okr-scorer"
 
 
+Probed = Callable[[], Awaitable["Probe"]]
+
+
 @pytest.mark.usefixtures("projector_behind")
 async def test_metrics_show_each_partitions_lag(
-    settings: Settings, client: httpx.AsyncClient
+    settings: Settings, client: httpx.AsyncClient, probed: Probed
 ) -> None:
+    await probed()
     response = await client.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -118,10 +144,16 @@ async def test_metrics_show_each_partitions_lag(
         labels = partition_labels(command_group, commands_topic, partition)
         assert found[("okr_consumer_lag", labels)] == 0
     assert found[("okr_lag_source_up", (("source", "kafka"),))] == 1
+    for dependency in ("kafka", "event_store", "read_store"):
+        assert found[("okr_dependency_up", (("dependency", dependency),))] == 1
+    assert 0 <= found[("okr_health_checked_age_seconds", ())] < settings.health_interval_s
 
 
 @pytest.mark.usefixtures("projector_behind")
-async def test_health_reports_the_same_lag(settings: Settings, client: httpx.AsyncClient) -> None:
+async def test_health_reports_the_same_lag(
+    settings: Settings, client: httpx.AsyncClient, probed: Probed
+) -> None:
+    await probed()
     response = await client.get("/health")
     assert response.status_code == 200, response.text
     lag = response.json()["lag"]
@@ -145,7 +177,7 @@ async def test_health_reports_the_same_lag(settings: Settings, client: httpx.Asy
 
 
 async def test_relay_backlog_is_what_is_stored_but_not_published(
-    settings: Settings, application: OkrApplication, client: httpx.AsyncClient
+    settings: Settings, application: OkrApplication, client: httpx.AsyncClient, probed: Probed
 ) -> None:
     await ensure_topics(settings)
     objective_id = uuid4()
@@ -169,9 +201,13 @@ async def test_relay_backlog_is_what_is_stored_but_not_published(
         "okr_event_store_notifications": 2,
         "okr_relay_pending_events": 2,
     }
+    await probed()
     found = samples((await client.get("/metrics")).text)
     assert {name: found[(name, ())] for name in relay} == relay
     assert await relay_once(settings, application, limit=1) == 1
+    found = samples((await client.get("/metrics")).text)
+    assert found[("okr_relay_pending_events", ())] == 2, "a scrape shows the last probe's figures"
+    await probed()
     found = samples((await client.get("/metrics")).text)
     assert found[("okr_relay_pending_events", ())] == 1
     assert found[("okr_relay_position", ())] == 1
@@ -180,19 +216,88 @@ async def test_relay_backlog_is_what_is_stored_but_not_published(
 
 async def test_a_dead_broker_is_reported_not_raised(settings: Settings) -> None:
     dead = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
-    app = create_app(dead)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://okr", headers=auth_headers("reader")
-    ) as client:
-        metrics = await client.get("/metrics")
-        health = await client.get("/health")
+    async with serving(dead) as (_, client):
+        metrics = await client.get("/metrics", headers=READER)
+        health = await client.get("/health", headers=READER)
     assert metrics.status_code == 200, metrics.text
     found = samples(metrics.text)
     assert found[("okr_lag_source_up", (("source", "kafka"),))] == 0
+    assert found[("okr_dependency_up", (("dependency", "kafka"),))] == 0
     assert not [key for key in found if key[0] == "okr_consumer_lag"]
     assert health.status_code == 503
     lag = health.json()["lag"]
     assert lag["ok"] is False
     assert lag["error"]
     assert lag["partitions"] == []
+
+
+async def test_a_scrape_measures_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interval_s = 30.0
+    slow = settings.model_copy(update={"health_interval_s": interval_s})
+    async with serving(slow) as (_, client):
+        probes = count_probes(monkeypatch)
+        began = time.monotonic()
+        for _ in range(20):
+            response = await client.get("/metrics", headers=READER)
+            assert response.status_code == 200, response.text
+        elapsed = time.monotonic() - began
+    rounds = 1 + int(elapsed / interval_s)  # the monitor's own, at most (one may be under way)
+    assert probes.calls["probe_kafka"] <= rounds, probes.calls
+    assert probes.calls["probe_store"] <= 2 * rounds, probes.calls
+    assert probes.calls["kafka_lag"] <= rounds, probes.calls
+    assert probes.calls["relay_lag"] <= rounds, probes.calls
+    assert "okr_health_checked_age_seconds" in response.text
+
+
+def job(name: str, *, failing: bool, dead_letters: dict[str, int]) -> BackgroundJob:
+    """A background job run as the service runs its own (`keep_running`): it sets records aside
+    as dead letters, then fails (again and again) or waits for work that never comes."""
+
+    async def run(_: OkrApplication) -> None:
+        async def attempt(succeeded: Callable[[], None]) -> None:
+            await asyncio.sleep(0.1)  # every job has started: each still has its own entry
+            entry = current_job()
+            assert entry is not None
+            if entry.failures_total == 0:
+                for reason, count in dead_letters.items():
+                    entry.dead_lettered(reason, count)
+            if failing:
+                raise RuntimeError("the store said no")
+            succeeded()
+            await asyncio.Event().wait()
+
+        await keep_running(
+            name, attempt, backoff=Backoff(first_s=0.05, max_s=0.05), resuming="again", log=log
+        )
+
+    return run
+
+
+async def test_each_job_has_its_series(settings: Settings) -> None:
+    jobs = [
+        job("projector", failing=True, dead_letters={"bad_json": 2}),
+        job("relay", failing=False, dead_letters={"schema": 1, "bad_json": 1}),
+    ]
+    async with serving(settings, background=jobs) as (_, client):
+
+        async def failed_twice_while_the_other_works() -> bool:
+            found = samples((await client.get("/metrics", headers=READER)).text)
+            return (
+                found.get(("okr_job_failures_total", (("job", "projector"),)), 0) >= 2
+                and found.get(("okr_job_up", (("job", "relay"),))) == 1
+            )
+
+        await eventually(failed_twice_while_the_other_works, "the jobs' attempts", deadline_s=20)
+        found = samples((await client.get("/metrics", headers=READER)).text)
+    assert found[("okr_job_up", (("job", "projector"),))] == 0
+    assert found[("okr_job_up", (("job", "relay"),))] == 1
+    assert found[("okr_job_up", (("job", "health monitor"),))] == 1
+    assert found[("okr_job_failures_total", (("job", "relay"),))] == 0
+    dead = {
+        tuple(value for _, value in labels): count
+        for (name, labels), count in found.items()
+        if name == "okr_dead_letters_total"
+    }
+    assert dead == {("projector", "bad_json"): 2, ("relay", "bad_json"): 1, ("relay", "schema"): 1}
