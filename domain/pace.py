@@ -27,6 +27,7 @@ class PaceStatus(StrEnum):
     AT_RISK = "at_risk"
     OFF_TRACK = "off_track"
     STALE = "stale"  # no update for too long while the period runs: the score cannot be trusted
+    ENDED = "ended"  # the period is over: there is no pace left to keep, only a final score
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def pace_status(
 
     Staleness wins over the score while the period runs: a figure nobody updated for longer than
     ``stale_after`` says nothing about the pace. Its clock starts at the period start at the
-    earliest, so a key result defined before its quarter is not stale on the first day. After the
-    end the period no longer runs, and the final score is judged against full progress.
+    earliest, so a key result defined before its quarter is not stale on the first day. From the
+    end on the status is ``ENDED``: "on track" for a quarter that is over would promise a future
+    it no longer has; the final score says how it went (``final_status`` judges it).
     """
     _require_score(score)
     if stale_after <= timedelta(0):
@@ -77,9 +79,18 @@ def pace_status(
     expected = expected_progress(start, end, now)
     if now < start:
         return PaceStatus.NOT_STARTED
-    if now < end and _is_stale(start, now, last_update, stale_after):
+    if now >= end:
+        return PaceStatus.ENDED
+    if _is_stale(start, now, last_update, stale_after):
         return PaceStatus.STALE
     return _status_from_ratio(score / 100, expected, thresholds)
+
+
+def final_status(score: float, thresholds: PaceThresholds = PaceThresholds()) -> PaceStatus:
+    """How an ended period went: its final score judged against full progress (on track, at risk
+    or off track), for a report that wants a verdict beside the score."""
+    _require_score(score)
+    return _status_from_ratio(score / 100, 1.0, thresholds)
 
 
 def _is_stale(

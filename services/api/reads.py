@@ -63,7 +63,14 @@ class KeyResultView(KeyResultRow):
 
 class ObjectiveView(BaseModel):
     objective: ObjectiveRow
-    pace: PaceStatus = Field(description="Score against the elapsed part of the period.")
+    pace: PaceStatus = Field(
+        description="Score against the elapsed part of the period; `ended` once it is over."
+    )
+    final_score: float | None = Field(
+        None,
+        description="Once the period is over (`pace` is `ended`) or the objective closed: the "
+        "score it ended with (frozen at closing, else the score now). Null while it runs.",
+    )
     key_results: list[KeyResultView]
     children: list[ObjectiveRow] = Field(description="Objectives aligned to this one.")
 
@@ -96,6 +103,14 @@ def pace_of(
     )
 
 
+def final_score_of(row: ObjectiveRow, pace: PaceStatus) -> float | None:
+    """The score an objective ended with: frozen when it was closed, else its score once the
+    period is over; None while it still runs."""
+    if row.final_score is not None:
+        return row.final_score
+    return row.score if pace is PaceStatus.ENDED else None
+
+
 def objective_view(
     settings: Settings,
     row: ObjectiveRow,
@@ -104,9 +119,11 @@ def objective_view(
     now: datetime,
 ) -> ObjectiveView:
     updates = [kr.last_update for kr in key_results if kr.last_update is not None]
+    pace = pace_of(settings, row, row.score, max(updates, default=None), now)
     return ObjectiveView(
         objective=row,
-        pace=pace_of(settings, row, row.score, max(updates, default=None), now),
+        pace=pace,
+        final_score=final_score_of(row, pace),
         key_results=[
             KeyResultView(
                 **kr.model_dump(), pace=pace_of(settings, row, kr.score, kr.last_update, now)

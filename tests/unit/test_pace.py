@@ -15,7 +15,13 @@ from domain.errors import (
     NaiveDatetimeError,
     OkrError,
 )
-from domain.pace import PaceStatus, PaceThresholds, expected_progress, pace_status
+from domain.pace import (
+    PaceStatus,
+    PaceThresholds,
+    expected_progress,
+    final_status,
+    pace_status,
+)
 
 START = datetime(2025, 7, 1, tzinfo=UTC)
 END = START + timedelta(days=10)
@@ -132,11 +138,27 @@ def test_an_update_before_the_period_counts_from_the_period_start() -> None:
     assert status_at(0.0, START + timedelta(days=1), created_long_before) is PaceStatus.OFF_TRACK
 
 
-def test_after_the_period_nothing_is_stale_and_the_final_score_is_judged() -> None:
-    after = END + timedelta(days=30)
-    assert status_at(80.0, after, last_update=START) is PaceStatus.ON_TRACK
-    assert status_at(60.0, after, last_update=START) is PaceStatus.AT_RISK
-    assert status_at(10.0, after, last_update=START) is PaceStatus.OFF_TRACK
+@pytest.mark.parametrize("score", [0.0, 10.0, 60.0, 80.0, 100.0])
+@pytest.mark.parametrize("after", [END, END + timedelta(seconds=1), END + timedelta(days=30)])
+def test_from_the_period_end_on_the_pace_has_ended(score: float, after: datetime) -> None:
+    """A quarter that is over is no longer on track, whatever its score or its last update."""
+    assert status_at(score, after, last_update=START) is PaceStatus.ENDED
+    assert status_at(score, after, last_update=None) is PaceStatus.ENDED
+
+
+def test_the_last_instant_of_the_period_still_has_a_pace() -> None:
+    assert status_at(80.0, END - timedelta(microseconds=1), last_update=HALFWAY) is (
+        PaceStatus.ON_TRACK
+    )
+
+
+def test_the_final_score_is_judged_against_full_progress() -> None:
+    assert final_status(80.0) is PaceStatus.ON_TRACK
+    assert final_status(60.0) is PaceStatus.AT_RISK
+    assert final_status(10.0) is PaceStatus.OFF_TRACK
+    assert final_status(50.0, PaceThresholds(on_track=0.5, at_risk=0.2)) is PaceStatus.ON_TRACK
+    with pytest.raises(InvalidScoreError):
+        final_status(101.0)
 
 
 @pytest.mark.parametrize("score", [-0.1, 100.1, float("nan"), float("inf")])
@@ -164,7 +186,12 @@ def test_naive_last_update_is_rejected() -> None:
         status_at(50.0, HALFWAY, last_update=HALFWAY.replace(tzinfo=None))
 
 
-_RANK = {PaceStatus.OFF_TRACK: 0, PaceStatus.AT_RISK: 1, PaceStatus.ON_TRACK: 2}
+_RANK = {
+    PaceStatus.OFF_TRACK: 0,
+    PaceStatus.AT_RISK: 1,
+    PaceStatus.ON_TRACK: 2,
+    PaceStatus.ENDED: 3,  # the same for every score: never worse for a higher one
+}
 
 
 @given(
