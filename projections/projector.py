@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -109,6 +109,9 @@ class BatchReport:
     invalid: int = 0
     rejected: tuple[Rejected, ...] = ()
     """The `invalid` messages themselves (a gap is not one: the relay sends it again in order)."""
+    objective_ids: frozenset[UUID] = field(default=frozenset(), compare=False)
+    """The objectives whose rows the batch changed, for live pages to redraw (not compared:
+    two reports of the same counts are equal whichever objectives they touched)."""
 
     def __add__(self, other: BatchReport) -> BatchReport:
         return BatchReport(
@@ -117,6 +120,7 @@ class BatchReport:
             self.gaps + other.gaps,
             self.invalid + other.invalid,
             self.rejected + other.rejected,
+            self.objective_ids | other.objective_ids,
         )
 
     @property
@@ -252,7 +256,7 @@ def _apply_one(batch: _Batch, message: Message, parsed: Parsed | ValueError) -> 
     if reduction.timeline is not None:
         batch.timeline.append(reduction.timeline)
     batch.audit.append(reduction.audit)
-    return BatchReport(applied=1)
+    return BatchReport(applied=1, objective_ids=frozenset({objective_id}))
 
 
 def _rejected(message: Message, reason: RejectionReason, detail: str) -> BatchReport:

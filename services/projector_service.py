@@ -120,10 +120,15 @@ async def rebuild_read_store(settings: Settings, store: ReadStore) -> RebuildRep
     )
 
 
-async def run_projector_job(settings: Settings, _application: object) -> None:
-    """`okr serve`'s projector: its own store handle, so HTTP reads never wait on its writes."""
+async def run_projector_job(
+    settings: Settings,
+    _application: object,
+    on_batch: Callable[[BatchReport], None] | None = None,
+) -> None:
+    """`okr serve`'s projector: its own store handle, so HTTP reads never wait on its writes.
+    `on_batch` hears of each committed batch (the dashboard's live feed)."""
     store = await asyncio.to_thread(open_read_store, settings)
     try:
-        await run_projector_service(settings, store)
+        await run_projector_service(settings, store, on_batch=on_batch)
     finally:
         await asyncio.to_thread(store.close)
