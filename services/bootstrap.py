@@ -16,24 +16,26 @@ from services.projector_service import run_projector_job
 from services.relay import run_relay
 from services.scorer import run_scorer
 from services.settings import Settings
+from services.web.live import LiveFeed
 
 
-def service_jobs(settings: Settings) -> list[BackgroundJob]:
+def service_jobs(settings: Settings, live: LiveFeed | None = None) -> list[BackgroundJob]:
     """Commands in, events out and projected, KPI events scored: all share one application.
 
     Without the scorer when `okr scorer` runs beside it (`OKR_SERVE_RUNS_SCORER=false`): the
     scorer then has a process, and a GIL, of its own (docs/decisions/0012).
     """
     scoring = scorer_jobs(settings) if settings.serve_runs_scorer else []
-    return [*pipeline_jobs(settings), *scoring]
+    return [*pipeline_jobs(settings, live), *scoring]
 
 
-def pipeline_jobs(settings: Settings) -> list[BackgroundJob]:
-    """Commands in, events out and projected: `okr serve`'s jobs besides the scorer's."""
+def pipeline_jobs(settings: Settings, live: LiveFeed | None = None) -> list[BackgroundJob]:
+    """Commands in, events out and projected: `okr serve`'s jobs besides the scorer's. The
+    projector tells `live` (the dashboard's feed) what each committed batch changed."""
     return [
         partial(run_command_consumer, settings),
         partial(run_relay, settings),
-        partial(run_projector_job, settings),
+        partial(run_projector_job, settings, on_batch=live.projected if live else None),
     ]
 
 
@@ -54,4 +56,5 @@ async def run_jobs(settings: Settings, jobs: Sequence[BackgroundJob]) -> None:
 
 
 def build_service(settings: Settings) -> FastAPI:
-    return create_app(settings, background=service_jobs(settings))
+    live = LiveFeed()
+    return create_app(settings, background=service_jobs(settings, live), live=live)

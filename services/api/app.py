@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from projections.job_health import JobBoard, context_reporting_to
 from projections.views import ReadStore
+from services import web
 from services.api import (
     as_of,
     asyncapi,
@@ -28,6 +29,7 @@ from services.api import (
 )
 from services.api.auth import (
     ACCESS_RESPONSES,
+    PUBLIC_PATHS,
     AuthenticateFirstMiddleware,
     install_access_error_handler,
     refuse_unprotected_routes,
@@ -80,8 +82,10 @@ def create_app(
     application: OkrApplication | None = None,
     background: Sequence[BackgroundJob] = (),
     read_store: ReadStore | None = None,
+    live: web.LiveFeed | None = None,
 ) -> FastAPI:
-    """The HTTP app; `background` jobs (Kafka consumers, relay) run for the app's lifetime."""
+    """The HTTP app; `background` jobs (Kafka consumers, relay) run for the app's lifetime;
+    `live` is what the projector tells the dashboard's open pages."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,10 +143,11 @@ def create_app(
         app.include_router(router, dependencies=read, responses=ACCESS_RESPONSES)
     app.include_router(docs.router, dependencies=read)
     app.include_router(audit.router, responses=ACCESS_RESPONSES)  # requires("audit") itself
-    refuse_unprotected_routes(app)
+    web.install(app, live)  # the dashboard: /ui/, its session guard accepted by the check below
+    refuse_unprotected_routes(app, PUBLIC_PATHS | web.public_paths())
     install_error_handlers(app)
     install_access_error_handler(app)
     app.add_middleware(body_limit.BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthenticateFirstMiddleware)
+    app.add_middleware(AuthenticateFirstMiddleware, own_guard_prefixes=web.OWN_GUARD_PREFIXES)
     app.add_middleware(headers.SecurityHeadersMiddleware)  # added last: runs first
     return app

@@ -51,6 +51,7 @@ __all__ = [
     "Role",
     "ServedRoute",
     "UnprotectedRouteError",
+    "accept_guard",
     "install_access_error_handler",
     "presented_credentials",
     "refuse_unprotected_routes",
@@ -192,8 +193,15 @@ def principal_for(keys: ApiKeys, credentials: Credentials) -> Principal:
 
 Guard = Callable[[Principal], Awaitable[Principal]]
 
-_GUARDS: dict[Guard, Permission] = {}
+_GUARDS: dict[Callable[..., Any], Permission] = {}
 """Every dependency `requires` made, with its permission: how routes are checked for one."""
+
+
+def accept_guard(guard: Callable[..., Any], permission: Permission) -> None:
+    """Count another access check as granting `permission` to the routes that depend on it: the
+    dashboard's session guard (`services.web.routes.ui`), which signs people in with the same
+    keys. Only an explicitly accepted guard counts; any other route still needs `requires`."""
+    _GUARDS[guard] = permission
 
 
 @cache
@@ -266,8 +274,8 @@ def unprotected_routes(app: FastAPI, public: frozenset[str] = PUBLIC_PATHS) -> l
     ]
 
 
-def refuse_unprotected_routes(app: FastAPI) -> None:
-    unprotected = unprotected_routes(app)
+def refuse_unprotected_routes(app: FastAPI, public: frozenset[str] = PUBLIC_PATHS) -> None:
+    unprotected = unprotected_routes(app, public)
     if unprotected:
         raise UnprotectedRouteError(
             "routes without access control (add requires(...) to their router): "
@@ -308,8 +316,10 @@ class AuthenticateFirstMiddleware:
     refused on every path, `/health` too: no request needs one.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, own_guard_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.own_guard_prefixes = own_guard_prefixes
+        """Paths whose routes check access themselves (the dashboard's session cookie)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -317,7 +327,12 @@ class AuthenticateFirstMiddleware:
             return
         try:
             credentials = presented_credentials(scope.get("headers", ()))
-            if scope["path"] not in PUBLIC_PATHS:
+            path = scope["path"]
+            guarded_elsewhere = any(
+                path == prefix.rstrip("/") or path.startswith(prefix)
+                for prefix in self.own_guard_prefixes
+            )
+            if path not in PUBLIC_PATHS and not guarded_elsewhere:
                 principal_for(scope["app"].state.api_keys, credentials)
         except DuplicateCredentialsError as error:
             await rejection_response(error.rejection())(scope, receive, send)

@@ -26,9 +26,10 @@ from typer.testing import CliRunner
 
 from events import topics
 from events.commands import CommandResult
+from services import web
 from services.access import Role
 from services.api.app import create_app
-from services.api.auth import served_routes, unprotected_routes
+from services.api.auth import PUBLIC_PATHS, ServedRoute, served_routes, unprotected_routes
 from services.api_keys import add_key, revoke_keys
 from services.application import OkrApplication
 from services.asyncapi import asyncapi_document
@@ -234,14 +235,25 @@ async def test_role_matrix(served: Served, kind: str) -> None:
     assert wrong == {}, f"{endpoint.method} {endpoint.path}"
 
 
+def writes(route: ServedRoute) -> bool:
+    """A command endpoint, or a dashboard page that sends one (or the form that makes one)."""
+    if route.path.startswith("/objectives"):
+        return route.methods != ("GET",)
+    if route.path.startswith("/ui/objectives"):
+        return route.methods != ("GET",) or route.path.endswith("/new")
+    return False
+
+
 def test_every_route_but_health_requires_a_key(served: Served) -> None:
-    assert unprotected_routes(served.app) == []
+    """The dashboard's sign-in form and assets are its only public paths; its pages check a
+    session cookie signed for the same keys, and count as the permission they need."""
+    assert unprotected_routes(served.app, PUBLIC_PATHS | web.public_paths()) == []
     for route in served_routes(served.app):
-        if route.path == "/health":
+        if route.path == "/health" or route.path in web.public_paths():
             assert route.permissions == frozenset()
-        elif route.path.startswith("/audit/"):
+        elif route.path.startswith(("/audit/", "/ui/audit")):
             assert route.permissions == {"audit"}, route
-        elif route.path.startswith("/objectives") and route.methods != ("GET",):
+        elif writes(route):
             assert route.permissions == {"write"}, route
         else:
             assert route.permissions == {"read"}, route
@@ -252,6 +264,8 @@ async def test_every_route_but_health_answers_an_anonymous_caller_401(served: Se
     any_id = str(uuid.uuid4())
     answers = {}
     for route in served_routes(served.app):
+        if route.path in web.public_paths():
+            continue  # the dashboard's sign-in form and its assets
         path = re.sub(r"\{[^}]+\}", any_id, route.path)
         for method in route.methods:
             response = await served.client.request(method, path)
