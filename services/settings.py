@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="Seconds between two rounds of the health monitor (Kafka, both stores, lag); "
         "GET /health and GET /metrics answer from its last round, never probing per request.",
     )
+    health_max_per_s: float = Field(
+        200.0,
+        gt=0,
+        description="GET /health answers at most this many times a second (this many at once); "
+        "past it each answer waits its turn, up to 2 s, then 429: a flood of callers cannot "
+        "take the process's time from the writes.",
+    )
 
     local_kafka_version: str = Field("4.1.1", pattern=r"^\d+\.\d+\.\d+$")
     local_kafka_port: int = Field(9092, ge=1, le=65535)

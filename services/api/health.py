@@ -18,6 +18,9 @@ a key that is not valid is no key here (the status alone), so no probe ever gets
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -26,10 +29,22 @@ from fastapi.responses import JSONResponse, Response
 from projections.job_health import JobBoard
 from services.access import Principal, UnauthenticatedError
 from services.api.auth import presented_credentials, principal_for
+from services.api.errors import rejection_response
+from services.errors import Rejection
 from services.health_monitor import DEPENDENCIES, JOB_NAME, HealthMonitor
 from services.settings import Settings
 
 router = APIRouter(tags=["operations"])
+
+MAX_WAIT_S = 2.0
+"""The longest an answer is held by the pacer; past it, 429 (well within a load balancer's
+probe timeout: a probe is answered, late, while the paced flood lasts)."""
+RATE_LIMITED = Rejection(
+    429,
+    "too_many_requests",
+    "GET /health is answered at most OKR_HEALTH_MAX_PER_S times a second",
+    [],
+)
 
 Status = Literal["ok", "degraded", "starting"]
 STATUS_CODES: dict[Status, int] = {"ok": 200, "degraded": 503, "starting": 503}
@@ -86,6 +101,44 @@ def report(monitor: HealthMonitor | None, board: JobBoard) -> dict[str, Any]:
     return body
 
 
+class Pacer:
+    """At most `rate` answers a second, `burst` of them at once (a generic cell rate algorithm):
+    `reserve()` says how long to hold the next answer, or None past `max_wait_s`."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        max_wait_s: float = MAX_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = 1.0 / rate
+        self.tolerance = (burst - 1) * self.interval
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+        self.due = 0.0
+        """When the next answer would be on time, at the rate."""
+
+    def reserve(self) -> float | None:
+        now = self.clock()
+        due = max(self.due, now)
+        wait = max(0.0, due - now - self.tolerance)
+        if wait > self.max_wait_s:
+            return None
+        self.due = due + self.interval
+        return wait
+
+
+def pacer(request: Request) -> Pacer:
+    """The app's, made on first use from its settings."""
+    state = request.app.state
+    made: Pacer | None = getattr(state, "health_pacer", None)
+    if made is None:
+        rate = state.settings.health_max_per_s
+        made = state.health_pacer = Pacer(rate, burst=max(1, int(rate)))
+    return made
+
+
 ANONYMOUS: dict[Status, bytes] = {
     status: b'{"status":"%s"}' % status.encode() for status in STATUS_CODES
 }
@@ -99,7 +152,16 @@ ANONYMOUS: dict[Status, bytes] = {
 )
 async def health(request: Request) -> Response:
     """No dependency (FastAPI runs plain functions in a thread) and, without a key, no JSON to
-    build: an anonymous flood costs as little as an answer can."""
+    build: an anonymous flood costs as little as an answer can. Paced: past
+    `OKR_HEALTH_MAX_PER_S` answers a second, each waits its turn (callers that wait for their
+    answer slow down with it), and past `MAX_WAIT_S` of waiting the answer is 429 at once."""
+    wait = pacer(request).reserve()
+    if wait is None:
+        refused = rejection_response(RATE_LIMITED)
+        refused.headers["Retry-After"] = "1"
+        return refused
+    if wait > 0:
+        await asyncio.sleep(wait)
     state = request.app.state
     monitor: HealthMonitor | None = state.health
     board: JobBoard = state.jobs

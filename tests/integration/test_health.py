@@ -210,3 +210,16 @@ async def test_health_does_no_io_per_call(
     assert probes.calls["probe_store"] <= 2 * rounds, probes.calls  # both stores, each round
     assert probes.calls["kafka_lag"] <= rounds, probes.calls
     assert probes.calls["relay_lag"] <= rounds, probes.calls
+
+
+async def test_a_flood_is_paced_and_refused_past_the_longest_wait(settings: Settings) -> None:
+    """At one answer a second, four callers at once: one answered at once, two held (1 s, 2 s),
+    the fourth would wait 3 s, past the 2 s the pacer holds an answer: 429 at once."""
+    paced = settings.model_copy(update={"health_max_per_s": 1.0})
+    async with serving(paced) as (_, client):
+        answers = await asyncio.gather(*(client.get("/health") for _ in range(4)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200, 200, 200, 429]
+    [refused] = [answer for answer in answers if answer.status_code == 429]
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"] == "too_many_requests"

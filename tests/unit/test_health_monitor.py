@@ -10,7 +10,7 @@ import pytest
 
 from projections.job_health import JobBoard
 from services import health_monitor, kafka_admin, lag, stores
-from services.api.health import report
+from services.api.health import Pacer, report
 from services.health_monitor import JOB_NAME, HealthMonitor, Probe
 from services.lag import KafkaLag
 from services.settings import Settings
@@ -82,3 +82,12 @@ def test_before_the_first_round_a_retrying_job_is_already_degraded() -> None:
         job.failed("OSError: no route")
         body = report(HealthMonitor(Settings()), board)
     assert (body["status"], body["down"]) == ("degraded", ["relay"])
+
+
+def test_the_pacer_lets_a_burst_through_then_spaces_answers_and_refuses_past_its_wait() -> None:
+    now = [0.0]
+    pacer = Pacer(rate=10, burst=2, max_wait_s=0.25, clock=lambda: now[0])
+    waits = [pacer.reserve() for _ in range(5)]
+    assert waits == [0.0, 0.0, pytest.approx(0.1), pytest.approx(0.2), None]
+    now[0] = 1.0
+    assert pacer.reserve() == 0.0
