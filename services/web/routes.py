@@ -55,6 +55,7 @@ from projections.views import KeyResultRow, ObjectiveFilter, ObjectiveRow, ReadS
 from services.access import Permission, UnauthenticatedError
 from services.api import lint as api_lint
 from services.api.auth import accept_guard
+from services.api.docs import swagger_document
 from services.api.kpis import _all_kpis, _known, _stats_and_bindings
 from services.api.reads import final_score_of, objective_view, wait_for_version
 from services.application import OkrApplication
@@ -1232,7 +1233,7 @@ async def api_docs(request: Request, session: Reader) -> Response:
 
 @router.get("/openapi.json")
 async def api_document(request: Request, _session: Reader) -> JSONResponse:
-    return JSONResponse(request.app.openapi())
+    return JSONResponse(swagger_document(request.app))
 
 
 def objective_link(objective_id: UUID) -> str:
