@@ -39,3 +39,19 @@ require_java_and_maven() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
 }
+
+require_chromium() {
+  # The browser tests drive Debian's headless Chromium and its driver (tests/browser/); nothing
+  # downloads a browser of its own. With CI=true a missing browser fails the run.
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return; fi
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+    return
+  fi
+  if [ "${CI:-}" = true ]; then
+    echo "CI=true but chromium and chromedriver are missing: apt-get install chromium chromium-driver" >&2
+    exit 1
+  fi
+  echo "chromium and chromedriver are missing: the browser tests will be skipped" >&2
+}

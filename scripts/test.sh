@@ -7,6 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
 ensure_venv
+require_chromium
 
 started_kafka=0; started_postgres=0
 export OKR_LOCAL_KAFKA_PORT=29092 OKR_LOCAL_KAFKA_CONTROLLER_PORT=29093
