@@ -35,12 +35,13 @@ def install(app: FastAPI, live: LiveFeed | None = None) -> None:
     import swagger_ui_bundle
 
     from services.api_keys import ApiKeys
-    from services.web.routes import HERE, install_error_pages, router
+    from services.web.routes import HERE, OverviewCache, install_error_pages, router
     from services.web.session import Sessions, session_secret
 
     keys: ApiKeys = app.state.api_keys
     app.state.ui_sessions = Sessions(keys, session_secret(keys.path))
     app.state.ui_integrity = {}
+    app.state.ui_overview = OverviewCache()
     app.state.live = live or LiveFeed()
     app.include_router(router)
     app.mount(

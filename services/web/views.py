@@ -120,8 +120,9 @@ def pace_counts(nodes: Iterable[TreeNode]) -> dict[str, int]:
 # --- numbers and words ----------------------------------------------------------------------------
 
 
-def number(value: float | None, digits: int = 2) -> str:
-    """A value as people read it: no needless decimals, thin spaces between thousands."""
+def number(value: float | None, digits: int = 2, lang: str = "en") -> str:
+    """A value as people read it: no needless decimals, thin spaces between thousands, and a
+    decimal comma in French."""
     if value is None:
         return "–"
     if not math.isfinite(value):
@@ -130,13 +131,14 @@ def number(value: float | None, digits: int = 2) -> str:
         text = f"{int(value):,}"
     else:
         text = f"{value:,.{digits}f}".rstrip("0").rstrip(".")
-    return text.replace(",", "\u202f").replace("-", "−")
+    text = text.replace(",", "\u202f").replace("-", "−")
+    return text.replace(".", ",") if lang == "fr" else text
 
 
-def percent(value: float | None) -> str:
+def percent(value: float | None, lang: str = "en") -> str:
     if value is None:
         return "–"
-    return f"{number(round(value, 1), 1)} %"
+    return f"{number(round(value, 1), 1, lang)} %"
 
 
 def width_class(score: float | None) -> str:

@@ -149,8 +149,10 @@
     report.warnings.forEach(function (issue) { put(issue, "warning"); });
     if (status) {
       status.textContent = report.ok
-        ? (report.warnings.length ? "✔ " + report.warnings.length + " ⚠" : "✔")
-        : "✖ " + report.problems.length;
+        ? (report.warnings.length
+          ? "✔ " + word("warnings").replace("{n}", report.warnings.length)
+          : "✔ " + word("ready"))
+        : "✖ " + word("problems").replace("{n}", report.problems.length);
     }
     draft.setAttribute("data-linted", String((Number(draft.getAttribute("data-linted")) || 0) + 1));
   }
