@@ -9,6 +9,7 @@ Design: docs/decisions/0018-dashboard.md.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from fastapi.staticfiles import StaticFiles
@@ -40,7 +41,7 @@ def install(app: FastAPI, live: LiveFeed | None = None) -> None:
 
     keys: ApiKeys = app.state.api_keys
     app.state.ui_sessions = Sessions(keys, session_secret(keys.path))
-    app.state.ui_integrity = {}
+    app.state.ui_integrity = OrderedDict()
     app.state.ui_overview = OverviewCache()
     app.state.live = live or LiveFeed()
     app.include_router(router)

@@ -367,6 +367,7 @@ FRENCH: dict[str, str] = {
     "{n} problem(s) to fix": "{n} problème(s) à corriger",
     "ready, with {n} warning(s)": "prêt, avec {n} avertissement(s)",
     "ready: no problem found": "prêt : aucun problème",
+    "up to version {v}": "jusqu’à la version {v}",
     "on track": "en bonne voie",
     "at risk": "à risque",
     "off track": "en retard",

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
@@ -110,6 +111,7 @@ WAIT_FOR_WRITE_S = 5.0
 MIN_GZIP_BYTES = 2048
 SERIES_LIMIT = 5000
 INTEGRITY_CACHE = 256
+RECHECK_S = 10.0
 
 
 # --- pages ----------------------------------------------------------------------------------------
@@ -540,16 +542,32 @@ async def overview(
 # --- one objective --------------------------------------------------------------------------------
 
 
-def _integrity(request: Request, objective_id: UUID, version: int) -> Integrity:
-    """The chain check of `okr audit verify` for one objective, once per version it reaches."""
-    cache_: dict[tuple[UUID, int], Integrity] = request.app.state.ui_integrity
-    key = (objective_id, version)
-    found = cache_.get(key)
-    if found is None:
-        found = check_integrity(application_of(request), objective_id)
-        if len(cache_) >= INTEGRITY_CACHE:
-            cache_.pop(next(iter(cache_)))
-        cache_[key] = found
+@dataclass(frozen=True)
+class CheckedChain:
+    """An objective's chain check, with the version it covered and when it ran."""
+
+    integrity: Integrity
+    version: int
+    at: float
+
+
+def _integrity(request: Request, objective_id: UUID, version: int) -> CheckedChain:
+    """The chain check of `okr audit verify` for one objective. It reads every event of the
+    objective, so a page that a KPI stream refreshes every second reuses a check of an earlier
+    version for up to `RECHECK_S` (and says which version it covered) instead of reading the
+    whole history again at each refresh."""
+    cache_: OrderedDict[UUID, CheckedChain] = request.app.state.ui_integrity
+    found = cache_.get(objective_id)
+    fresh = found is not None and (
+        found.version == version or time.monotonic() - found.at < RECHECK_S
+    )
+    if found is None or not fresh:
+        integrity = check_integrity(application_of(request), objective_id)
+        found = CheckedChain(integrity, version, time.monotonic())
+        cache_[objective_id] = found
+        cache_.move_to_end(objective_id)
+        if len(cache_) > INTEGRITY_CACHE:
+            cache_.popitem(last=False)
     return found
 
 
@@ -661,8 +679,12 @@ async def objective_page(
         history=views.group_history(list(reversed(history))),
         history_count=len(history),
         field_label=lambda name: views.field_label(name, titles),
+        known_titles={
+            str(o.objective_id): o.title for o in (parent, *detail.children) if o is not None
+        },
         span="period" if pace_line else "activity",
-        integrity=integrity,
+        integrity=integrity.integrity,
+        integrity_version=integrity.version,
         as_of=as_of_state,
         as_of_error=as_of_error,
         as_of_query={"at": at or "", "version": version or ""},

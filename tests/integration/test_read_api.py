@@ -91,7 +91,8 @@ async def test_writes_are_readable_at_their_version_with_scores_and_pace(
     assert sales["confidence"] == 0.8
     assert nps["score"] == 0.0
     assert view["objective"]["score"] == pytest.approx(25.0)
-    assert view["pace"] in {"not_started", "on_track", "at_risk", "off_track", "stale"}
+    assert view["pace"] in {"not_started", "on_track", "at_risk", "off_track", "stale", "ended"}
+    assert (view["final_score"] is not None) == (view["pace"] == "ended")
     assert view["children"] == []
 
 
