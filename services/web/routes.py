@@ -47,7 +47,6 @@ from events.commands import (
     BindKpi,
     CheckIn,
     CloseObjective,
-    Command,
     CommandBody,
     CommandResult,
     CreateObjective,
@@ -59,6 +58,7 @@ from projections.views import KeyResultRow, ObjectiveFilter, ObjectiveRow, ReadS
 from services.access import Permission, UnauthenticatedError
 from services.api import lint as api_lint
 from services.api.auth import accept_guard
+from services.api.commands import CommandRunner
 from services.api.docs import swagger_document
 from services.api.kpis import _all_kpis, _known, _stats_and_bindings
 from services.api.reads import final_score_of, objective_view, pace_of, wait_for_version
@@ -782,21 +782,22 @@ async def send_command(
     expected_version: int | None,
     reason: str | None = None,
 ) -> CommandResult | Rejection:
-    """The API's command path: the same `Command`, `OkrApplication.handle`, error table."""
-    command = Command(
+    """The API's command path itself: its `CommandRunner` (the same `Command` envelope, thread
+    hop and `OkrApplication.handle`), and its error table for refusals."""
+    runner = CommandRunner(
+        application=application_of(request),
         command_id=command_id or str(uuid4()),
-        objective_id=objective_id,
-        expected_version=expected_version,
         actor=session.name,
         reason=reason or None,
-        body=body,
+        expected_version=expected_version,
     )
     try:
-        return await asyncio.to_thread(application_of(request).handle, command)
+        answer = await runner.run(objective_id, body)
     except REJECTABLE as error:
         return reject(error)
     except TRANSIENT as error:
         return Rejection(503, "unavailable", f"a store is unavailable ({error}); retry", [])
+    return CommandResult.model_validate_json(bytes(answer.body))
 
 
 def _float(value: str | None) -> float | None:
