@@ -5,11 +5,13 @@ projector's worker thread and the read API's. WAL lets readers run while the pro
 writes commit without an fsync each (`synchronous=NORMAL`: the store is rebuilt from Kafka);
 `BEGIN IMMEDIATE` takes the write lock up front, so a batch never fails half-way on a lock upgrade.
 Timestamps are stored as UTC ISO-8601 text of fixed precision, so text order is time order.
+The store's directory, where this makes it, is mode 700 and its files 600 (`private_file`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +28,8 @@ from projections.sql import Json, SqlReadStore
 LOCK_TIMEOUT_S = 30.0
 CHECKPOINT_EVERY_S = 1.0
 """How often the background checkpointer copies the WAL into the database (`WalCheckpointer`)."""
+PRIVATE_DIRECTORY_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 COLUMN_TYPES = {
     "uuid": "TEXT",
@@ -73,6 +77,24 @@ class SQLiteSession:
         )
 
 
+def private_directory(path: Path) -> None:
+    """Make `path` and its missing parents, each mode 700; existing ones are left as they are."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=PRIVATE_DIRECTORY_MODE)
+
+
+def private_file(path: Path) -> None:
+    """Create an SQLite database file mode 600 (empty: SQLite's empty database) in a directory
+    made 700, unless it exists. SQLite gives its -wal and -shm files the database file's mode."""
+    private_directory(path.parent)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+
+
 class WalCheckpointer:
     """Copies the WAL into the database file from a thread of its own, every
     `CHECKPOINT_EVERY_S`, instead of on the writer's commits. Both SQLite stores use it: this read
@@ -115,7 +137,7 @@ class SQLiteDialect:
         self._writer: sqlite3.Connection | None = None
         self._checkpointer: WalCheckpointer | None = None
         self._writer_lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)
         with contextlib.closing(sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
 

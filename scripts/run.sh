@@ -8,6 +8,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$root"
 ensure_venv
 require_java_and_maven
+(umask 077 && mkdir -p var)  # the stores, the keys and the broker's data: its owner's only
 okr kafka start
 
 # Every endpoint but /health needs an API key. First run: an admin key, only its hash in the keys

@@ -37,6 +37,7 @@ from services.persistence import (
     project_objective,
 )
 from services.settings import Settings
+from services.stores import prepare_store
 from services.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class OkrApplication(Application[UUID]):
     snapshot_class = ObjectiveSnapshot
 
     def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+        prepare_store(settings.event_store_url)  # made private before anything else makes it
         super().__init__(env=settings.event_store_env())
         self.settings = settings
         self.clock = clock

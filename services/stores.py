@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,20 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+def is_sqlite_memory(url: str) -> bool:
+    return ":memory:" in url or "mode=memory" in url
+
+
+def prepare_store(url: str) -> None:
+    """An SQLite store's file, created mode 600 (SQLite gives its -wal and -shm the same) in a
+    directory made 700, before anything else makes them; nothing to do for PostgreSQL."""
+    if is_postgres(url) or is_sqlite_memory(url):
+        return
+    from projections.sqlite import private_file
+
+    private_file(sqlite_path(url))
+
+
 def postgres_location(url: str) -> PostgresLocation:
     parts = urlsplit(url)
     return PostgresLocation(
@@ -59,9 +74,8 @@ def probe_store(url: str, timeout_s: float = 3.0) -> str | None:
             with psycopg.connect(location.conninfo, connect_timeout=max(1, int(timeout_s))) as conn:
                 conn.execute("SELECT 1")
         else:
-            path = sqlite_path(url)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(path, timeout=timeout_s) as conn:
+            prepare_store(url)
+            with contextlib.closing(sqlite3.connect(sqlite_path(url), timeout=timeout_s)) as conn:
                 conn.execute("SELECT 1")
     except (psycopg.Error, sqlite3.Error, OSError) as error:
         return f"{type(error).__name__}: {error}".strip()
