@@ -35,6 +35,7 @@ from services.persistence import (
     Receipt,
     SQLiteReceiptRecorder,
     project_objective,
+    store_doorbell,
 )
 from services.settings import Settings
 from services.stores import prepare_store
@@ -94,8 +95,13 @@ class OkrApplication(Application[UUID]):
         super().__init__(env=settings.event_store_env())
         self.settings = settings
         self.clock = clock
-        self.saved = Wakeup()
-        """Rung after every save that stored events: the relay and followers wake at once."""
+        self.saved = Wakeup(store_doorbell(settings, self.recorder))
+        """Rung after every save that stored events, by this process or another: the relay and
+        followers wake at once (`services.wakeup`)."""
+
+    def close(self) -> None:
+        self.saved.close()
+        super().close()
 
     @property
     def receipts(self) -> SQLiteReceiptRecorder | PostgresReceiptRecorder:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
@@ -34,6 +34,8 @@ from domain.objective import Objective, evolve
 from domain.objective_events import DomainEvent, Immutable
 from projections.sqlite import WalCheckpointer, private_file
 from services.kpi_store import SQLITE, KpiBatch, KpiReader, KpiWriter, postgres_dialect
+from services.stores import postgres_location
+from services.wakeup import Doorbell, PostgresDoorbell, SocketDoorbell
 
 if TYPE_CHECKING:
     from eventsourcing.domain import DomainEventProtocol
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
     from psycopg import Cursor
     from psycopg.rows import DictRow
+
+    from services.settings import Settings
 
 RECEIPTS_TABLE = "command_receipts"
 
@@ -162,15 +166,38 @@ class Receipt(Immutable):
 # --- the SQLite event store's WAL ----------------------------------------------------------------
 
 
+class CommitSignallingConnection(SQLiteConnection):
+    """eventsourcing's connection, calling `committed` after each commit."""
+
+    def __init__(
+        self, sqlite_conn: sqlite3.Connection, max_age: float | None, committed: Callable[[], None]
+    ) -> None:
+        super().__init__(sqlite_conn, max_age)
+        self._committed = committed
+
+    def commit(self) -> None:
+        super().commit()
+        self._committed()
+
+
 class NoAutoCheckpointPool(SQLiteConnectionPool):
     """Connections that leave the WAL to the store's `WalCheckpointer`: by default SQLite copies
     the WAL into the database inside the commit that finds it over 1,000 pages, and that commit
-    (a scorer batch, a command) pays the copy and its fsync (docs/decisions/0015)."""
+    (a scorer batch, a command) pays the copy and its fsync (docs/decisions/0015). Each commit
+    tells the checkpointer (`committed`), which sleeps while nothing is written."""
+
+    def __init__(self, *, committed: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.committed = committed
 
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
         connection.cursor().execute("PRAGMA wal_autocheckpoint=0")
-        return connection
+        return CommitSignallingConnection(
+            connection._sqlite_conn,  # the library's own connection, re-wrapped
+            self.max_age,
+            self.committed,
+        )
 
 
 class CheckpointedSQLiteFactory(SQLiteFactory):
@@ -184,16 +211,37 @@ class CheckpointedSQLiteFactory(SQLiteFactory):
         self.checkpointer: WalCheckpointer | None = None
         if not pool.is_sqlite_memory_mode:
             private_file(Path(pool.db_name))
-            self.datastore.pool = NoAutoCheckpointPool(
-                db_name=pool.db_name, lock_timeout=pool.lock_timeout
-            )
             self.checkpointer = WalCheckpointer(Path(pool.db_name))
+            self.datastore.pool = NoAutoCheckpointPool(
+                db_name=pool.db_name,
+                lock_timeout=pool.lock_timeout,
+                committed=self.checkpointer.written,
+            )
 
     def close(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.stop()
         super().close()
 
+
+def store_doorbell(settings: Settings, recorder: object) -> Doorbell | None:
+    """How this store's writers wake other processes' followers (`services.wakeup`): LISTEN on
+    PostgreSQL's channel for the events table, a directory of sockets next to an SQLite file."""
+    if isinstance(recorder, PostgresApplicationRecorder):
+        return PostgresDoorbell(
+            postgres_location(settings.event_store_url).conninfo,
+            recorder.channel_name,
+            own_backends=getattr(recorder, "own_backends", frozenset()),
+        )
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        pool = recorder.datastore.pool
+        if not pool.is_sqlite_memory_mode:
+            return SocketDoorbell(Path(f"{pool.db_name}-doorbell"))
+    return None
+
+
+OWN_BACKENDS_KEPT = 256
+"""A pool opens at most 15 connections at once; older server process ids are forgotten."""
 
 CREATE_ATTEMPTS = 10
 """Tries of the SQLite tables' transaction while another process holds the write lock."""
@@ -293,6 +341,9 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         )
         self.kpi_writer = KpiWriter(kpi_dialect)
         self.kpi = KpiReader(kpi_dialect, self._query)
+        self.own_backends: set[int] = set()
+        """Server process ids of the connections this recorder inserted with: their `NOTIFY`
+        is this process's own (`services.wakeup.PostgresDoorbell`)."""
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         """One process at a time (an advisory lock until commit): processes starting together
@@ -305,6 +356,10 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
+        if stored_events:
+            if len(self.own_backends) >= OWN_BACKENDS_KEPT:  # a pool's connections come and go
+                self.own_backends.clear()
+            self.own_backends.add(curs.connection.info.backend_pid)
         kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
         if kpi_batch is not None:
             self.kpi_writer.write_postgres(curs, kpi_batch)

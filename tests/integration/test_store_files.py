@@ -1,9 +1,10 @@
 """The SQLite stores are nobody else's business: what the service creates for them (their
-directory, the databases, their -wal and -shm) is its owner's only, whatever the umask (the
-usual 022 made them 644 in a 755 `var/`)."""
+directory, the databases, their -wal and -shm, the event store's doorbell) is its owner's only,
+whatever the umask (the usual 022 made them 644 in a 755 `var/`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ def usual_umask() -> Iterator[None]:
     os.umask(previous)
 
 
-def test_the_stores_directories_are_700_and_their_files_600(
+async def test_the_stores_directories_are_700_and_their_files_600(
     tmp_path: Path, usual_umask: None
 ) -> None:
     var = tmp_path / "deployment" / "var"
@@ -56,13 +57,16 @@ def test_the_stores_directories_are_700_and_their_files_600(
                 ),
             )
         )
-        made = [tmp_path / "deployment", *(tmp_path / "deployment").rglob("*")]
-        modes = {str(path.relative_to(tmp_path)): oct(mode(path)) for path in made}
+        with application.saved.listen():  # a follower: the doorbell's directory and socket
+            await asyncio.sleep(0)
+            made = [tmp_path / "deployment", *(tmp_path / "deployment").rglob("*")]
+            modes = {str(path.relative_to(tmp_path)): oct(mode(path)) for path in made}
     finally:
         read_store.dialect.close()
         application.close()
 
     directories = ["deployment", "deployment/var", "deployment/var/stores"]
+    directories.append("deployment/var/events.sqlite-doorbell")
     assert {name: modes[name] for name in directories} == dict.fromkeys(directories, "0o700")
     files = [
         f"deployment/var/{name}{suffix}"

@@ -64,3 +64,55 @@ def test_the_sqlite_event_store_leaves_its_wal_to_a_checkpointer_that_closes_wit
     finally:
         application.close()
     assert not factory.checkpointer._thread.is_alive()
+
+
+def test_an_idle_checkpointer_sleeps_until_something_is_written(tmp_path: Path) -> None:
+    """Checkpointing every second whatever happens woke an idle process for nothing."""
+    path = tmp_path / "read.sqlite"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE t (n INTEGER)")
+
+        checkpointer = WalCheckpointer(path, every_s=0.01)
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while checkpointer.done == 0:  # once at start: what an earlier run left
+                assert time.monotonic() < deadline, "no checkpoint ran"
+                time.sleep(0.01)
+            time.sleep(0.3)
+            assert checkpointer.done == 1, "it checkpointed with nothing written"
+
+            connection.execute("INSERT INTO t VALUES (1)")
+            checkpointer.written()
+            while checkpointer.done == 1:
+                assert time.monotonic() < deadline, "no checkpoint after a write"
+                time.sleep(0.01)
+        finally:
+            checkpointer.stop()
+        assert not checkpointer._thread.is_alive()
+
+
+def test_the_event_stores_commits_wake_its_checkpointer(tmp_path: Path) -> None:
+    settings = Settings(
+        event_store_url=f"sqlite:///{tmp_path / 'events.sqlite'}",
+        read_store_url=f"sqlite:///{tmp_path / 'read.sqlite'}",
+    )
+    application = OkrApplication(settings)
+    try:
+        factory = application.factory
+        assert isinstance(factory, CheckpointedSQLiteFactory)
+        checkpointer = factory.checkpointer
+        assert checkpointer is not None
+        deadline = time.monotonic() + DEADLINE_S
+        while checkpointer.done == 0 or checkpointer._written.is_set():
+            assert time.monotonic() < deadline, "the first checkpoints did not run"
+            time.sleep(0.05)
+        done = checkpointer.done
+
+        with factory.datastore.transaction(commit=True) as cursor:
+            cursor.execute("CREATE TABLE written (n INTEGER)")
+        while checkpointer.done == done:
+            assert time.monotonic() < deadline, "a commit did not wake the checkpointer"
+            time.sleep(0.05)
+    finally:
+        application.close()
