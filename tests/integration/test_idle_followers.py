@@ -19,16 +19,23 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from events import commands as wire
+from events import topics
 from projections.backoff import Backoff
+from projections.kafka_positions import (
+    FETCH_MAX_WAIT_MS,
+    IDLE_FETCH_MAX_WAIT_MS,
+    SeekToStoredPositions,
+)
 from services.application import OkrApplication
 from services.kafka_admin import ensure_topics
 from services.kpi_bindings import run_bindings_follower
 from services.relay import relay_position, run_relay
 from services.settings import Settings
 from tests import seed
-from tests.kafka_support import eventually, running
+from tests.kafka_support import eventually, produce, running
 
 ACTOR = "alice@example.com"
 FAST_RETRIES = Backoff(first_s=0.05, max_s=0.2)
@@ -172,3 +179,40 @@ async def test_idle_followers_look_at_the_store_about_once_a_second(
     # Two followers, 3 s, one look a second each (and slack for a loaded machine). Polling every
     # 10 ms and 200 ms, they looked ~315 times.
     assert idle_looks <= 10
+
+
+async def test_an_idle_consumer_asks_the_broker_less_often_and_records_bring_it_back(
+    settings: Settings,
+) -> None:
+    await ensure_topics(settings)
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(),
+        group_id=settings.consumer_group("idle-fetch"),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    listener = SeekToStoredPositions(consumer, lambda partitions: {}, name="test")
+    consumer.subscribe([settings.topic(topics.EVENTS)], listener=listener)
+    await consumer.start()
+    try:
+
+        async def idle() -> bool:
+            await consumer.getmany(timeout_ms=200)
+            return listener.fetch_wait.idle
+
+        await eventually(idle, "the consumer found itself idle")
+        assert consumer._fetcher._fetch_max_wait_ms == IDLE_FETCH_MAX_WAIT_MS
+        assert consumer._fetcher._fetcher_timeout == IDLE_FETCH_MAX_WAIT_MS / 1000
+
+        await produce(settings, topics.EVENTS, [(b"k", b"v", [])])
+
+        async def fetched() -> bool:
+            return bool(await consumer.getmany(timeout_ms=200))
+
+        started = time.monotonic()
+        await eventually(fetched, "the record was read")
+        assert time.monotonic() - started < IDLE_FETCH_MAX_WAIT_MS / 1000  # not held by the wait
+        assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
+    finally:
+        await consumer.stop()
