@@ -9,9 +9,7 @@ that use them, and `okr --help` answers without loading them (tests/unit/test_cl
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
-import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +17,7 @@ import typer
 
 from services.audit_cli import audit_app
 from services.keys_cli import keys_app
+from services.logging_setup import configure_logging
 
 if TYPE_CHECKING:
     from services import local_kafka
@@ -170,7 +169,7 @@ def serve() -> None:
     from services.bootstrap import build_service
 
     settings = settings_or_exit()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    configure_logging()
     try:
         service = build_service(settings)
     except ApiKeysError as error:
@@ -187,7 +186,7 @@ def scorer() -> None:
     from services.bootstrap import run_jobs, scorer_jobs
 
     settings = settings_or_exit()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    configure_logging()
     asyncio.run(_until_terminated(run_jobs(settings, scorer_jobs(settings))))
 
 
