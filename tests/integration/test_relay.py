@@ -196,16 +196,21 @@ async def test_kafka_outage_blocks_no_write_and_loses_no_event(
 ) -> None:
     dead_broker = store_settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     application = open_application()
-    caplog.set_level(logging.WARNING, logger="services.relay")
+    caplog.set_level(logging.DEBUG, logger="services.relay")
 
     async with running_relay(dead_broker, application) as relay:
         await write_histories(application, objectives=4)
 
-        async def retried_twice() -> bool:
-            return len([r for r in caplog.records if r.name == "services.relay"]) >= 2
+        def said() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name == "services.relay"]
 
-        await eventually(retried_twice, "the relay logs its failures and retries")
+        async def retried_twice() -> bool:
+            return len(said()) >= 3
+
+        await eventually(retried_twice, "the relay logs its failure and retries")
         assert not relay.done(), "the relay outlives the outage"
+        warned = [r for r in said() if r.levelno >= logging.WARNING]
+        assert len(warned) == 1, "the outage is said once, the retries only at DEBUG"
         assert await asyncio.to_thread(relay_position, application) == 0
 
     stored = stored_keys(application)
