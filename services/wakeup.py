@@ -34,7 +34,10 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from psycopg.pq.abc import PGconn
 
 log = logging.getLogger(__name__)
 
@@ -311,9 +314,7 @@ class PostgresDoorbell:
                         log.info("listening to %s again", self.channel)
                     failures = 0
                     woken()  # whatever was committed while nobody listened
-                    async for notification in connection.notifies():
-                        if notification.pid not in self.own_backends:
-                            woken()
+                    await self._relay_notifications(connection.pgconn, woken)
             except (psycopg.Error, OSError) as error:
                 failures += 1
                 if failures == 1:
@@ -327,3 +328,24 @@ class PostgresDoorbell:
                 woken()
                 first, longest = RECONNECT_S
                 await asyncio.sleep(min(longest, first * 2 ** (failures - 1)))
+
+    async def _relay_notifications(self, pgconn: PGconn, woken: Callable[[], None]) -> None:
+        """Wake for each batch of notifications that are not this process's own, until the
+        connection fails. Read with libpq's own calls when the socket turns readable: psycopg's
+        `notifies()` wakes every 100 ms to look (`waiting.wait_async`), ~0.4 % of a core."""
+        readable = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        socket_fd = pgconn.socket
+        loop.add_reader(socket_fd, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                pgconn.consume_input()  # raises when the connection is lost
+                theirs = False
+                while (notification := pgconn.notifies()) is not None:
+                    theirs = theirs or notification.be_pid not in self.own_backends
+                if theirs:
+                    woken()
+        finally:
+            loop.remove_reader(socket_fd)

@@ -36,6 +36,7 @@ from services.relay import relay_position, run_relay
 from services.settings import Settings
 from tests import seed
 from tests.kafka_support import eventually, produce, running
+from tests.store_support import execute
 
 ACTOR = "alice@example.com"
 FAST_RETRIES = Backoff(first_s=0.05, max_s=0.2)
@@ -216,3 +217,43 @@ async def test_an_idle_consumer_asks_the_broker_less_often_and_records_bring_it_
         assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
     finally:
         await consumer.stop()
+
+
+@pytest.mark.postgres
+async def test_a_lost_listen_connection_is_opened_again_and_wakes_as_before(
+    postgres_database: str, settings: Settings
+) -> None:
+    store = settings.model_copy(
+        update={"event_store_url": postgres_database, "read_store_url": postgres_database}
+    )
+    follower, writer = OkrApplication(store), OkrApplication(store)
+    try:
+        with follower.saved.listen() as saved:
+
+            async def listening() -> list[int]:
+                rows = await asyncio.to_thread(
+                    execute,
+                    store,
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND starts_with(query, 'LISTEN')",
+                )
+                return [pid for (pid,) in rows]
+
+            async def has_listener() -> bool:
+                return bool(await listening())
+
+            await eventually(has_listener, "the follower listens", deadline_s=AT_ONCE_S)
+            (lost,) = await listening()
+            await asyncio.to_thread(execute, store, "SELECT pg_terminate_backend(?)", lost)
+
+            async def listens_again() -> bool:
+                return bool(set(await listening()) - {lost})
+
+            await eventually(listens_again, "the follower listens again", deadline_s=AT_ONCE_S)
+            await asyncio.sleep(0.2)  # the wake-up it gives itself on reconnecting
+            saved.clear()
+            await asyncio.to_thread(create_objective, writer)
+            await asyncio.wait_for(saved.wait(), AT_ONCE_S)
+    finally:
+        writer.close()
+        follower.close()
