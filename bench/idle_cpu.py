@@ -233,13 +233,16 @@ asyncio.run(main(*sys.argv[1:4]))
 """
 
 
-async def create_topic(kafka: str, topic: str) -> None:
+async def create_topic(kafka: str, topic: str) -> int:
+    """Create the baseline's topic; returns how many topics the broker has (every client that
+    starts reads all their metadata, so a crowded shared broker costs more)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])
+        return len(await admin.list_topics())
     finally:
         await admin.close()
 
@@ -261,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="okr-idle-"))
     run_id = uuid.uuid4().hex[:8]
     baseline_topic = f"idle-{run_id}.baseline"
-    asyncio.run(create_topic(args.kafka, baseline_topic))
+    broker_topics = asyncio.run(create_topic(args.kafka, baseline_topic))
     with (
         fresh_database(args.store) as alone_store,
         fresh_database(args.store) as pair_store,
@@ -358,6 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "store": "postgresql" if args.store else "sqlite",
             "service_env": dict(SERVICE_ENV),
             "kafka": args.kafka,
+            "broker_topics": broker_topics,
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "machine": platform.platform(),
@@ -372,7 +376,8 @@ def print_table(report: dict[str, Any]) -> None:
     context = report["context"]
     print(
         f"idle for {context['seconds']} s after {context['settle_s']} s settling; "
-        f"store {context['store']}; {context['cores']} cores"
+        f"store {context['store']}; {context['cores']} cores; "
+        f"{context['broker_topics']} topics on the broker"
     )
     if context["service_env"]:
         print(f"service settings: {context['service_env']}")
