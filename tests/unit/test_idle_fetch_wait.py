@@ -44,7 +44,7 @@ async def test_an_idle_consumer_fetches_with_the_long_wait_and_records_bring_the
     None
 ):
     clock, consumer = Clock(), FakeConsumer()
-    wait = IdleFetchWait(consumer, clock=clock)  # type: ignore[arg-type]
+    wait = IdleFetchWait(consumer, clock=clock)
 
     await consumer.getmany(timeout_ms=500)
     assert not wait.idle  # not for long enough
@@ -65,7 +65,7 @@ async def test_an_idle_consumer_fetches_with_the_long_wait_and_records_bring_the
 async def test_a_consumer_not_started_or_without_the_attribute_keeps_its_wait() -> None:
     clock, consumer = Clock(), FakeConsumer()
     del consumer._fetcher
-    wait = IdleFetchWait(consumer, clock=clock)  # type: ignore[arg-type]
+    wait = IdleFetchWait(consumer, clock=clock)
     clock.now += IDLE_AFTER_S
     await consumer.getmany()
     assert not wait.idle
