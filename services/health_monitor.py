@@ -104,6 +104,14 @@ class HealthMonitor:
     last: Probe | None = None
     outages: dict[str, Outage] = field(default_factory=dict)
     _probed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _kafka: kafka_admin.HeldClients | None = field(default=None, init=False, repr=False)
+
+    @property
+    def kafka_clients(self) -> kafka_admin.HeldClients:
+        """Kept open between rounds (`kafka_admin.HeldClients`)."""
+        if self._kafka is None:
+            self._kafka = kafka_admin.HeldClients(self.settings, PROBE_TIMEOUT_S)
+        return self._kafka
 
     @property
     def stale_after_s(self) -> float:
@@ -117,10 +125,10 @@ class HealthMonitor:
         """One round, every probe at once: neither's outage hides or delays another's."""
         settings = self.settings
         kafka, event_store, read_store, kafka_lag, (relay, relay_error) = await asyncio.gather(
-            kafka_admin.probe_kafka(settings, PROBE_TIMEOUT_S),
+            kafka_admin.probe_kafka(settings, PROBE_TIMEOUT_S, self.kafka_clients),
             asyncio.to_thread(stores.probe_store, settings.event_store_url, PROBE_TIMEOUT_S),
             asyncio.to_thread(stores.probe_store, settings.read_store_url, PROBE_TIMEOUT_S),
-            lag.kafka_lag(settings, timeout_s=PROBE_TIMEOUT_S),
+            lag.kafka_lag(settings, timeout_s=PROBE_TIMEOUT_S, held=self.kafka_clients),
             self._relay_lag(),
         )
         problems = {"kafka": kafka, "event_store": event_store, "read_store": read_store}
@@ -188,9 +196,16 @@ class HealthMonitor:
                 succeeded()
                 await asyncio.sleep(self.interval_s)
 
-        await keep_running(
-            JOB_NAME, attempt, backoff=Backoff(max_s=self.interval_s), resuming="probing", log=log
-        )
+        try:
+            await keep_running(
+                JOB_NAME,
+                attempt,
+                backoff=Backoff(max_s=self.interval_s),
+                resuming="probing",
+                log=log,
+            )
+        finally:
+            await self.kafka_clients.close()
 
     def check_json(self, name: str) -> dict[str, Any]:
         """A dependency as `/health` shows it to a reader."""

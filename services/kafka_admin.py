@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -32,17 +33,80 @@ def _admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
     )
 
 
-async def probe_kafka(settings: Settings, timeout_s: float = 3.0) -> str | None:
+class HeldClients:
+    """An admin client and an offsets reader kept open from one health round to the next.
+
+    Opening clients anew every round costs a bootstrap and a read of every topic's metadata each
+    time: most of an idle service's CPU. Held ones are started on first use and closed after a
+    failure (the next round starts fresh ones) and when the monitor stops.
+    """
+
+    def __init__(self, settings: Settings, timeout_s: float) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self._admin: AIOKafkaAdminClient | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()
+        """Probes of one round run at once: only one of them starts a missing client."""
+
+    async def admin(self) -> AIOKafkaAdminClient:
+        async with self._starting:
+            return await self._start_admin()
+
+    async def _start_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = _admin(self.settings, self.timeout_s)
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin = admin
+        return self._admin
+
+    async def reader(self) -> AIOKafkaConsumer:
+        """A consumer with no group: it reads offsets and metadata, never joins or commits."""
+        async with self._starting:
+            return await self._start_reader()
+
+    async def _start_reader(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            reader = AIOKafkaConsumer(
+                **self.settings.kafka_client_options(),
+                request_timeout_ms=int(self.timeout_s * 1000),
+                group_id=None,
+                enable_auto_commit=False,
+            )
+            try:
+                await reader.start()
+            except BaseException:
+                await reader.stop()
+                raise
+            self._reader = reader
+        return self._reader
+
+    async def close(self) -> None:
+        admin, reader, self._admin, self._reader = self._admin, self._reader, None, None
+        if admin is not None:
+            await admin.close()
+        if reader is not None:
+            await reader.stop()
+
+
+async def probe_kafka(
+    settings: Settings, timeout_s: float = 3.0, held: HeldClients | None = None
+) -> str | None:
     """None when a broker answers a metadata request in time, else why not."""
-    admin = _admin(settings, timeout_s)
+    clients = held or HeldClients(settings, timeout_s)
     try:
         async with asyncio.timeout(timeout_s):
-            await admin.start()
-            await admin.describe_cluster()
+            await (await clients.admin()).describe_cluster()
     except (KafkaError, OSError, TimeoutError) as error:
+        await clients.close()
         return f"{type(error).__name__}: {error}".rstrip(": ")
     finally:
-        await admin.close()
+        if held is None:
+            await clients.close()
     return None
 
 

@@ -17,13 +17,14 @@ import asyncio
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from events import topics
 from projections.projector import PROJECTOR_GROUP
 from services.command_consumer import GROUP_ID as COMMAND_HANDLER_GROUP
+from services.kafka_admin import HeldClients
 from services.relay import relay_position
 from services.scorer import GROUP_ID as SCORER_GROUP
 
@@ -96,58 +97,55 @@ async def kafka_lag(
     settings: Settings,
     consumed: tuple[ConsumedTopic, ...] = CONSUMED,
     timeout_s: float = LAG_TIMEOUT_S,
+    held: HeldClients | None = None,
 ) -> KafkaLag:
-    """Measure every group's lag on every partition of its topic; never raises for an outage."""
+    """Measure every group's lag on every partition of its topic; never raises for an outage.
+    With `held` clients (the health monitor's), nothing is opened or closed but after a failure."""
+    clients = held or HeldClients(settings, timeout_s)
     try:
         async with asyncio.timeout(timeout_s):
-            return KafkaLag(await _measure(settings, consumed, timeout_s))
+            return KafkaLag(await _measure(settings, consumed, clients))
     except (KafkaError, OSError, TimeoutError) as error:
+        await clients.close()
         return KafkaLag(error=f"{type(error).__name__}: {error}".rstrip(": "))
+    finally:
+        if held is None:
+            await clients.close()
 
 
 async def _measure(
-    settings: Settings, consumed: tuple[ConsumedTopic, ...], timeout_s: float
+    settings: Settings, consumed: tuple[ConsumedTopic, ...], clients: HeldClients
 ) -> tuple[PartitionLag, ...]:
-    options = {**settings.kafka_client_options(), "request_timeout_ms": int(timeout_s * 1000)}
-    # No group: this consumer only reads offsets and metadata, it never joins or commits.
-    reader = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(**options, client_id="okr-ledger-lag")
-    try:
-        await reader.start()
-        await admin.start()
-        partitions_of = await _partitions(
-            admin, {settings.topic(entry.topic) for entry in consumed}
-        )
-        every_partition = [tp for tps in partitions_of.values() for tp in tps]
-        if not every_partition:
-            return ()
-        end = await reader.end_offsets(every_partition)
-        start = await reader.beginning_offsets(every_partition)
-        measured: list[PartitionLag] = []
-        for entry in consumed:
-            tps = partitions_of.get(settings.topic(entry.topic), [])
-            if not tps:
-                continue
-            group_id = entry.group_id(settings)
-            offsets = await admin.list_consumer_group_offsets(group_id, partitions=tps)
-            for tp in tps:
-                stored = offsets.get(tp)
-                committed = stored.offset if stored is not None and stored.offset >= 0 else None
-                position = committed if committed is not None else start[tp]
-                measured.append(
-                    PartitionLag(
-                        group_id=group_id,
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        committed=committed,
-                        end_offset=end[tp],
-                        lag=max(0, end[tp] - position),
-                    )
+    reader = await clients.reader()
+    admin = await clients.admin()
+    partitions_of = await _partitions(admin, {settings.topic(entry.topic) for entry in consumed})
+    every_partition = [tp for tps in partitions_of.values() for tp in tps]
+    if not every_partition:
+        return ()
+    end = await reader.end_offsets(every_partition)
+    start = await reader.beginning_offsets(every_partition)
+    measured: list[PartitionLag] = []
+    for entry in consumed:
+        tps = partitions_of.get(settings.topic(entry.topic), [])
+        if not tps:
+            continue
+        group_id = entry.group_id(settings)
+        offsets = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+        for tp in tps:
+            stored = offsets.get(tp)
+            committed = stored.offset if stored is not None and stored.offset >= 0 else None
+            position = committed if committed is not None else start[tp]
+            measured.append(
+                PartitionLag(
+                    group_id=group_id,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    committed=committed,
+                    end_offset=end[tp],
+                    lag=max(0, end[tp] - position),
                 )
-        return tuple(measured)
-    finally:
-        await admin.close()
-        await reader.stop()
+            )
+    return tuple(measured)
 
 
 async def _partitions(

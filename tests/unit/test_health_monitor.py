@@ -21,7 +21,7 @@ def kafka_answers(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     """What each round's Kafka probe answers, in order (None: it answered); stores answer."""
     answers: list[str | None] = []
 
-    async def probe_kafka(_: Settings, timeout_s: float = 3.0) -> str | None:
+    async def probe_kafka(_: Settings, timeout_s: float = 3.0, held: object = None) -> str | None:
         return answers.pop(0)
 
     async def kafka_lag(_: Settings, **__: object) -> KafkaLag:
