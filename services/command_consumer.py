@@ -44,6 +44,7 @@ from itertools import count
 from typing import Any, get_args
 
 import orjson
+from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
@@ -56,6 +57,7 @@ from events.topics import COMMAND_RESULTS, COMMANDS
 from projections.backoff import Backoff, keep_running
 from projections.failures import describe, is_transient
 from projections.job_health import current_job
+from projections.kafka_positions import IdleFetchWait
 from services.access import AccessError, ImpersonationError, UnknownPrincipalError
 from services.application import OkrApplication
 from services.dlq import DeadLetterPublisher, KafkaRecord, send_with_broker
@@ -360,6 +362,17 @@ def build_command_broker(settings: Settings, application: OkrApplication) -> Kaf
     return broker
 
 
+async def _quiet_while_idle(broker: KafkaBroker) -> None:
+    """Until cancelled: the subscriber's consumer fetches seldom while no command comes
+    (`IdleFetchWait`); an idle `okr serve` would otherwise spend most of its CPU asking."""
+    [subscriber] = broker.subscribers
+    consumer = getattr(subscriber, "consumer", None)
+    if not isinstance(consumer, AIOKafkaConsumer):
+        await asyncio.Event().wait()
+        return
+    await IdleFetchWait.of_single_records(consumer).watch_for_quiet()
+
+
 async def run_command_consumer(
     settings: Settings, application: OkrApplication, *, backoff: Backoff = RECONNECT
 ) -> None:
@@ -372,7 +385,7 @@ async def run_command_consumer(
             await broker.start()
             log.info("command consumer started on %s", settings.topic(COMMANDS))
             succeeded()
-            await asyncio.Event().wait()
+            await _quiet_while_idle(broker)
         finally:
             await broker.stop()
 
