@@ -28,9 +28,9 @@ from domain.measures import KeyResultKind
 from domain.objective import ObjectiveStatus
 from projections.sqlite import SQLiteReadStore
 from projections.views import KeyResultRow, ObjectiveRow, ProjectedObjective
-from services.access import Role
-from services.api.app import create_app
-from services.api_keys import hash_key
+from services.access.keys import hash_key
+from services.access.principals import Role
+from services.http.app import create_app
 from services.settings import Settings
 from services.web.views import quarter_of
 

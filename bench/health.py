@@ -47,8 +47,8 @@ import orjson
 
 from bench.kpi_scoring import delete_topics, stores
 from bench.stages import percentile
-from services.access import Role
-from services.api_keys import add_key
+from services.access.keys import add_key
+from services.access.principals import Role
 from services.settings import Settings
 from tests import seed
 from tests.e2e.conftest import environment_for, free_port
@@ -190,7 +190,7 @@ def serve(
         log = directory / "serve.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve"],
+                [sys.executable, "-m", "services.cli.main", "serve"],
                 cwd=directory,
                 env=environment,
                 stdout=output,

@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             Measured(
                 "okr serve",
-                [python, "-m", "services.cli", "serve"],
+                [python, "-m", "services.cli.main", "serve"],
                 service_env(
                     args.kafka, f"idle-{run_id}-a.", alone_store, OKR_HTTP_PORT=str(serve_port)
                 ),
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             Measured(
                 "okr serve (no scorer)",
-                [python, "-m", "services.cli", "serve"],
+                [python, "-m", "services.cli.main", "serve"],
                 service_env(
                     args.kafka,
                     f"idle-{run_id}-b.",
@@ -311,7 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         scorer = Measured(
             "okr scorer",
-            [python, "-m", "services.cli", "scorer"],
+            [python, "-m", "services.cli.main", "scorer"],
             service_env(args.kafka, f"idle-{run_id}-b.", pair_store),
             scratch / "pair",
             ready_line=SCORER_READY,

@@ -66,12 +66,12 @@ from events import topics
 from events.kpi import KpiEvent
 from projections.topic_scan import kafka_admin
 from projections.views import ReadStore
-from services.application import OkrApplication
-from services.kafka_admin import ensure_topics, topic_specs
-from services.kpi_bindings import follow_bindings, run_bindings_follower
+from services.commands.application import OkrApplication
+from services.kafka.admin import ensure_topics, topic_specs
 from services.projector_service import open_read_store, run_projector_service
-from services.relay import run_relay
-from services.scorer import MAX_RECORDS, KpiScorer, kpi_reader, run_scorer
+from services.relay.publisher import run_relay
+from services.scoring.bindings import follow_bindings, run_bindings_follower
+from services.scoring.scorer import MAX_RECORDS, KpiScorer, kpi_reader, run_scorer
 from services.settings import Settings
 from services.stores import is_postgres, postgres_location
 from services.tasks import running

@@ -66,7 +66,7 @@ def create(objective_id: UUID) -> Any:
 
 def write_here(writes: int, interval_s: float) -> None:
     """The other process: write, printing each write's id, start and duration."""
-    from services.application import OkrApplication
+    from services.commands.application import OkrApplication
     from services.settings import Settings
 
     application = OkrApplication(Settings())
@@ -109,9 +109,9 @@ async def measure(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from events import topics
-    from services.application import OkrApplication
-    from services.kafka_admin import ensure_topics
-    from services.relay import run_relay
+    from services.commands.application import OkrApplication
+    from services.kafka.admin import ensure_topics
+    from services.relay.publisher import run_relay
     from services.settings import Settings
 
     settings = Settings(

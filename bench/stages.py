@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from projections import projector as projector_module
-from services import relay as relay_module
-from services.scorer import KpiScorer
+from services.relay import publisher as relay_module
+from services.scoring.scorer import KpiScorer
 
 STAGES = ("scorer", "relay_read", "relay_publish", "project")
 """Sizes are records scored, events read / published, messages applied."""

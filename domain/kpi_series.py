@@ -40,7 +40,7 @@ def period_bounds_us(period_start: date, period_end: date) -> tuple[int, int]:
 class PickledByFields:
     """Pickled as its class and its fields' values, in order. A frozen dataclass with slots
     otherwise pickles through a dictionary of its state per object, and the scorer's worker
-    process sends thousands of these a batch (`services.preparation_worker`)."""
+    process sends thousands of these a batch (`services.scoring.worker`)."""
 
     __slots__ = ()
 

@@ -100,7 +100,7 @@ class WalCheckpointer:
     """Copies the WAL into the database file from a thread of its own, at most every
     `CHECKPOINT_EVERY_S` while commits come (`written`), instead of on the writer's commits.
     Both SQLite stores use it: this read store, and the event store
-    (`services.persistence.CheckpointedSQLiteFactory`, ADR 15).
+    (`services.commands.event_store.CheckpointedSQLiteFactory`, ADR 15).
 
     SQLite checkpoints when a commit finds the WAL over 1,000 pages, inside that commit, which
     then pays the copy and its fsync (the projector's mean batch in two latency runs: 42 and

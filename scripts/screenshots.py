@@ -36,8 +36,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.access import Role  # noqa: E402
-from services.api_keys import add_key  # noqa: E402
+from services.access.keys import add_key  # noqa: E402
+from services.access.principals import Role  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -73,7 +73,7 @@ def service(kafka: str, workdir: Path) -> Iterator[tuple[str, str, str]]:
     }
     log = (workdir / "service.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve"],
+        [sys.executable, "-m", "services.cli.main", "serve"],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -118,7 +118,7 @@ def scenario(url: str, key: str, kafka: str, prefix: str, seconds: int) -> dict[
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "services.cli.main",
             "demo",
             "--seconds",
             str(seconds),

@@ -8,13 +8,13 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from services.api.app import BackgroundJob, create_app
-from services.application import OkrApplication
-from services.command_consumer import run_command_consumer
-from services.kpi_bindings import run_bindings_follower
+from services.commands.application import OkrApplication
+from services.commands.consumer import run_command_consumer
+from services.http.app import BackgroundJob, create_app
 from services.projector_service import run_projector_job
-from services.relay import run_relay
-from services.scorer import run_scorer
+from services.relay.publisher import run_relay
+from services.scoring.bindings import run_bindings_follower
+from services.scoring.scorer import run_scorer
 from services.settings import Settings
 from services.web.live import LiveFeed
 

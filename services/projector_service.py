@@ -18,8 +18,8 @@ from projections.projector import PROJECTOR_GROUP, BatchReport, Rejected, run_pr
 from projections.rebuild import RebuildReport, projector_members, rebuild
 from projections.sqlite import SQLiteReadStore
 from projections.views import ReadStore
-from services.dlq import DeadLetterPublisher, send_with_producer
-from services.gc_tuning import freeze_start_up_objects
+from services.kafka.dead_letters import DeadLetterPublisher, send_with_producer
+from services.scoring.gc_tuning import freeze_start_up_objects
 from services.settings import Settings
 from services.stores import is_postgres, sqlite_path
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.access import check_principal_name
-from services.api_keys import ApiKeysError, parse_inline_keys
+from services.access.keys import ApiKeysError, parse_inline_keys
+from services.access.principals import check_principal_name
 from services.stores import is_postgres, postgres_location, sqlite_path
 
 if TYPE_CHECKING:
@@ -215,8 +215,8 @@ class Settings(BaseSettings):
     def event_store_env(self) -> dict[str, str]:
         """The environment eventsourcing reads, rendered from our settings (nowhere else)."""
         env = {
-            "MAPPER_TOPIC": "services.persistence:PydanticMapper",
-            "TRANSCODER_TOPIC": "services.persistence:OrjsonTranscoder",
+            "MAPPER_TOPIC": "services.commands.event_store:PydanticMapper",
+            "TRANSCODER_TOPIC": "services.commands.event_store:OrjsonTranscoder",
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
             "IS_SNAPSHOTTING_ENABLED": "y",
         }
@@ -227,7 +227,9 @@ class Settings(BaseSettings):
             location = postgres_location(self.event_store_url)
             env |= {
                 "PERSISTENCE_MODULE": "eventsourcing.postgres",
-                "APPLICATION_RECORDER_TOPIC": "services.persistence:PostgresReceiptRecorder",
+                "APPLICATION_RECORDER_TOPIC": (
+                    "services.commands.event_store:PostgresReceiptRecorder"
+                ),
                 "POSTGRES_HOST": location.host,
                 "POSTGRES_PORT": str(location.port),
                 "POSTGRES_USER": location.user,
@@ -240,8 +242,8 @@ class Settings(BaseSettings):
             path = sqlite_path(self.event_store_url)
             path.parent.mkdir(parents=True, exist_ok=True)
             env |= {
-                "PERSISTENCE_MODULE": "services.persistence:CheckpointedSQLiteFactory",
-                "APPLICATION_RECORDER_TOPIC": "services.persistence:SQLiteReceiptRecorder",
+                "PERSISTENCE_MODULE": "services.commands.event_store:CheckpointedSQLiteFactory",
+                "APPLICATION_RECORDER_TOPIC": "services.commands.event_store:SQLiteReceiptRecorder",
                 "SQLITE_DBNAME": str(path),
                 "SQLITE_LOCK_TIMEOUT": "30",
             }

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from events import commands as wire
-from services.application import OkrApplication
+from services.commands.application import OkrApplication
 from services.settings import Settings
 from tests import seed
 

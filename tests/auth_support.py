@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
-from services.access import Role
-from services.api_keys import hash_key
+from services.access.keys import hash_key
+from services.access.principals import Role
 
 ROLES: tuple[str, ...] = tuple(role.value for role in Role)
 

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.application import OkrApplication
+from services.commands.application import OkrApplication
 from services.settings import Settings
 from services.stores import postgres_location
 from tests.audit_support import Ledger, write_ledger
@@ -72,7 +72,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from services import local_kafka
+    from services.devtools import local_kafka
 
     kafka = local_kafka.LocalKafka.from_settings(
         Settings(

@@ -21,9 +21,11 @@ import pytest
 from fastapi import FastAPI
 
 from projections.views import ReadStore
-from services import kafka_admin, lag, stores
-from services.api.app import BackgroundJob, create_app
-from services.application import OkrApplication
+from services import stores
+from services.commands.application import OkrApplication
+from services.http.app import BackgroundJob, create_app
+from services.kafka import admin as kafka_admin
+from services.kafka import lag
 from services.settings import Settings
 from tests.auth_support import auth_headers
 from tests.kafka_support import eventually

@@ -18,8 +18,8 @@ from domain.objective_events import KpiProgressRecorded
 from events import commands as wire
 from events import topics
 from events.dead_letters import DeadLetter
-from services.application import OkrApplication
-from services.scorer import kpi_reader
+from services.commands.application import OkrApplication
+from services.scoring.scorer import kpi_reader
 from services.settings import Settings
 from tests import kafka_support
 from tests.kafka_support import eventually, read_until

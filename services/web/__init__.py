@@ -5,6 +5,9 @@ same commands and the same API keys (typed once, kept as a signed session cookie
 assets ship inside the package; charts are SVG drawn on the server; a few lines of JavaScript add
 live updates (server-sent events from the projector's commits), lint-as-you-type and time zones.
 Design: docs/decisions/0018-dashboard.md.
+May import: domain, events, projections, services.access, services.audit, services.commands,
+services.http (the API's command runner, auth and reads, reused rather than forked),
+services.scoring, services.settings.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def install(app: FastAPI, live: LiveFeed | None = None) -> None:
     """Mount the dashboard on `app`: routes, assets, sessions, error pages, the live feed."""
     import swagger_ui_bundle
 
-    from services.api_keys import ApiKeys
+    from services.access.keys import ApiKeys
     from services.web.routes import HERE, OverviewCache, install_error_pages, router
     from services.web.session import Sessions, session_secret
 

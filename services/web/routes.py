@@ -2,9 +2,10 @@
 forms that send the same commands through the same application.
 
 Reads go to the projection store (`ReadStore`), the KPI tables and the event store exactly as
-`services.api.reads`, `kpis`, `as_of` and `audit` read them, reusing their functions. Writes build
+`services.http.reads`, `kpis`, `as_of` and `audit` read them, reusing their functions. Writes build
 the wire `Command` the API builds and hand it to `OkrApplication.handle`; refusals are mapped by
-the one table, `services.errors.reject`. A form carries the objective's version it was drawn
+the one table, `services.commands.rejections.reject`. A form carries the objective's version it was
+drawn
 from (If-Match), so a stale form is refused with a conflict message, never a lost update, and a
 command id, so a form sent twice writes once.
 """
@@ -55,23 +56,23 @@ from events.commands import (
     UnbindKpi,
 )
 from projections.views import KeyResultRow, ObjectiveFilter, ObjectiveRow, ReadStore
-from services.access import Permission, UnauthenticatedError
-from services.api import lint as api_lint
-from services.api.auth import accept_guard
-from services.api.commands import CommandRunner
-from services.api.docs import swagger_document
-from services.api.kpis import _all_kpis, _known, _stats_and_bindings
-from services.api.reads import final_score_of, objective_view, pace_of, wait_for_version
-from services.application import OkrApplication
-from services.audit_export import ExportFormat
-from services.audit_history import Integrity, check_integrity
-from services.audit_verify import VerifyReport, verify
-from services.errors import REJECTABLE, TRANSIENT, Rejection, reject
-from services.handlers import to_spec
-from services.history import objective_as_of
-from services.history_view import ObjectiveAsOfBody, as_of_body
-from services.kpi_queries import StoredObservation, series_page
-from services.scorer import kpi_reader
+from services.access.principals import Permission, UnauthenticatedError
+from services.audit.export import ExportFormat
+from services.audit.history import Integrity, check_integrity
+from services.audit.past_state_view import ObjectiveAsOfBody, as_of_body
+from services.audit.past_states import objective_as_of
+from services.audit.verify import VerifyReport, verify
+from services.commands.application import OkrApplication
+from services.commands.handlers import to_spec
+from services.commands.rejections import REJECTABLE, TRANSIENT, Rejection, reject
+from services.http import lint as api_lint
+from services.http.auth import accept_guard
+from services.http.commands import CommandRunner
+from services.http.docs import swagger_document
+from services.http.kpis import _all_kpis, _known, _stats_and_bindings
+from services.http.reads import final_score_of, objective_view, pace_of, wait_for_version
+from services.scoring.scorer import kpi_reader
+from services.scoring.series_queries import StoredObservation, series_page
 from services.settings import Settings
 from services.web import charts, views
 from services.web.i18n import (
@@ -228,7 +229,7 @@ def safe_next(target: str | None) -> str:
 @cache
 def ui(permission: Permission) -> Callable[..., Any]:
     """The session guard of a page or action needing `permission`; the app's check that every
-    route is guarded counts it as that permission (`services.api.auth.accept_guard`)."""
+    route is guarded counts it as that permission (`services.http.auth.accept_guard`)."""
 
     async def guard(session: Annotated[Session, Depends(current_session)]) -> Session:
         if not session.can(permission):
@@ -1198,7 +1199,7 @@ def _kpi_detail(
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    from services.api.kpis import key_result_view, kpi_view
+    from services.http.kpis import key_result_view, kpi_view
 
     return {
         "kpi": kpi_view(stats, len(bindings)),
@@ -1290,7 +1291,7 @@ async def audit_export(
     tz: str | None = None,
     format: str = "jsonl",
 ) -> Response:
-    from services.api.audit import export_events
+    from services.http.audit import export_events
 
     _ = translator(language(request))
     try:

@@ -1,6 +1,6 @@
 """Dashboard sessions: an API key typed once on `/ui/login`, then a signed cookie.
 
-The key is checked by the API's own machinery (`services.api.auth.principal_for`); the cookie
+The key is checked by the API's own machinery (`services.http.auth.principal_for`); the cookie
 keeps the key's SHA-256 digest, never the key, signed (itsdangerous) with the time it was issued.
 Every request looks the digest up in the live key set again, so revoking a key (`okr keys
 revoke`) or changing its role takes effect on the next page, as it does for API calls. The
@@ -22,9 +22,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from services.access import Permission, Principal, Role
-from services.api.auth import Credentials, principal_for
-from services.api_keys import ApiKeys, hash_key
+from services.access.keys import ApiKeys, hash_key
+from services.access.principals import Permission, Principal, Role
+from services.http.auth import Credentials, principal_for
 
 log = logging.getLogger(__name__)
 

@@ -88,7 +88,7 @@ def start_service(settings: Settings, workdir: Path) -> Dashboard:
     log = workdir / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve"],
+            [sys.executable, "-m", "services.cli.main", "serve"],
             env=environment_for(settings, port),
             stdout=out,
             stderr=subprocess.STDOUT,

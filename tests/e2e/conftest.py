@@ -57,7 +57,7 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[RunningService]:
     log = tmp_path / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve"],
+            [sys.executable, "-m", "services.cli.main", "serve"],
             env=environment_for(settings, port),
             stdout=out,
             stderr=subprocess.STDOUT,

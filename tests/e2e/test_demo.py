@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from services.demo_scenario import SCENARIO, current_quarter, demo_kpis
+from services.devtools.demo_scenario import SCENARIO, current_quarter, demo_kpis
 from services.settings import Settings
 from tests.auth_support import auth_headers
 from tests.e2e.conftest import RunningService, environment_for
@@ -49,7 +49,7 @@ def test_the_demo_moves_key_results_of_a_running_service(
     port = urlsplit(service.url).port
     assert port is not None
     demo = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--seconds", "5"],
+        [sys.executable, "-m", "services.cli.main", "demo", "--seconds", "5"],
         env=environment_for(settings, port),
         capture_output=True,
         timeout=DEMO_TIMEOUT_S,

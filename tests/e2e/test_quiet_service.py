@@ -51,7 +51,7 @@ class OwnBroker:
 
     def okr(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "services.cli", *args],
+            [sys.executable, "-m", "services.cli.main", *args],
             env=self.env,
             cwd=REPOSITORY,
             capture_output=True,
@@ -149,7 +149,7 @@ def serve(own_broker: OwnBroker, tmp_path: Path) -> Iterator[Serve]:
     try:
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve"],
+                [sys.executable, "-m", "services.cli.main", "serve"],
                 env=environment_for(settings, port),
                 cwd=REPOSITORY,
                 stdout=out,

@@ -30,15 +30,15 @@ from projections import projector as projector_module
 from projections.backoff import Backoff
 from projections.job_health import JobBoard, context_reporting_to
 from projections.views import ProjectedObjective, ReadStore
-from services import kpi_bindings
-from services import scorer as scorer_module
-from services.application import OkrApplication
-from services.command_consumer import run_command_consumer
-from services.kafka_admin import ensure_topics
-from services.kpi_bindings import BindingsFollower, run_bindings_follower
+from services.commands.application import OkrApplication
+from services.commands.consumer import run_command_consumer
+from services.kafka.admin import ensure_topics
 from services.projector_service import open_read_store, run_projector_service
-from services.relay import relay_once
-from services.scorer import KpiScorer, run_scorer
+from services.relay.publisher import relay_once
+from services.scoring import bindings as kpi_bindings
+from services.scoring import scorer as scorer_module
+from services.scoring.bindings import BindingsFollower, run_bindings_follower
+from services.scoring.scorer import KpiScorer, run_scorer
 from services.settings import Settings
 from services.tasks import running
 from tests.auth_support import principal_headers

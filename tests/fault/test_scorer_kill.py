@@ -29,10 +29,10 @@ import pytest
 from events import commands as wire
 from events import topics
 from projections.backoff import Backoff
-from services.application import OkrApplication
-from services.kafka_admin import ensure_topics
-from services.kpi_bindings import follow_bindings, run_bindings_follower
-from services.scorer import KpiScorer, kpi_reader, run_scorer
+from services.commands.application import OkrApplication
+from services.kafka.admin import ensure_topics
+from services.scoring.bindings import follow_bindings, run_bindings_follower
+from services.scoring.scorer import KpiScorer, kpi_reader, run_scorer
 from services.settings import Settings
 from tests.kafka_support import eventually
 from tests.kpi_support import (
@@ -149,7 +149,7 @@ def scorer_processes(
     def start() -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "scorer"],
+                [sys.executable, "-m", "services.cli.main", "scorer"],
                 env=scorer_environment(settings),
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -27,17 +27,17 @@ from typer.testing import CliRunner
 from events import topics
 from events.commands import CommandResult
 from services import web
-from services.access import Role
-from services.api.app import create_app
-from services.api.auth import PUBLIC_PATHS, ServedRoute, served_routes, unprotected_routes
-from services.api_keys import add_key, revoke_keys
-from services.application import OkrApplication
-from services.asyncapi import asyncapi_document
-from services.cli import app as cli
-from services.command_consumer import run_command_consumer
-from services.kafka_admin import ensure_topics
+from services.access.keys import add_key, revoke_keys
+from services.access.principals import Role
+from services.cli.main import app as cli
+from services.commands.application import OkrApplication
+from services.commands.consumer import run_command_consumer
+from services.http.app import create_app
+from services.http.auth import PUBLIC_PATHS, ServedRoute, served_routes, unprotected_routes
+from services.kafka.admin import ensure_topics
+from services.kafka.asyncapi import asyncapi_document
 from services.projector_service import run_projector_job
-from services.relay import run_relay
+from services.relay.publisher import run_relay
 from services.settings import Settings
 from tests import seed
 from tests.auth_support import (

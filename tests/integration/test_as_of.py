@@ -18,13 +18,13 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-import services.history
+import services.audit.past_states
 from domain.errors import NaiveDatetimeError
 from events import commands as wire
-from services.api.app import create_app
-from services.application import OkrApplication
-from services.history import ObjectiveAsOf, objective_as_of
-from services.persistence import ObjectiveSnapshot
+from services.audit.past_states import ObjectiveAsOf, objective_as_of
+from services.commands.application import OkrApplication
+from services.commands.event_store import ObjectiveSnapshot
+from services.http.app import create_app
 from services.settings import Settings
 from tests import seed
 from tests.audit_support import DAY, START, FakeClock
@@ -147,7 +147,8 @@ def assert_state(found: ObjectiveAsOf | None, version: int, history: History) ->
     assert found.score == expected.objective
 
 
-# --- services.history -----------------------------------------------------------------------------
+# --- services.audit.past_states
+# -----------------------------------------------------------------------------
 
 
 def test_each_version_is_exactly_as_it_was(history: History) -> None:
@@ -180,7 +181,7 @@ def test_each_moment_gives_the_last_version_written_by_then(history: History) ->
 def test_reading_in_small_pages_changes_nothing(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services.history, "EVENTS_PAGE", 2)
+    monkeypatch.setattr(services.audit.past_states, "EVENTS_PAGE", 2)
     for version, moment in enumerate(MOMENTS, start=1):
         found = objective_as_of(history.application, history.objective_id, at=moment + DAY / 2)
         assert_state(found, version, history)

@@ -1,4 +1,4 @@
-"""`okr audit export` and `services.audit_export`, on SQLite and PostgreSQL event stores.
+"""`okr audit export` and `services.audit.export`, on SQLite and PostgreSQL event stores.
 
 Promised: every stored event whose time is in [since, until), all objectives, in store order, one
 JSON line or CSV row each; hostile text (markup, formulas, commas, quotes, newlines) comes back
@@ -21,16 +21,16 @@ from typer.testing import CliRunner
 
 from domain.objective_events import DomainEvent
 from events import commands as wire
-from services import audit_export
-from services.audit_export import (
+from services.audit import export as audit_export
+from services.audit.export import (
     COLUMNS,
     FORMULA_TRIGGERS,
     ExportedEvent,
     exported_pages,
     unescape_cell,
 )
-from services.cli import app as cli
-from services.relay import to_envelope
+from services.cli.main import app as cli
+from services.relay.publisher import to_envelope
 from services.settings import Settings
 from tests.audit_support import (
     DAY,

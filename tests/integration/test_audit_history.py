@@ -1,8 +1,9 @@
-"""`okr audit history` and `services.audit_history`, on SQLite and PostgreSQL event stores.
+"""`okr audit history` and `services.audit.history`, on SQLite and PostgreSQL event stores.
 
 The ledger (`tests.audit_support`) has hand-worked scores per version. Promised: every decision up
 to the asked version or moment, each with actor, reason, command and the fields it changed; the
-state and scores at that point, equal to the as-of rebuild of `services.history`; the same field
+state and scores at that point, equal to the as-of rebuild of `services.audit.past_states`; the
+same field
 changes the read API's history shows (one diff, the projector's); refusals through the error table.
 """
 
@@ -16,17 +17,17 @@ from uuid import uuid4
 import pytest
 from typer.testing import CliRunner
 
-import services.audit_history
+import services.audit.history
 from domain.errors import NaiveDatetimeError, ObjectiveNotFoundError
 from domain.objective_events import DomainEvent
 from projections.projector import Message, apply_batch
 from projections.views import AuditRow
-from services.audit_history import AuditHistory, read_audit_history
-from services.cli import app as cli
-from services.history import ObjectiveNotFoundAsOfError, objective_as_of
-from services.history_view import as_of_body
+from services.audit.history import AuditHistory, read_audit_history
+from services.audit.past_state_view import as_of_body
+from services.audit.past_states import ObjectiveNotFoundAsOfError, objective_as_of
+from services.cli.main import app as cli
 from services.projector_service import open_read_store
-from services.relay import to_envelope
+from services.relay.publisher import to_envelope
 from services.settings import Settings
 from tests.audit_support import (
     DAY,
@@ -45,7 +46,7 @@ def stored_events(ledger: Ledger) -> list[DomainEvent]:
     return [cast(DomainEvent, e) for e in ledger.application.events.get(ledger.a)]
 
 
-# --- services.audit_history -----------------------------------------------------------------------
+# --- services.audit.history -----------------------------------------------------------------------
 
 
 def test_every_decision_with_who_when_why_and_what_changed(ledger: Ledger) -> None:
@@ -114,7 +115,7 @@ def test_reading_in_small_pages_changes_nothing(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = read_audit_history(ledger.application, ledger.a)
-    monkeypatch.setattr(services.audit_history, "EVENTS_PAGE", 2)
+    monkeypatch.setattr(services.audit.history, "EVENTS_PAGE", 2)
     assert read_audit_history(ledger.application, ledger.a) == whole
     assert (
         read_audit_history(ledger.application, ledger.a, version=5).decisions == whole.decisions[:5]

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from services.api import audit
-from services.api.app import create_app
-from services.audit_export import ExportFormat, exported_pages
-from services.audit_history import AuditHistory, read_audit_history
-from services.cli import app as cli
+from services.audit.export import ExportFormat, exported_pages
+from services.audit.history import AuditHistory, read_audit_history
+from services.cli.main import app as cli
+from services.http import audit
+from services.http.app import create_app
 from services.settings import Settings
 from tests.audit_support import DAY, MOMENTS, Ledger
 from tests.auth_support import auth_headers

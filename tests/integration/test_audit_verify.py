@@ -18,13 +18,13 @@ from events import commands as wire
 from events import topics
 from events.okr import ProgressCheckedIn as ProgressCheckedInPayload
 from events.okr import okr_event, parse_okr_event
-from services.api.app import create_app
-from services.application import OkrApplication
-from services.audit_history import read_audit_history
-from services.audit_verify import VerifyReport, verify
-from services.cli import app as cli
-from services.kafka_admin import ensure_topics
-from services.relay import relay_once
+from services.audit.history import read_audit_history
+from services.audit.verify import VerifyReport, verify
+from services.cli.main import app as cli
+from services.commands.application import OkrApplication
+from services.http.app import create_app
+from services.kafka.admin import ensure_topics
+from services.relay.publisher import relay_once
 from services.settings import Settings
 from services.stores import is_postgres
 from tests import seed

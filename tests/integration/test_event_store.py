@@ -19,7 +19,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-import services.application
+import services.commands.application
 from domain.chain import EventRecord, chain_hash
 from domain.errors import IdempotencyKeyReusedError, RuleViolationError, VersionConflictError
 from domain.measures import KeyResultKind, KeyResultSpec
@@ -40,10 +40,11 @@ from events.commands import (
     CreateObjective,
     KeyResultDefinition,
 )
-from services.application import OkrApplication
-from services.persistence import ObjectiveSnapshot
+from services.commands.application import OkrApplication
+from services.commands.event_store import LEGACY_SNAPSHOT_TOPIC, ObjectiveSnapshot
 from services.settings import Settings
 from tests import seed
+from tests.store_support import execute
 
 Q3_START = date(2025, 7, 1)
 Q3_END = date(2025, 9, 30)
@@ -336,7 +337,9 @@ def test_receipts_stored_under_the_bare_command_id_still_replay_for_their_actor(
     objective_id, nps_id = active_objective(application)
     check_in = command(objective_id, CheckIn(key_result_id=nps_id, value=70.0), command_id="old")
     with monkeypatch.context() as legacy:
-        legacy.setattr(services.application, "receipt_key", lambda _actor, command_id: command_id)
+        legacy.setattr(
+            services.commands.application, "receipt_key", lambda _actor, command_id: command_id
+        )
         first = application.handle(check_in)
     before = written(application)
     assert application.handle(check_in) == first.model_copy(update={"replayed": True})
@@ -493,6 +496,26 @@ def test_snapshots_change_how_an_objective_loads_not_what_it_loads_as(
     fresh = open_application(snapshot_interval=5)
     assert loaded(fresh, objective_id) == loaded(application, objective_id) == replay(events)
     assert loaded(fresh, objective_id).key_results[0].current == 62.0 + 1.5 * 9
+
+
+def test_snapshots_stored_under_their_old_topic_still_load(
+    open_application: OpenApplication, store_settings: Settings
+) -> None:
+    """Snapshots written before the command side had its own package name their class
+    `services.persistence:ObjectiveSnapshot`; stored topics are never rewritten."""
+    application = open_application(snapshot_interval=5)
+    objective_id, nps_id = active_objective(application)
+    for step in range(4):
+        application.handle(command(objective_id, CheckIn(key_result_id=nps_id, value=70.0 + step)))
+    assert application.snapshots is not None
+    table = application.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+    execute(store_settings, f"UPDATE {table} SET topic = ?", LEGACY_SNAPSHOT_TOPIC)
+    assert execute(store_settings, f"SELECT DISTINCT topic FROM {table}") == [
+        (LEGACY_SNAPSHOT_TOPIC,)
+    ]
+
+    fresh = open_application(snapshot_interval=5)
+    assert loaded(fresh, objective_id) == replay(stored_events(application, objective_id))
 
 
 def test_get_objective_at_a_past_version_returns_the_past_state(

@@ -41,12 +41,12 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from events import commands as wire
 from projections.views import ReadStore
-from services.api.app import create_app
-from services.application import OkrApplication
 from services.bootstrap import service_jobs
-from services.kafka_admin import ensure_topics
+from services.commands.application import OkrApplication
+from services.http.app import create_app
+from services.kafka.admin import ensure_topics
 from services.projector_service import open_read_store
-from services.scorer import kpi_reader
+from services.scoring.scorer import kpi_reader
 from services.settings import Settings
 from tests import kpi_support, seed
 from tests.auth_support import auth_headers

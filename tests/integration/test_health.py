@@ -18,8 +18,8 @@ import pytest
 
 from projections.backoff import Backoff, keep_running
 from projections.job_health import current_job
-from services.api.app import BackgroundJob, create_app
-from services.application import OkrApplication
+from services.commands.application import OkrApplication
+from services.http.app import BackgroundJob, create_app
 from services.projector_service import open_read_store
 from services.settings import Settings
 from tests.auth_support import auth_headers

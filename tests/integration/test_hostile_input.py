@@ -23,11 +23,11 @@ import pytest
 
 from events.commands import CreateObjective
 from events.kpi import KpiEvent
-from services.api.app import create_app
-from services.application import OkrApplication
-from services.kafka_admin import ensure_topics
+from services.commands.application import OkrApplication
+from services.http.app import create_app
+from services.kafka.admin import ensure_topics
 from services.projector_service import run_projector_job
-from services.relay import run_relay
+from services.relay.publisher import run_relay
 from services.settings import Settings
 from services.stores import is_postgres, postgres_location, sqlite_path
 from tests import seed

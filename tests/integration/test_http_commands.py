@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from domain.objective import Objective
-from services.api.app import create_app
-from services.application import OkrApplication
+from services.commands.application import OkrApplication
+from services.http.app import create_app
 from services.settings import Settings
 from tests import seed
 from tests.auth_support import PRINCIPALS, auth_headers

@@ -29,10 +29,10 @@ from projections.kafka_positions import (
     IDLE_FETCH_MAX_WAIT_MS,
     SeekToStoredPositions,
 )
-from services.application import OkrApplication
-from services.kafka_admin import ensure_topics
-from services.kpi_bindings import run_bindings_follower
-from services.relay import relay_position, run_relay
+from services.commands.application import OkrApplication
+from services.kafka.admin import ensure_topics
+from services.relay.publisher import relay_position, run_relay
+from services.scoring.bindings import run_bindings_follower
 from services.settings import Settings
 from tests import seed
 from tests.kafka_support import eventually, produce, running
@@ -49,7 +49,7 @@ import uuid
 from datetime import date
 
 from events import commands as wire
-from services.application import OkrApplication
+from services.commands.application import OkrApplication
 from services.settings import Settings
 from tests import seed
 

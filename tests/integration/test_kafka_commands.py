@@ -21,9 +21,9 @@ import pytest
 from events import topics
 from events.commands import Command, CommandResult
 from events.dead_letters import DeadLetter
-from services.application import OkrApplication
-from services.command_consumer import GROUP_ID, run_command_consumer
-from services.kafka_admin import ensure_topics
+from services.commands.application import OkrApplication
+from services.commands.consumer import GROUP_ID, run_command_consumer
+from services.kafka.admin import ensure_topics
 from services.settings import Settings
 from tests import seed
 from tests.auth_support import KAFKA_PRINCIPAL, principal_headers

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from services.kafka_admin import ensure_topics, topic_specs
+from services.kafka.admin import ensure_topics, topic_specs
 from services.settings import Settings
 from tests.kafka_support import committed_offsets
 

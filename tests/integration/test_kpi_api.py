@@ -21,10 +21,10 @@ import pytest
 
 from domain.kpi_series import epoch_us
 from events import commands as wire
-from services.api.app import create_app
-from services.application import OkrApplication
 from services.bootstrap import scorer_jobs
-from services.kafka_admin import ensure_topics
+from services.commands.application import OkrApplication
+from services.http.app import create_app
+from services.kafka.admin import ensure_topics
 from services.settings import Settings
 from tests.auth_support import auth_headers
 from tests.kafka_support import eventually

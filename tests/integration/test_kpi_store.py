@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.kpi_series import epoch_us
-from services.application import OkrApplication
-from services.kpi_decoding import KpiReading
-from services.kpi_preparation import Item, Origin
-from services.kpi_queries import series_page
-from services.kpi_store import KpiReader
-from services.scorer import KpiScorer, kpi_reader
+from services.commands.application import OkrApplication
+from services.scoring.decoding import KpiReading
+from services.scoring.preparation import Item, Origin
+from services.scoring.scorer import KpiScorer, kpi_reader
+from services.scoring.series_queries import series_page
+from services.scoring.series_store import KpiReader
 from services.settings import Settings
 from services.stores import is_postgres
 from tests.kpi_support import kpi
@@ -147,7 +147,7 @@ VALUES = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
 ).map(lambda value: value + 0.0)
 """Any finite double a reading can hold, subnormals included: decoding reads -0.0 as 0.0
-(`services.kpi_decoding.KpiReading.value`), so no reading has it."""
+(`services.scoring.decoding.KpiReading.value`), so no reading has it."""
 
 OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
 

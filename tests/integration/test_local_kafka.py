@@ -22,7 +22,7 @@ def free_port() -> int:
 
 def okr(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "services.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

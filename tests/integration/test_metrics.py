@@ -25,21 +25,21 @@ from events import commands as wire
 from events import topics
 from projections.backoff import Backoff, keep_running
 from projections.job_health import current_job
-from services.api.app import BackgroundJob
-from services.application import OkrApplication
-from services.command_consumer import GROUP_ID as COMMAND_HANDLER_GROUP
-from services.kafka_admin import ensure_topics
-from services.lag import CONSUMED
+from services.commands.application import OkrApplication
+from services.commands.consumer import GROUP_ID as COMMAND_HANDLER_GROUP
+from services.http.app import BackgroundJob
+from services.kafka.admin import ensure_topics
+from services.kafka.lag import CONSUMED
 from services.projector_service import projector_group
-from services.relay import relay_once
-from services.scorer import group_id_for
+from services.relay.publisher import relay_once
+from services.scoring.scorer import group_id_for
 from services.settings import Settings
 from tests import seed
 from tests.health_support import READER, count_probes, serving
 from tests.kafka_support import commit_offsets, eventually
 
 if TYPE_CHECKING:
-    from services.health_monitor import Probe
+    from services.operations.health_monitor import Probe
 
 PRODUCED = {0: 5, 1: 2}
 """Messages produced per partition of okr.events."""

@@ -1,4 +1,4 @@
-"""`services.preparation_worker`: a real worker process prepares batches as the scorer would, and
+"""`services.scoring.worker`: a real worker process prepares batches as the scorer would, and
 never outlives the scorer, however the scorer dies.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from services.kpi_preparation import PreparedBatch, RawPart, prepare_records
-from services.preparation_worker import PreparationWorker
+from services.scoring.preparation import PreparedBatch, RawPart, prepare_records
+from services.scoring.worker import PreparationWorker
 
 START = datetime(2026, 7, 1, tzinfo=UTC)
 PERIODS = {"sales.units": ((0, 1 << 62),), "nps": ((0, 1),)}
@@ -78,7 +78,7 @@ async def test_the_worker_prepares_what_the_scorer_would() -> None:
 
 SCORER_STAND_IN = """
 import asyncio, sys
-from services.preparation_worker import PreparationWorker
+from services.scoring.worker import PreparationWorker
 
 async def main() -> None:
     worker = PreparationWorker()
@@ -142,7 +142,7 @@ def test_a_scorer_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) ->
 
 STOPPED_THEN_TERMINATED = """
 import asyncio, signal
-from services.preparation_worker import PreparationWorker
+from services.scoring.worker import PreparationWorker
 
 async def main() -> None:
     worker = PreparationWorker(2)

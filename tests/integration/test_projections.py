@@ -25,16 +25,16 @@ from events.dead_letters import DeadLetter, RawBytes
 from projections.backoff import Backoff
 from projections.projector import BatchReport, run_projector
 from projections.views import ReadStore, ReadStoreDump
-from services.application import OkrApplication
-from services.cli import app as cli
-from services.kafka_admin import ensure_topics
+from services.cli.main import app as cli
+from services.commands.application import OkrApplication
+from services.kafka.admin import ensure_topics
 from services.projector_service import (
     open_read_store,
     projector_group,
     rebuild_read_store,
     run_projector_service,
 )
-from services.relay import relay_once, relay_producer, to_envelope
+from services.relay.publisher import relay_once, relay_producer, to_envelope
 from services.settings import Settings
 from tests import seed
 from tests.kafka_support import (

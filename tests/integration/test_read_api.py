@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.api.app import create_app
-from services.kafka_admin import ensure_topics
+from services.http.app import create_app
+from services.kafka.admin import ensure_topics
 from services.projector_service import run_projector_job
-from services.relay import run_relay
+from services.relay.publisher import run_relay
 from services.settings import Settings
 from tests import seed
 from tests.auth_support import PRINCIPALS, auth_headers

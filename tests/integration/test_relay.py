@@ -21,9 +21,9 @@ from events import commands as wire
 from events import topics
 from events.okr import OkrEventEnvelope, parse_okr_event
 from projections.backoff import Backoff
-from services.application import OkrApplication
-from services.kafka_admin import ensure_topics
-from services.relay import (
+from services.commands.application import OkrApplication
+from services.kafka.admin import ensure_topics
+from services.relay.publisher import (
     OutboxRelay,
     relay_once,
     relay_position,
@@ -196,13 +196,13 @@ async def test_kafka_outage_blocks_no_write_and_loses_no_event(
 ) -> None:
     dead_broker = store_settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     application = open_application()
-    caplog.set_level(logging.DEBUG, logger="services.relay")
+    caplog.set_level(logging.DEBUG, logger="services.relay.publisher")
 
     async with running_relay(dead_broker, application) as relay:
         await write_histories(application, objectives=4)
 
         def said() -> list[logging.LogRecord]:
-            return [r for r in caplog.records if r.name == "services.relay"]
+            return [r for r in caplog.records if r.name == "services.relay.publisher"]
 
         async def retried_twice() -> bool:
             return len(said()) >= 3

@@ -8,8 +8,9 @@ that only moves forward. The stored events, as the relay puts them on `okr.event
 SQLite read store in batches of a drawn size, then all delivered again (at-least-once). Then, per
 objective, these must be equal, field for field and float for float: the domain replay of its
 stored events (`domain.objective.replay`), the as-of rebuild at its last version and at its last
-moment (`services.history`, through snapshots), and the projected objective and key results; and
-the audit trail's changes (`services.audit_history`) must equal the projected history rows.
+moment (`services.audit.past_states`, through snapshots), and the projected objective and key
+results; and
+the audit trail's changes (`services.audit.history`) must equal the projected history rows.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from events import commands as wire
 from projections.projector import Message, apply_batch
 from projections.reducer import DEFINITION_FIELDS
 from projections.views import AuditRow, KeyResultRow, ObjectiveRow, ReadStore
-from services.application import OkrApplication
-from services.audit_history import read_audit_history
-from services.history import ObjectiveAsOf, objective_as_of
+from services.audit.history import read_audit_history
+from services.audit.past_states import ObjectiveAsOf, objective_as_of
+from services.commands.application import OkrApplication
 from services.projector_service import open_read_store
-from services.relay import to_envelope
+from services.relay.publisher import to_envelope
 from services.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -27,19 +27,25 @@ from eventsourcing.persistence import IntegrityError
 from events import commands as wire
 from events import topics
 from projections.backoff import Backoff
-from services.application import OkrApplication
-from services.dlq import DeadLetterPublisher
-from services.kafka_admin import ensure_topics
-from services.kpi_bindings import follow_bindings, run_bindings_follower
-from services.kpi_decoding import decode_kpi_event
-from services.kpi_preparation import Item, Origin
-from services.kpi_store import KpiBatch, KpiStats, ObservationRow, PositionMove, series_chunks
-from services.scorer import (
+from services.commands.application import OkrApplication
+from services.kafka.admin import ensure_topics
+from services.kafka.dead_letters import DeadLetterPublisher
+from services.scoring.bindings import follow_bindings, run_bindings_follower
+from services.scoring.decoding import decode_kpi_event
+from services.scoring.preparation import Item, Origin
+from services.scoring.scorer import (
     BatchReport,
     KpiScorer,
     kpi_reader,
     run_scorer,
     score_batch,
+)
+from services.scoring.series_store import (
+    KpiBatch,
+    KpiStats,
+    ObservationRow,
+    PositionMove,
+    series_chunks,
 )
 from services.settings import Settings
 from tests.kafka_support import eventually

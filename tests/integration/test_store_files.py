@@ -15,7 +15,7 @@ import pytest
 
 from events import commands as wire
 from projections.sqlite import SQLiteReadStore
-from services.application import OkrApplication
+from services.commands.application import OkrApplication
 from services.settings import Settings
 from services.stores import probe_store
 from tests import seed

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from projections.sqlite import WalCheckpointer
-from services.application import OkrApplication
-from services.persistence import CheckpointedSQLiteFactory
+from services.commands.application import OkrApplication
+from services.commands.event_store import CheckpointedSQLiteFactory
 from services.settings import Settings
 
 DEADLINE_S = 10.0

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from services.access import Principal, Role
-from services.api.app import create_app
-from services.api_keys import (
+from services.access.keys import (
     KEY_PREFIX,
     ApiKeys,
     ApiKeysError,
@@ -24,7 +22,9 @@ from services.api_keys import (
     parse_inline_keys,
     parse_keys_file,
 )
-from services.demo import DemoError, demo_api_key
+from services.access.principals import Principal, Role
+from services.devtools.demo import DemoError, demo_api_key
+from services.http.app import create_app
 from services.settings import Settings, SettingsError, load_settings
 
 DIGEST = hash_key("okr_some-key")
@@ -87,7 +87,7 @@ def test_okr_serve_exits_naming_the_malformed_keys_file(tmp_path: Path) -> None:
         "OKR_READ_STORE_URL": f"sqlite:///{tmp_path / 'read.sqlite'}",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "serve"],
+        [sys.executable, "-m", "services.cli.main", "serve"],
         env=env,
         capture_output=True,
         text=True,

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from events import topics
 from events.okr import PAYLOADS
-from services.api.app import create_app
-from services.asyncapi import asyncapi_document, asyncapi_json
-from services.cli import app as cli
+from services.cli.main import app as cli
+from services.http.app import create_app
+from services.kafka.asyncapi import asyncapi_document, asyncapi_json
 from services.settings import Settings
 from tests.auth_support import INLINE_API_KEYS, auth_headers
 

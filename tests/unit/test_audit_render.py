@@ -17,8 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.errors import NaiveDatetimeError, RuleViolationError
-from services.audit_cli import shown
-from services.audit_export import (
+from services.audit.export import (
     COLUMNS,
     FORMULA_TRIGGERS,
     ExportedEvent,
@@ -28,7 +27,8 @@ from services.audit_export import (
     spreadsheet_safe,
     unescape_cell,
 )
-from services.errors import reject
+from services.cli.audit import shown
+from services.commands.rejections import reject
 
 TEXT = st.text(min_size=1, max_size=40)
 """Any Unicode text: markup, quotes, commas, CR/LF, NUL, tabs and formula characters included."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from services.audit_verify import BITMAP_VERSIONS, VerifyReport, _Delivered
+from services.audit.verify import BITMAP_VERSIONS, VerifyReport, _Delivered
 
 
 def test_the_summary_says_how_many_messages_are_redeliveries() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 
 from services.bootstrap import pipeline_jobs, scorer_jobs, service_jobs
-from services.kpi_bindings import run_bindings_follower
-from services.relay import run_relay
-from services.scorer import run_scorer
+from services.relay.publisher import run_relay
+from services.scoring.bindings import run_bindings_follower
+from services.scoring.scorer import run_scorer
 from services.settings import Settings
 
 

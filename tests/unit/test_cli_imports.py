@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from services.audit_cli import ExportChoice
-from services.audit_export import ExportFormat
+from services.audit.export import ExportFormat
+from services.cli.audit import ExportChoice
 
 HEAVY = (
     "fastapi",
@@ -45,7 +45,7 @@ def heavy_imported_after(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]
     return imported
 
 
-@pytest.mark.parametrize("module", ["services.cli", "services.audit_cli", "services.keys_cli"])
+@pytest.mark.parametrize("module", ["services.cli.main", "services.cli.audit", "services.cli.keys"])
 def test_the_command_line_imports_no_heavy_library_at_start(module: str) -> None:
     assert heavy_imported_after(f"import {module}") == []
 
@@ -63,7 +63,7 @@ def test_the_help_of_every_group_is_answered_without_them() -> None:
     ]
     code = (
         "from typer.testing import CliRunner\n"
-        "from services.cli import app\n"
+        "from services.cli.main import app\n"
         f"for args in {helps!r}:\n"
         "    result = CliRunner().invoke(app, args)\n"
         "    assert result.exit_code == 0, (args, result.output)\n"

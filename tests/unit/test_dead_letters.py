@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from events.dead_letters import DeadLetter, RawBytes, TruncatedBytesError
 from projections.job_health import JobBoard, report_to
-from services.dlq import (
+from services.kafka.dead_letters import (
     MAX_LETTER_BYTES,
     DeadLetterPublisher,
     encoded_dead_letter,

@@ -10,7 +10,13 @@ import pytest
 
 from domain.measures import KeyResultSpec
 from domain.quality import lint_objective
-from services.demo_scenario import SCENARIO, DemoKpi, DemoObjective, current_quarter, demo_kpis
+from services.devtools.demo_scenario import (
+    SCENARIO,
+    DemoKpi,
+    DemoObjective,
+    current_quarter,
+    demo_kpis,
+)
 
 
 @pytest.mark.parametrize(

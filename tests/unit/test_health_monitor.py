@@ -9,10 +9,13 @@ from datetime import UTC, datetime
 import pytest
 
 from projections.job_health import JobBoard
-from services import health_monitor, kafka_admin, lag, stores
-from services.api.health import Pacer, report
-from services.health_monitor import JOB_NAME, HealthMonitor, Probe
-from services.lag import KafkaLag
+from services import stores
+from services.http.health import Pacer, report
+from services.kafka import admin as kafka_admin
+from services.kafka import lag
+from services.kafka.lag import KafkaLag
+from services.operations import health_monitor
+from services.operations.health_monitor import JOB_NAME, HealthMonitor, Probe
 from services.settings import Settings
 
 

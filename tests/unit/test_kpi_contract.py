@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from events.kpi import KpiEvent
-from services.kpi_decoding import NotAKpiEventError, decode_kpi_event
+from services.scoring.decoding import NotAKpiEventError, decode_kpi_event
 
 
 def message(**changes: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`services.kpi_decoding`: the fast path reads exactly what the contract model reads.
+"""`services.scoring.decoding`: the fast path reads exactly what the contract model reads.
 
 `decode_kpi_event` skips the pydantic model for the common shape of a KPI event. A fast path that
 accepted a message the model refuses would score a broken event instead of dead-lettering it; one
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from events.kpi import KpiEvent
-from services.kpi_decoding import (
+from services.scoring.decoding import (
     KpiReading,
     NotAKpiEventError,
     _fast_reading,

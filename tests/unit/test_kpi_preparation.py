@@ -1,4 +1,4 @@
-"""`services.kpi_preparation`: a batch's per-KPI sums equal what one-by-one processing gives.
+"""`services.scoring.preparation`: a batch's per-KPI sums equal what one-by-one processing gives.
 
 The scorer may prepare a batch before it has read the stored state, then complete it from the
 sums (`KpiShare.stale_after`, `PeriodShare`...), or prepare it in another process from raw
@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.kpi_series import Observation, aggregate, epoch_us, period_bounds_us
-from services.kpi_decoding import KpiReading
-from services.kpi_preparation import (
+from services.scoring.decoding import KpiReading
+from services.scoring.preparation import (
     Item,
     KpiShare,
     Origin,
@@ -37,7 +37,7 @@ from services.kpi_preparation import (
     prepare_records,
     read_parts,
 )
-from services.kpi_store import CHUNK_ROW
+from services.scoring.series_store import CHUNK_ROW
 
 RECEIVED_AT = "2026-01-01T00:00:00+00:00"
 PARTITIONS: tuple[Partition, ...] = (

@@ -1,4 +1,5 @@
-"""`services.logging_setup`: aiokafka's retries kept out of the log, anything else said once."""
+"""`services.operations.logging_setup`: aiokafka's retries kept out of the log, anything else said
+once."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aiokafka.errors import (
     NotLeaderForPartitionError,
 )
 
-from services.logging_setup import KafkaClientNoise, configure_logging
+from services.operations.logging_setup import KafkaClientNoise, configure_logging
 
 
 def record(
@@ -95,7 +96,9 @@ def test_anything_else_of_aiokafka_is_said_once_per_window_with_what_was_held_ba
 
 def test_records_of_other_loggers_pass_untouched() -> None:
     noise = KafkaClientNoise()
-    ours = record("services.relay", logging.ERROR, "okr.events relay: %s", OSError("down"))
+    ours = record(
+        "services.relay.publisher", logging.ERROR, "okr.events relay: %s", OSError("down")
+    )
     assert noise.filter(ours) is True
     assert noise.filter(record("aiokafkaesque", logging.ERROR, "x %s", OSError())) is True
 
@@ -120,7 +123,7 @@ def test_the_process_log_shows_ours_and_hides_aiokafkas_steps_and_retries(
     stream = io.StringIO()
     configure_logging(stream=stream)
 
-    logging.getLogger("services.relay").info("relay started")
+    logging.getLogger("services.relay.publisher").info("relay started")
     logging.getLogger("aiokafka.consumer.group_coordinator").info("(Re-)joining group %s", "g")
     logging.getLogger("aiokafka.consumer.group_coordinator").error(
         "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()
@@ -128,4 +131,4 @@ def test_the_process_log_shows_ours_and_hides_aiokafkas_steps_and_retries(
 
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
-    assert "INFO services.relay: relay started" in lines[0]
+    assert "INFO services.relay.publisher: relay started" in lines[0]

@@ -51,7 +51,7 @@ from domain.objective_events import (
     ProgressCheckedIn,
 )
 from domain.quality import QualityReport
-from services.persistence import OrjsonTranscoder, PydanticMapper
+from services.commands.event_store import OrjsonTranscoder, PydanticMapper
 from tests import seed
 
 Q3_START = date(2025, 7, 1)

@@ -33,7 +33,7 @@ from projections.views import (
     ReadStoreDump,
     TimelineCause,
 )
-from services.relay import to_envelope
+from services.relay.publisher import to_envelope
 from tests import seed
 
 TOPIC = "okr.events"

@@ -10,7 +10,7 @@ import pytest
 from domain.objective import ObjectiveStatus
 from domain.pace import PaceStatus
 from projections.views import ObjectiveRow
-from services.api.reads import final_score_of, objective_view
+from services.http.reads import final_score_of, objective_view
 from services.settings import Settings
 
 Q3 = (date(2026, 7, 1), date(2026, 9, 30))

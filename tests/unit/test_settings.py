@@ -36,7 +36,7 @@ def test_every_invalid_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_the_cli_refuses_to_start_with_an_invalid_value() -> None:
     env = {**os.environ, "OKR_TOPIC_PARTITIONS": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "serve"],
+        [sys.executable, "-m", "services.cli.main", "serve"],
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""`services.wakeup`: the in-process bell, and the SQLite doorbell that carries it to other
+"""`services.relay.wakeup`: the in-process bell, and the SQLite doorbell that carries it to other
 processes (each `SocketDoorbell` here stands for one process: they share nothing but the
 directory)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.wakeup import SocketDoorbell, Wakeup, wait_for_wakeup
+from services.relay.wakeup import SocketDoorbell, Wakeup, wait_for_wakeup
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="Unix sockets")
 

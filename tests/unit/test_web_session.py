@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.access import Role, UnauthenticatedError
-from services.api_keys import ApiKeys, add_key, revoke_keys
+from services.access.keys import ApiKeys, add_key, revoke_keys
+from services.access.principals import Role, UnauthenticatedError
 from services.web.session import (
     CsrfError,
     LoginRequiredError,

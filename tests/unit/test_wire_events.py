@@ -16,7 +16,7 @@ import pytest
 from domain import objective_events as domain
 from events import okr, upcasters
 from events.commands import KeyResultDefinition
-from services.relay import to_envelope
+from services.relay.publisher import to_envelope
 from tests import seed
 
 OBJECTIVE_ID = UUID("0b7f6a52-0d0e-4a47-9d0b-4f3cbb0f1a10")

@@ -1,0 +1,394 @@
+"""The Kafka command path: `okr.commands` in, one outcome per message out.
+
+Result or dead letter, the rule:
+
+- A message gets a *result* on `okr.command-results` (key = command id) when it names whom to
+  answer: a JSON object whose `schema_version` is 1 (or absent), whose `body.type` is a command
+  the contract defines, and whose `command_id` is a string of 1 to 200 characters. Such a message
+  is a command even when it may not be applied, and nothing is written for a refused one:
+  - first, who sends it: its `principal` header must name a principal of the allow-list
+    (`OKR_KAFKA_COMMAND_PRINCIPALS`), else it is `rejected` with `unknown_principal`, before
+    anything else is looked at; the principal is the recorded actor, and an `actor` field that
+    names anyone else is `rejected` with `impersonation` (leaving it out is the normal case).
+  - then its fields: an invalid one (a bad date, an empty title) is `rejected` with
+    `invalid_command` and every problem, as the HTTP API answers 422. Domain refusals
+    (unmeasurable key result, stale `expected_version`, unknown objective...) are `rejected` with
+    the code `services.commands.rejections.reject` gives; success is `accepted` with the version.
+  The header is only as trustworthy as the permission to write `okr.commands`: Kafka ACLs (SASL
+  principals) must keep other clients off the topic (docs/decisions/0010-api-keys.md).
+- A message gets a *dead letter* on `okr.dlq` when it is not a command at all, so nobody could be
+  answered. Checked in this order, the first failure is the reason: no value (`empty`), not UTF-8
+  JSON (`not_json`), not an object (`not_an_object`), `schema_version` other than 1
+  (`unsupported_schema_version`), `body.type` missing or unknown (`unknown_type`), no usable
+  `command_id` (`missing_id`). A command whose processing raises an error that is neither a
+  refusal nor an outage (a bug of ours) is dead-lettered as `processing_failed`, so one message
+  cannot stall its partition.
+
+The envelope's `objective_id` is authoritative; the Kafka key (the objective id) only routes, so
+all commands of an objective are handled in order by one consumer.
+
+Delivery is at-least-once, made effectively-once by the receipts: the offset is committed only
+after Kafka acknowledged the result or dead letter. A command redelivered after a crash is applied
+once: its receipt, stored in the transaction of its events, makes `OkrApplication.handle` return
+the first response with `replayed=true`, which is published again. Outages (event store or Kafka
+unreachable) are retried in place with backoff, in order, never skipped. docs/decisions/0003.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Awaitable, Callable
+from itertools import count
+from typing import Any, get_args
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from faststream.kafka import KafkaBroker, Topic
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from events.commands import SCHEMA_VERSION, Command, CommandResult, Issue
+from events.dead_letters import DeadLetterReason
+from events.topics import COMMAND_RESULTS, COMMANDS
+from projections.backoff import Backoff, keep_running
+from projections.failures import describe, is_transient
+from projections.job_health import current_job
+from projections.kafka_positions import IdleFetchWait
+from services.access.principals import AccessError, ImpersonationError, UnknownPrincipalError
+from services.commands.application import OkrApplication
+from services.commands.rejections import REJECTABLE, Rejection, reject
+from services.kafka.admin import ensure_topics
+from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_broker
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "okr-command-handler"
+ACK_POLICY = AckPolicy.NACK_ON_ERROR
+"""Commit only after the handler returned, i.e. after the outcome is on Kafka; anything that
+escapes the handler rewinds to the message instead (FastStream's default commits first)."""
+
+RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+"""Backoff while the event store or Kafka is unreachable; the last delay repeats."""
+RECONNECT = Backoff(first_s=1.0, max_s=10.0)
+"""Between attempts to start the consumer while Kafka is away."""
+MAX_COMMAND_ID_LENGTH = 200
+MAX_PROBLEMS = 50
+MAX_PROBLEM_TEXT = 500
+PRINCIPAL_HEADER = "principal"
+"""The Kafka header naming the service that sends a command (UTF-8)."""
+
+
+COMMAND_TYPES: frozenset[str] = frozenset(
+    body.model_fields["type"].default for body in get_args(Command.model_fields["body"].annotation)
+)
+
+
+class NotACommandError(Exception):
+    """The message cannot be read as a command envelope; it goes to the dead letters."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        self.reason: DeadLetterReason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def read_envelope(value: bytes | None) -> dict[str, Any]:
+    """The JSON object of a message that names whom to answer, or why it does not (see the rule
+    in the module docstring); its `command_id` is then a usable string."""
+    if not value:
+        raise NotACommandError("empty", "the message has no value")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        raise NotACommandError("not_json", f"the value is not UTF-8 JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise NotACommandError("not_an_object", f"the value is a JSON {_json_kind(data)}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise NotACommandError(
+            "unsupported_schema_version",
+            f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})",
+        )
+    body = data.get("body")
+    body_type = body.get("type") if isinstance(body, dict) else None
+    if not isinstance(body_type, str) or body_type not in COMMAND_TYPES:
+        raise NotACommandError(
+            "unknown_type",
+            f"body.type {body_type!r} is not a command; known: {', '.join(sorted(COMMAND_TYPES))}",
+        )
+    command_id = data.get("command_id")
+    if not isinstance(command_id, str) or not 1 <= len(command_id) <= MAX_COMMAND_ID_LENGTH:
+        raise NotACommandError(
+            "missing_id",
+            f"command_id must be a string of 1 to {MAX_COMMAND_ID_LENGTH} characters, "
+            f"got {_json_kind(command_id)}",
+        )
+    return data
+
+
+def principal_of(record: KafkaRecord) -> str:
+    """The sender named by the record's `principal` header; `UnknownPrincipalError` if none."""
+    values = {value for name, value in record.headers if name == PRINCIPAL_HEADER}
+    if not values:
+        raise UnknownPrincipalError(
+            f"the command has no {PRINCIPAL_HEADER!r} header naming the service that sends it"
+        )
+    if len(values) > 1:
+        raise UnknownPrincipalError(
+            f"the command has several different {PRINCIPAL_HEADER!r} headers"
+        )
+    [value] = values
+    try:
+        return (value or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnknownPrincipalError(f"the {PRINCIPAL_HEADER!r} header is not UTF-8") from None
+
+
+def as_principal(data: dict[str, Any], principal: str, allowed: frozenset[str]) -> dict[str, Any]:
+    """The envelope with its actor set to the allow-listed `principal` that sent it."""
+    if principal not in allowed:
+        raise UnknownPrincipalError(
+            f"principal {principal!r} may not send commands (not in OKR_KAFKA_COMMAND_PRINCIPALS)"
+        )
+    actor = data.get("actor")
+    if actor is not None and actor != principal:
+        raise ImpersonationError(
+            f"the command says its actor is {actor!r} but {principal!r} sent it; leave actor out"
+        )
+    return {**data, "actor": principal}
+
+
+def allowed_principals(settings: Settings) -> frozenset[str]:
+    return frozenset(
+        name.strip() for name in settings.kafka_command_principals.split(",") if name.strip()
+    )
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def rejected(command_id: str, command: Command | None, rejection: Rejection) -> CommandResult:
+    """The rejection, with at most `MAX_PROBLEMS` problems of bounded length: a command with
+    thousands of unknown fields must still get an answer that fits on Kafka."""
+    problems = [_bounded(problem) for problem in rejection.problems[:MAX_PROBLEMS]]
+    if len(rejection.problems) > MAX_PROBLEMS:
+        problems.append(
+            Issue(
+                code="more_problems",
+                field="(command)",
+                message=f"{len(rejection.problems) - MAX_PROBLEMS} more problems not listed",
+            )
+        )
+    return CommandResult(
+        command_id=command_id,
+        status="rejected",
+        objective_id=command.objective_id if command is not None else None,
+        error=rejection.error,
+        problems=problems,
+    )
+
+
+def _bounded(problem: Issue) -> Issue:
+    def cut(text: str) -> str:
+        return text if len(text) <= MAX_PROBLEM_TEXT else f"{text[:MAX_PROBLEM_TEXT]}…"
+
+    return Issue(code=cut(problem.code), field=cut(problem.field), message=cut(problem.message))
+
+
+class CommandConsumer:
+    """Turns one consumed record into exactly one acknowledged outcome on Kafka."""
+
+    def __init__(
+        self,
+        application: OkrApplication,
+        publish_result: Callable[[CommandResult], Awaitable[object]],
+        dead_letters: DeadLetterPublisher,
+        principals: frozenset[str],
+    ) -> None:
+        self.application = application
+        self.principals = principals
+        """Who may send commands; an empty set refuses every one."""
+        self.publish_result = publish_result
+        self.dead_letters = dead_letters
+
+    async def process_until_done(self, record: KafkaRecord) -> None:
+        """Outages are waited out on this very message: skipping it would lose a command. Any
+        other failure sets the message aside (`processing_failed`): it would fail again."""
+        for attempt in count():
+            try:
+                await self._process_or_set_aside(record)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+                job = current_job()
+                if job is not None:
+                    job.failed(describe(error))
+                log.log(
+                    logging.WARNING if attempt == 0 else logging.DEBUG,
+                    "command at %s[%d]@%d not processed yet (%s); retrying every %ss at most",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    describe(error),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                if attempt > 0:
+                    log.warning(
+                        "command at %s[%d]@%d processed after %d retries",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        attempt,
+                    )
+                job = current_job()
+                if job is not None:
+                    job.working()
+                return
+
+    async def _process_or_set_aside(self, record: KafkaRecord) -> None:
+        try:
+            await self.process(record)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            log.exception(
+                "command at %s[%d]@%d failed; dead-lettering it",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            await self.dead_letters.publish(record, "processing_failed", error)
+
+    async def process(self, record: KafkaRecord) -> None:
+        try:
+            data = read_envelope(record.value)
+        except NotACommandError as error:
+            await self.dead_letters.publish(record, error.reason, error.detail)
+            return
+        try:
+            command = Command.model_validate(
+                as_principal(data, principal_of(record), self.principals)
+            )
+        except (AccessError, ValidationError) as error:
+            if isinstance(error, AccessError):
+                log.warning("command %r refused: %s", data["command_id"], error)
+            await self.publish_result(rejected(data["command_id"], None, reject(error)))
+            return
+        try:
+            result = await asyncio.to_thread(self.application.handle, command)
+        except REJECTABLE as error:
+            result = rejected(command.command_id, command, reject(error))
+        await self.publish_result(result)
+
+
+async def parse_tolerating_headers(
+    record: Any, parse: Callable[[Any], Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
+    """FastStream decodes every header as UTF-8 before the handler runs; a binary or null header
+    would fail there, and the message would be neither processed nor dead-lettered. It gets
+    readable copies of the headers; the handler still sees the original record."""
+    readable = copy.copy(record)
+    readable.headers = [
+        (name, (value or b"").decode("utf-8", "replace").encode()) for name, value in record.headers
+    ]
+    message = await parse(readable)
+    message.raw_message = record
+    return message
+
+
+def keep_raw_bytes(message: StreamMessage[Any]) -> bytes:
+    """No JSON decoding by FastStream: bad JSON must reach the handler to be dead-lettered."""
+    return message.body
+
+
+def build_command_broker(settings: Settings, application: OkrApplication) -> KafkaBroker:
+    """A broker with one subscriber on `okr.commands` and publishers of results and dead letters."""
+    group_id = settings.consumer_group(GROUP_ID)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        security=settings.kafka_security(),
+        client_id=group_id,
+        enable_idempotence=True,
+        description="OKR Ledger command handler",
+    )
+    results = broker.publisher(
+        settings.topic(COMMAND_RESULTS),
+        title="command results",
+        description="The outcome of every readable command, keyed by command id.",
+        schema=CommandResult,
+    )
+
+    async def publish_result(result: CommandResult) -> None:
+        await results.publish(
+            result.model_dump_json().encode(),
+            key=result.command_id.encode(),
+            headers={"content-type": "application/json"},
+        )
+
+    consumer = CommandConsumer(
+        application,
+        publish_result,
+        DeadLetterPublisher(settings, send_with_broker(broker), consumer_group=group_id),
+        allowed_principals(settings),
+    )
+
+    @broker.subscriber(
+        Topic(settings.topic(COMMANDS), declare=False),
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        ack_policy=ACK_POLICY,
+        no_reply=True,
+        parser=parse_tolerating_headers,
+        decoder=keep_raw_bytes,
+        title="commands",
+        description="Commands keyed by objective id (events.commands.Command), each with a "
+        "`principal` header naming its allow-listed sender.",
+    )
+    async def handle_command(message: KafkaMessage) -> None:
+        record = message.raw_message
+        assert not isinstance(record, tuple), "one record per call: not a batch subscriber"
+        await consumer.process_until_done(record)
+
+    return broker
+
+
+async def _quiet_while_idle(broker: KafkaBroker) -> None:
+    """Until cancelled: the subscriber's consumer fetches seldom while no command comes
+    (`IdleFetchWait`); an idle `okr serve` would otherwise spend most of its CPU asking."""
+    [subscriber] = broker.subscribers
+    consumer = getattr(subscriber, "consumer", None)
+    if not isinstance(consumer, AIOKafkaConsumer):
+        await asyncio.Event().wait()
+        return
+    await IdleFetchWait.of_single_records(consumer).watch_for_quiet()
+
+
+async def run_command_consumer(
+    settings: Settings, application: OkrApplication, *, backoff: Backoff = RECONNECT
+) -> None:
+    """Consume `okr.commands` until cancelled; Kafka being down at start is waited for."""
+
+    async def attempt(succeeded: Callable[[], None]) -> None:
+        await ensure_topics(settings)
+        broker = build_command_broker(settings, application)
+        try:
+            await broker.start()
+            log.info("command consumer started on %s", settings.topic(COMMANDS))
+            succeeded()
+            await _quiet_while_idle(broker)
+        finally:
+            await broker.stop()
+
+    await keep_running(
+        "command consumer", attempt, backoff=backoff, resuming="reconnecting", log=log
+    )

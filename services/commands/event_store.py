@@ -1,0 +1,416 @@
+"""How domain events are stored: pydantic <-> orjson bytes, upcasting, snapshots, receipts, and
+the KPI scorer's state.
+
+A *receipt* is the record that a command id was applied, with the response it got. It is written
+by the event store's own recorder in the same transaction as the command's events, so a retried
+command (same Idempotency-Key or Kafka command id) can never be applied twice, even by two
+processes at once: the second insert violates the receipt's primary key and its events roll back.
+The KPI scorer's series, counters, bindings and Kafka positions (`services.scoring.series_store`)
+ride the
+same hook: `save_events(events, kpi_batch=KpiBatch(...))` commits them with the events, or nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
+
+import orjson
+from eventsourcing.persistence import Mapper, OperationalError, StoredEvent, Transcoder
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteFactory,
+)
+from eventsourcing.utils import get_topic, register_topic, resolve_topic
+from psycopg.sql import SQL, Identifier
+
+from domain.objective import Objective, evolve
+from domain.objective_events import DomainEvent, Immutable
+from projections.sqlite import WalCheckpointer, private_file
+from services.relay.wakeup import Doorbell, PostgresDoorbell, SocketDoorbell
+from services.scoring.series_store import SQLITE, KpiBatch, KpiReader, KpiWriter, postgres_dialect
+from services.stores import postgres_location
+
+if TYPE_CHECKING:
+    from eventsourcing.domain import DomainEventProtocol
+    from eventsourcing.postgres import PostgresDatastore
+    from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+    from services.settings import Settings
+
+RECEIPTS_TABLE = "command_receipts"
+
+
+class UnsealedEventError(ValueError):
+    """An event reached the store without its chain hash: a bug in the code that decided it."""
+
+    def __init__(self, event: DomainEvent) -> None:
+        super().__init__(
+            f"{type(event).__name__} of {event.originator_id} version "
+            f"{event.originator_version} has no chain hash; decisions must `seal` their events"
+        )
+
+
+class OrjsonTranscoder(Transcoder):
+    """JSON bytes via orjson: pydantic has already reduced every value to JSON types."""
+
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class PydanticMapper(Mapper[UUID]):
+    """Stored event <-> pydantic domain event, upcasting old class versions on the way in."""
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        event = cast(Immutable, domain_event)
+        unsealed = isinstance(event, DomainEvent) and not event.chain_hash
+        if unsealed and not isinstance(event, ObjectiveSnapshot):
+            raise UnsealedEventError(cast(DomainEvent, event))
+        state = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+        class_version = getattr(type(event), "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=get_topic(type(event)),
+            state=self._seal(self.transcoder.encode(state)),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        cls = resolve_topic(stored_event.topic)
+        state: dict[str, Any] = self.transcoder.decode(self._unseal(stored_event.state))
+        stored_version = state.pop("class_version", 1)
+        for version in range(stored_version, getattr(cls, "class_version", 1)):
+            getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
+        state["originator_id"] = stored_event.originator_id
+        state["originator_version"] = stored_event.originator_version
+        return cast("DomainEventProtocol[UUID]", cls.model_validate(state))
+
+    def stored_state(self, stored_event: StoredEvent) -> dict[str, Any]:
+        """The JSON object an event was written as, before any upcasting: what its chain hash
+        covers (`domain.chain.EventRecord.from_stored`)."""
+        state = self.transcoder.decode(self._unseal(stored_event.state))
+        if not isinstance(state, dict):
+            raise ValueError("a stored event's state must be a JSON object")
+        return state
+
+    def _seal(self, data: bytes) -> bytes:
+        if self.compressor:
+            data = self.compressor.compress(data)
+        if self.cipher:
+            data = self.cipher.encrypt(data)
+        return data
+
+    def _unseal(self, data: bytes) -> bytes:
+        if self.cipher:
+            data = self.cipher.decrypt(data)
+        if self.compressor:
+            data = self.compressor.decompress(data)
+        return data
+
+
+class ObjectiveSnapshot(DomainEvent):
+    """The whole state at a version, so loading a busy objective skips its older events."""
+
+    state: Objective
+
+    @classmethod
+    def take(cls, objective: Objective) -> ObjectiveSnapshot:
+        return cls(
+            originator_id=objective.id,
+            originator_version=objective.version,
+            timestamp=objective.modified_on,
+            actor="snapshot",
+            command_id="snapshot",
+            state=objective,
+        )
+
+
+LEGACY_SNAPSHOT_TOPIC = "services.persistence:ObjectiveSnapshot"
+"""Where snapshots stored before the command side had a package of its own say their class is:
+they still load (stored topics are never rewritten)."""
+register_topic(LEGACY_SNAPSHOT_TOPIC, ObjectiveSnapshot)
+
+
+@evolve.register
+def _from_snapshot(event: ObjectiveSnapshot, _: Objective | None) -> Objective:
+    return event.state
+
+
+def project_objective(
+    objective: Objective | None, events: Iterable[DomainEventProtocol[UUID]]
+) -> Objective | None:
+    """eventsourcing's projector hook: fold stored events (and a snapshot) into state."""
+    for event in events:
+        objective = evolve(cast(DomainEvent, event), objective)
+    return objective
+
+
+# --- receipts in the recorders' transaction -------------------------------------------------------
+
+
+class Receipt(Immutable):
+    """A command applied: its id, a digest of its request, and the response it got."""
+
+    command_id: str
+    request_digest: str
+    response: dict[str, Any]
+
+
+# --- the SQLite event store's WAL ----------------------------------------------------------------
+
+
+class CommitSignallingConnection(SQLiteConnection):
+    """eventsourcing's connection, calling `committed` after each commit."""
+
+    def __init__(
+        self, sqlite_conn: sqlite3.Connection, max_age: float | None, committed: Callable[[], None]
+    ) -> None:
+        super().__init__(sqlite_conn, max_age)
+        self._committed = committed
+
+    def commit(self) -> None:
+        super().commit()
+        self._committed()
+
+
+class NoAutoCheckpointPool(SQLiteConnectionPool):
+    """Connections that leave the WAL to the store's `WalCheckpointer`: by default SQLite copies
+    the WAL into the database inside the commit that finds it over 1,000 pages, and that commit
+    (a scorer batch, a command) pays the copy and its fsync (docs/decisions/0015). Each commit
+    tells the checkpointer (`committed`), which sleeps while nothing is written."""
+
+    def __init__(self, *, committed: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.committed = committed
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        connection.cursor().execute("PRAGMA wal_autocheckpoint=0")
+        return CommitSignallingConnection(
+            connection._sqlite_conn,  # the library's own connection, re-wrapped
+            self.max_age,
+            self.committed,
+        )
+
+
+class CheckpointedSQLiteFactory(SQLiteFactory):
+    """eventsourcing's SQLite persistence, its WAL checkpointed by a thread of its own for as long
+    as the application is open. Commits keep SQLite's default durability (fsynced). A database
+    file it creates is mode 600, in a directory made 700 (`private_file`)."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        pool = self.datastore.pool
+        self.checkpointer: WalCheckpointer | None = None
+        if not pool.is_sqlite_memory_mode:
+            private_file(Path(pool.db_name))
+            self.checkpointer = WalCheckpointer(Path(pool.db_name))
+            self.datastore.pool = NoAutoCheckpointPool(
+                db_name=pool.db_name,
+                lock_timeout=pool.lock_timeout,
+                committed=self.checkpointer.written,
+            )
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        super().close()
+
+
+def store_doorbell(settings: Settings, recorder: object) -> Doorbell | None:
+    """How this store's writers wake other processes' followers (`services.relay.wakeup`): LISTEN on
+    PostgreSQL's channel for the events table, a directory of sockets next to an SQLite file."""
+    if isinstance(recorder, PostgresApplicationRecorder):
+        return PostgresDoorbell(
+            postgres_location(settings.event_store_url).conninfo,
+            recorder.channel_name,
+            own_backends=getattr(recorder, "own_backends", frozenset()),
+        )
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        pool = recorder.datastore.pool
+        if not pool.is_sqlite_memory_mode:
+            return SocketDoorbell(Path(f"{pool.db_name}-doorbell"))
+    return None
+
+
+OWN_BACKENDS_KEPT = 256
+"""A pool opens at most 15 connections at once; older server process ids are forgotten."""
+
+CREATE_ATTEMPTS = 10
+"""Tries of the SQLite tables' transaction while another process holds the write lock."""
+CREATE_TABLES_LOCK = 0x6F6B725F7461626C
+"""PostgreSQL advisory lock key held while a process creates or migrates the tables ("okr_tabl")."""
+
+
+class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name)
+        self.kpi_writer = KpiWriter(SQLITE)
+        self.kpi = KpiReader(SQLITE, self._query)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
+            "command_id TEXT PRIMARY KEY, request_digest TEXT NOT NULL, response BLOB NOT NULL)",
+            *SQLITE.create_statements(),
+        ]
+
+    def create_table(self) -> None:
+        """Tried again when another process held the write lock: the tables' transaction reads
+        before it writes (the legacy series migration), so it cannot wait for the lock, and
+        after the other one's commit there is nothing left to migrate."""
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                super().create_table()
+                return
+            except (OperationalError, sqlite3.OperationalError) as error:
+                if "locked" not in str(error) or attempt == CREATE_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        super()._create_table(c)
+        self.kpi_writer.migrate_legacy_sqlite(c)
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
+        if kpi_batch is not None:
+            self.kpi_writer.write_sqlite(c, kpi_batch)
+        receipt: Receipt | None = kwargs.get("receipt")
+        if receipt is not None:
+            c.execute(
+                f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?)",
+                (receipt.command_id, receipt.request_digest, orjson.dumps(receipt.response)),
+            )
+        return super()._insert_events(c, stored_events, **kwargs)
+
+    def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            rows: list[Any] = c.fetchall()
+            return rows
+
+    def current_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The stored version of many aggregates in one query (absent: none stored)."""
+        rows = self._query(
+            f"SELECT originator_id, MAX(originator_version) AS version "
+            f"FROM {self.events_table_name} "
+            "WHERE originator_id IN (SELECT value FROM json_each(?)) GROUP BY originator_id",
+            [orjson.dumps([i.hex for i in originator_ids]).decode()],
+        )
+        return {UUID(row["originator_id"]): row["version"] for row in rows}
+
+    def select_receipt(self, command_id: str) -> Receipt | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT request_digest, response FROM {RECEIPTS_TABLE} WHERE command_id = ?",
+                (command_id,),
+            )
+            row = c.fetchone()
+        if row is None:
+            return None
+        return Receipt(
+            command_id=command_id,
+            request_digest=row["request_digest"],
+            response=orjson.loads(row["response"]),
+        )
+
+
+class PostgresReceiptRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} (command_id text PRIMARY KEY, "
+                "request_digest text NOT NULL, response jsonb NOT NULL)"
+            ).format(schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE))
+        )
+        kpi_dialect = postgres_dialect(self.datastore.schema)
+        self.sql_create_statements.extend(
+            SQL(statement).format() for statement in kpi_dialect.create_statements()
+        )
+        self.kpi_writer = KpiWriter(kpi_dialect)
+        self.kpi = KpiReader(kpi_dialect, self._query)
+        self.own_backends: set[int] = set()
+        """Server process ids of the connections this recorder inserted with: their `NOTIFY`
+        is this process's own (`services.relay.wakeup.PostgresDoorbell`)."""
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        """One process at a time (an advisory lock until commit): processes starting together
+        would otherwise collide on the library's `CREATE OR REPLACE` of its functions ("tuple
+        concurrently updated") and on the legacy series migration."""
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", [CREATE_TABLES_LOCK])
+        super()._create_table(curs)
+        self.kpi_writer.migrate_legacy_postgres(curs)
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        if stored_events:
+            if len(self.own_backends) >= OWN_BACKENDS_KEPT:  # a pool's connections come and go
+                self.own_backends.clear()
+            self.own_backends.add(curs.connection.info.backend_pid)
+        kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
+        if kpi_batch is not None:
+            self.kpi_writer.write_postgres(curs, kpi_batch)
+        receipt: Receipt | None = kwargs.get("receipt")
+        if receipt is not None:
+            curs.execute(
+                SQL("INSERT INTO {schema}.{table} VALUES (%s, %s, %s)").format(
+                    schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE)
+                ),
+                (
+                    receipt.command_id,
+                    receipt.request_digest,
+                    orjson.dumps(receipt.response).decode(),
+                ),
+                prepare=True,
+            )
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement.encode(), params)
+            return curs.fetchall()
+
+    def current_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The stored version of many aggregates in one query (absent: none stored)."""
+        statement = SQL(
+            "SELECT originator_id, MAX(originator_version) AS version FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(originator_ids)])
+            return {row["originator_id"]: row["version"] for row in curs.fetchall()}
+
+    def select_receipt(self, command_id: str) -> Receipt | None:
+        statement = SQL(
+            "SELECT request_digest, response FROM {schema}.{table} WHERE command_id = %s"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (command_id,), prepare=True)
+            row = curs.fetchone()
+        if row is None:
+            return None
+        return Receipt(
+            command_id=command_id,
+            request_digest=row["request_digest"],
+            response=row["response"],
+        )

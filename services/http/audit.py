@@ -1,0 +1,139 @@
+"""`/audit`: what an auditor reads over HTTP, from the event store (never the read models).
+
+`GET /audit/objectives/{id}/history` answers the same document as `okr audit history --format json`
+(`services.audit.history.AuditHistory`); `GET /audit/export` streams what `okr audit export` writes
+(`services.audit.export`), page by page, so an export of the whole store never sits in memory;
+`GET /audit/verify` is `okr audit verify`. Every route needs the `audit` permission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
+
+from events.commands import MAX_VERSION
+from services.audit.export import (
+    MEDIA_TYPES,
+    ExportedEvent,
+    ExportFormat,
+    check_window,
+    export_end,
+    exported_pages,
+    header,
+    render_page,
+)
+from services.audit.history import AuditHistory, read_audit_history
+from services.audit.verify import VerifyReport, verify
+from services.commands.application import OkrApplication
+from services.http.auth import requires
+from services.http.commands import get_application
+from services.http.errors import REJECTION_RESPONSES
+
+router = APIRouter(
+    prefix="/audit",
+    tags=["audit"],
+    responses=REJECTION_RESPONSES,
+    dependencies=[Depends(requires("audit"))],
+)
+
+ApplicationDep = Annotated[OkrApplication, Depends(get_application)]
+
+
+@router.get(
+    "/objectives/{objective_id}/history",
+    summary="Every decision of an objective, before -> after, with its state and scores then",
+    response_model=AuditHistory,
+)
+async def get_audit_history(
+    objective_id: UUID,
+    application: ApplicationDep,
+    as_of: Annotated[
+        AwareDatetime | None,
+        Query(description="Up to this moment, ISO 8601 with a time zone, e.g. 2026-08-01T12:00Z."),
+    ] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="Up to this version.")
+    ] = None,
+) -> AuditHistory:
+    if as_of is not None and version is not None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "at_most_one_allowed",
+                    "loc": ("query", "version"),
+                    "msg": "give at most one of ?as_of= and ?version= (neither: up to now)",
+                }
+            ]
+        )
+    return await asyncio.to_thread(
+        read_audit_history, application, objective_id, as_of=as_of, version=version
+    )
+
+
+@router.get(
+    "/export",
+    summary="Every stored event with since <= occurred_at < until, in store order, streamed",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "One event per line (JSON Lines) or row (CSV, with a header row); "
+            "fields as `ExportedEvent`. CSV cells that a spreadsheet would run as a formula are "
+            "prefixed with a single quote.",
+            "content": {media_type: {} for media_type in MEDIA_TYPES.values()},
+        }
+    },
+)
+async def export_events(
+    application: ApplicationDep,
+    since: Annotated[
+        AwareDatetime | None, Query(description="From this moment, included (open if left out).")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="To this moment, excluded (open if left out).")
+    ] = None,
+    export_format: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.JSONL,
+) -> StreamingResponse:
+    check_window(since, until)
+    # Read where the export ends before answering: a store that is down gets a 503, not a 200
+    # cut short, and events stored while streaming are left to the next export.
+    stop = await asyncio.to_thread(export_end, application)
+    pages = exported_pages(application, since=since, until=until, stop=stop)
+    extension = export_format.value
+    return StreamingResponse(
+        _streamed(pages, export_format),
+        media_type=MEDIA_TYPES[export_format],
+        headers={"Content-Disposition": f'attachment; filename="okr-events.{extension}"'},
+    )
+
+
+@router.get(
+    "/verify",
+    response_model=VerifyReport,
+    summary="Check every hash chain of the event store, and okr.events against it",
+)
+async def verify_history(
+    request: Request,
+    application: ApplicationDep,
+    topic: bool = Query(True, description="Also check the okr.events topic (reads all of it)."),
+) -> VerifyReport:
+    """200 whatever the verdict: `breaks` names each broken objective and version, empty when
+    the history is intact (`okr audit verify`). Reading the whole store (and topic) takes a
+    while on a large one."""
+    return await verify(request.app.state.settings, application, check_topic=topic)
+
+
+async def _streamed(
+    pages: Iterator[list[ExportedEvent]], export_format: ExportFormat
+) -> AsyncIterator[str]:
+    """Each page read in a worker thread (the event store is blocking), then sent."""
+    if first := header(export_format):
+        yield first
+    while (page := await asyncio.to_thread(next, pages, None)) is not None:
+        yield render_page(page, export_format)
