@@ -14,9 +14,6 @@ key results (one bound to a KPI), and a draft.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,7 +35,7 @@ from services.settings import Settings
 from tests import seed
 from tests.auth_support import API_KEYS, INLINE_API_KEYS, KAFKA_PRINCIPAL, auth_headers
 from tests.conftest import unavailable
-from tests.e2e.conftest import STARTUP_S, environment_for, free_port
+from tests.e2e.conftest import RunningService, start_serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -53,13 +50,10 @@ def quarter_of(day: date) -> tuple[date, date]:
 
 
 @dataclass
-class Dashboard:
+class Dashboard(RunningService):
     """A running `okr serve` and the ledger written into it."""
 
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    settings: Settings
+    settings: Settings = field(kw_only=True)
     ids: dict[str, str] = field(default_factory=dict)
     kpi_key: str = ""
 
@@ -73,38 +67,10 @@ class Dashboard:
             body: dict[str, Any] = response.json()
             return body
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
 
 def start_service(settings: Settings, workdir: Path) -> Dashboard:
-    port = free_port()
-    log = workdir / "service.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "serve"],
-            env=environment_for(settings, port),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        assert process.poll() is None, f"okr serve exited:\n{log.read_text()}"
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"not healthy in time:\n{log.read_text()}"
-        time.sleep(0.2)
-    return Dashboard(url=url, process=process, log=log, settings=settings)
+    running = start_serving(settings, workdir)
+    return Dashboard(running.url, running.process, running.log, settings=settings)
 
 
 def write_ledger(dashboard: Dashboard) -> None:

@@ -49,12 +49,21 @@ class RunningService:
     process: subprocess.Popen[bytes]
     log: Path
 
+    def stop(self) -> None:
+        """SIGTERM, as an orchestrator stops it; SIGKILL if it has not exited within 30 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
-@pytest.fixture
-def service(settings: Settings, tmp_path: Path) -> Iterator[RunningService]:
-    """A started `okr serve`, healthy, stopped (SIGTERM) at the end of the test."""
+
+def start_serving(settings: Settings, workdir: Path) -> RunningService:
+    """`okr serve` started with `settings` as its environment, once `/health` says ok."""
     port = free_port()
-    log = tmp_path / "service.log"
+    log = workdir / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", "serve"],
@@ -62,23 +71,28 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[RunningService]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    service = RunningService(url=f"http://127.0.0.1:{port}", process=process, log=log)
     deadline = time.monotonic() + STARTUP_S
     try:
         while True:
             assert process.poll() is None, f"okr serve exited:\n{log.read_text()}"
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{service.url}/health", timeout=2).status_code == 200:
+                    return service
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, f"not healthy in time:\n{log.read_text()}"
             time.sleep(0.2)
-        yield RunningService(url=url, process=process, log=log)
+    except BaseException:
+        service.stop()
+        raise
+
+
+@pytest.fixture
+def service(settings: Settings, tmp_path: Path) -> Iterator[RunningService]:
+    """A started `okr serve`, healthy, stopped (SIGTERM) at the end of the test."""
+    running = start_serving(settings, tmp_path)
+    try:
+        yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        running.stop()
