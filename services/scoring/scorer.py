@@ -31,7 +31,7 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import partial
 from itertools import groupby
@@ -492,6 +492,8 @@ class Suspects:
             )
 
     def cover(self, fetched: Mapping[TopicPartition, Sequence[KafkaRecord]]) -> bool:
+        if not self.until:  # every batch asks: nothing to look at unless a batch failed for good
+            return False
         return any(held and held[0].offset < self.until.get(tp, -1) for tp, held in fetched.items())
 
     def passed(self, fetched: Mapping[TopicPartition, Sequence[KafkaRecord]]) -> None:
@@ -540,9 +542,8 @@ async def score_isolating(
         )
         await dead_letters.publish(record, "processing_failed", error)
         origin, _ = items[index]
-        passed = await _to_thread_to_completion(scorer.score, [(origin, None)])
-        passed.dead_lettered = 1
-        _add(report, passed)
+        # Scored as a record that is not a KPI event: its position moves, nothing else.
+        _add(report, await _to_thread_to_completion(scorer.score, [(origin, None)]))
 
     await score(0, len(items))
     return report
@@ -550,19 +551,9 @@ async def score_isolating(
 
 def _add(total: BatchReport, part: BatchReport) -> None:
     """Sum the counters of `part` into `total`; the positions are the latest."""
-    for name in (
-        "records",
-        "dead_lettered",
-        "already_scored",
-        "accepted",
-        "duplicates",
-        "stale",
-        "outside_period",
-        "unbound",
-        "progress_events",
-        "attempts",
-    ):
-        setattr(total, name, getattr(total, name) + getattr(part, name))
+    for counter in fields(BatchReport):
+        if counter.name != "next_offsets":
+            setattr(total, counter.name, getattr(total, counter.name) + getattr(part, counter.name))
     total.next_offsets.update(part.next_offsets)
 
 
