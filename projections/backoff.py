@@ -37,10 +37,11 @@ class Attempt(Protocol):
     def __call__(self, succeeded: Callable[[], None]) -> Awaitable[None]: ...
 
 
-class _Outage:
-    """Says once that a job stopped working and once that it is back, not at every retry."""
+class Outage:
+    """Says once that a job stopped working and once that it is back, not at every retry, and
+    keeps the job's entry on the board (if it has one) saying the same."""
 
-    def __init__(self, what: str, job: JobHealth, log: logging.Logger) -> None:
+    def __init__(self, what: str, job: JobHealth | None, log: logging.Logger) -> None:
         self.what, self.job, self.log = what, job, log
         self.started: float | None = None
         self.retries = 0
@@ -54,10 +55,12 @@ class _Outage:
                 self.retries,
             )
             self.started, self.retries = None, 0
-        self.job.working()
+        if self.job is not None:
+            self.job.working()
 
     def failed(self, error: Exception, resuming: str, delay_s: float) -> None:
-        self.job.failed(describe(error))
+        if self.job is not None:
+            self.job.failed(describe(error))
         transient = is_transient(error)
         if self.started is None:
             self.started = time.monotonic()
@@ -113,7 +116,7 @@ async def _retrying(
     log: logging.Logger,
     job: JobHealth,
 ) -> None:
-    outage = _Outage(what, job, log)
+    outage = Outage(what, job, log)
     while True:
         try:
             await attempt(outage.succeeded)

@@ -54,8 +54,8 @@ from pydantic import ValidationError
 from events.commands import SCHEMA_VERSION, Command, CommandResult, Issue
 from events.dead_letters import DeadLetterReason
 from events.topics import COMMAND_RESULTS, COMMANDS
-from projections.backoff import Backoff, keep_running
-from projections.failures import describe, is_transient
+from projections.backoff import Backoff, Outage, keep_running
+from projections.failures import is_transient
 from projections.job_health import current_job
 from projections.kafka_positions import IdleFetchWait
 from services.access.principals import AccessError, ImpersonationError, UnknownPrincipalError
@@ -72,8 +72,8 @@ ACK_POLICY = AckPolicy.NACK_ON_ERROR
 """Commit only after the handler returned, i.e. after the outcome is on Kafka; anything that
 escapes the handler rewinds to the message instead (FastStream's default commits first)."""
 
-RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-"""Backoff while the event store or Kafka is unreachable; the last delay repeats."""
+RETRY = Backoff(first_s=0.2, max_s=30.0)
+"""Between attempts at one message while the event store or Kafka is unreachable."""
 RECONNECT = Backoff(first_s=1.0, max_s=10.0)
 """Between attempts to start the consumer while Kafka is away."""
 MAX_COMMAND_ID_LENGTH = 200
@@ -221,38 +221,19 @@ class CommandConsumer:
     async def process_until_done(self, record: KafkaRecord) -> None:
         """Outages are waited out on this very message: skipping it would lose a command. Any
         other failure sets the message aside (`processing_failed`): it would fail again."""
-        for attempt in count():
+        where = f"command at {record.topic}[{record.partition}]@{record.offset}"
+        outage = Outage(where, current_job(), log)
+        for attempt in count(1):
             try:
                 await self._process_or_set_aside(record)
             except Exception as error:
                 if not is_transient(error):
                     raise
-                delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
-                job = current_job()
-                if job is not None:
-                    job.failed(describe(error))
-                log.log(
-                    logging.WARNING if attempt == 0 else logging.DEBUG,
-                    "command at %s[%d]@%d not processed yet (%s); retrying every %ss at most",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    describe(error),
-                    delay,
-                )
+                delay = RETRY.delay_s(attempt)
+                outage.failed(error, "retrying this very message", delay)
                 await asyncio.sleep(delay)
             else:
-                if attempt > 0:
-                    log.warning(
-                        "command at %s[%d]@%d processed after %d retries",
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        attempt,
-                    )
-                job = current_job()
-                if job is not None:
-                    job.working()
+                outage.succeeded()
                 return
 
     async def _process_or_set_aside(self, record: KafkaRecord) -> None:
