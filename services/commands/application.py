@@ -98,6 +98,9 @@ class OkrApplication(Application[UUID]):
         self.saved = Wakeup(store_doorbell(settings, self.recorder))
         """Rung after every save that stored events, by this process or another: the relay and
         followers wake at once (`services.relay.wakeup`)."""
+        self.bare_receipts = self.receipts.has_bare_receipts()
+        """Receipts under bare command ids exist (a store from before receipts were per actor):
+        only then does a new command look for one (`_legacy`), a second lookup on every write."""
 
     def close(self) -> None:
         self.saved.close()
@@ -190,7 +193,9 @@ class OkrApplication(Application[UUID]):
     def _replayed(self, key: str, command: Command, digest: str) -> CommandResult | None:
         """The first answer to this actor's command id, None if it is new; an id the actor used
         for another request is refused."""
-        receipt = self.receipts.select_receipt(key) or self._legacy(command, digest)
+        receipt = self.receipts.select_receipt(key)
+        if receipt is None and self.bare_receipts:
+            receipt = self._legacy(command, digest)
         if receipt is None:
             return None
         if receipt.request_digest != digest:

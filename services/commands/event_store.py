@@ -332,6 +332,13 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
             response=orjson.loads(row["response"]),
         )
 
+    def has_bare_receipts(self) -> bool:
+        """Whether a receipt is kept under a bare command id (written before receipts were per
+        actor, whose keys are JSON pairs)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT 1 FROM {RECEIPTS_TABLE} WHERE command_id NOT LIKE '[%' LIMIT 1")
+            return c.fetchone() is not None
+
 
 class PostgresReceiptRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
@@ -414,3 +421,13 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
             request_digest=row["request_digest"],
             response=row["response"],
         )
+
+    def has_bare_receipts(self) -> bool:
+        """Whether a receipt is kept under a bare command id (written before receipts were per
+        actor, whose keys are JSON pairs)."""
+        statement = SQL(
+            "SELECT 1 FROM {schema}.{table} WHERE command_id NOT LIKE '[%%' LIMIT 1"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement)
+            return curs.fetchone() is not None

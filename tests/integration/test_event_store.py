@@ -331,16 +331,19 @@ def test_a_command_id_is_scoped_to_its_actor(application: OkrApplication) -> Non
 
 
 def test_receipts_stored_under_the_bare_command_id_still_replay_for_their_actor(
-    application: OkrApplication, monkeypatch: pytest.MonkeyPatch
+    open_application: OpenApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stores written before receipts were scoped keep answering their retries."""
-    objective_id, nps_id = active_objective(application)
+    """Stores written before receipts were scoped keep answering their retries (once the process
+    of the new version opens them: it looks for bare receipts only in a store that has some)."""
+    before_upgrade = open_application()
+    objective_id, nps_id = active_objective(before_upgrade)
     check_in = command(objective_id, CheckIn(key_result_id=nps_id, value=70.0), command_id="old")
     with monkeypatch.context() as legacy:
         legacy.setattr(
             services.commands.application, "receipt_key", lambda _actor, command_id: command_id
         )
-        first = application.handle(check_in)
+        first = before_upgrade.handle(check_in)
+    application = open_application()
     before = written(application)
     assert application.handle(check_in) == first.model_copy(update={"replayed": True})
     assert written(application) == before
