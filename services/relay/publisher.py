@@ -39,7 +39,6 @@ RELAY_NAME = "okr.events-relay"
 """Name of the relay's row in the tracking table; other trackers (projections) use their own."""
 
 BATCH_SIZE = 500
-IDLE_POLL_S = SAFETY_POLL_S
 """An idle relay wakes when any process saves (`OkrApplication.saved`: this process's saves,
 and other processes' through the store's doorbell, `services.relay.wakeup`); it looks at the log
 this
@@ -254,7 +253,7 @@ async def run_relay(
     application: OkrApplication,
     *,
     batch_size: int = BATCH_SIZE,
-    idle_poll_s: float = IDLE_POLL_S,
+    idle_poll_s: float = SAFETY_POLL_S,
     backoff: Backoff = Backoff(),
 ) -> None:
     """Publish until cancelled. Any failure: log, back off, new producer, resume from the record

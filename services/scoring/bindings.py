@@ -57,7 +57,7 @@ from services.kafka.dead_letters import (
     send_with_new_producer,
 )
 from services.relay.publisher import tracking_recorder
-from services.relay.wakeup import wait_for_wakeup
+from services.relay.wakeup import SAFETY_POLL_S, wait_for_wakeup
 from services.scoring.scorer import ACTOR, kpi_reader
 from services.scoring.series_store import (
     Binding,
@@ -89,7 +89,6 @@ RELEVANT_EVENTS: tuple[type[DomainEvent], ...] = (
 RELEVANT_TOPICS = [get_topic(cls) for cls in RELEVANT_EVENTS]
 
 BATCH_SIZE = 100
-IDLE_POLL_S = 1.0  # a safety poll: any process's save wakes it (services.relay.wakeup)
 CONFLICT_RETRIES = 20
 
 
@@ -283,7 +282,7 @@ async def run_bindings_follower(
     settings: Settings,
     application: OkrApplication,
     *,
-    idle_poll_s: float = IDLE_POLL_S,
+    idle_poll_s: float = SAFETY_POLL_S,
     backoff: Backoff = Backoff(),
 ) -> None:
     """Follow the notification log until cancelled; woken at once by this process's saves.

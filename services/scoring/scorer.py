@@ -688,7 +688,7 @@ async def preparation_worker(settings: Settings) -> AsyncIterator[PreparationWor
         await worker.start()
         yield worker
     finally:
-        worker.stop()
+        await asyncio.to_thread(worker.stop)  # waits for the pool: not on the event loop
 
 
 def _being_cancelled() -> bool:
