@@ -131,9 +131,8 @@ class CommandRunner:
     reason: str | None
     expected_version: int | None
 
-    async def run(
-        self, objective_id: UUID | None, body: CommandBody, status_code: int = status.HTTP_200_OK
-    ) -> JSONResponse:
+    async def handle(self, objective_id: UUID | None, body: CommandBody) -> CommandResult:
+        """The command applied (or replayed); refusals and outages are raised."""
         command = Command(
             command_id=self.command_id,
             objective_id=objective_id,
@@ -142,7 +141,12 @@ class CommandRunner:
             reason=self.reason,
             body=body,
         )
-        result = await asyncio.to_thread(self.application.handle, command)
+        return await asyncio.to_thread(self.application.handle, command)
+
+    async def run(
+        self, objective_id: UUID | None, body: CommandBody, status_code: int = status.HTTP_200_OK
+    ) -> JSONResponse:
+        result = await self.handle(objective_id, body)
         return JSONResponse(
             result.model_dump(mode="json"),
             status_code=status_code,

@@ -105,11 +105,15 @@ def invalid_query(errors: Sequence[Mapping[str, Any]]) -> Rejection:
     return Rejection(422, "invalid_query", f"the query is not valid: {named}", problems)
 
 
-async def on_outage(_: Request, error: Exception) -> JSONResponse:
+def outage_rejection(error: Exception) -> Rejection:
     """A store or Kafka outage is not the client's fault and passes: 503, try again shortly."""
     message = f"a backing service is unavailable ({type(error).__name__}); retry shortly"
     problem = Issue(code="unavailable", field="(service)", message=message)
-    response = rejection_response(Rejection(503, "unavailable", message, [problem]))
+    return Rejection(503, "unavailable", message, [problem])
+
+
+async def on_outage(_: Request, error: Exception) -> JSONResponse:
+    response = rejection_response(outage_rejection(error))
     response.headers["Retry-After"] = "1"
     return response
 

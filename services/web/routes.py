@@ -18,6 +18,7 @@ import functools
 import gzip
 import hashlib
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 from uuid import UUID, uuid4
 
 import jinja2
@@ -41,6 +42,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, ValidationError
 
 from domain.errors import OkrError
+from domain.kpi_series import epoch_us
 from domain.pace import PaceStatus
 from domain.quality import lint_objective
 from events.commands import (
@@ -69,8 +71,15 @@ from services.http import lint as api_lint
 from services.http.auth import accept_guard
 from services.http.commands import CommandRunner
 from services.http.docs import swagger_document
+from services.http.errors import outage_rejection
 from services.http.kpis import _all_kpis, _known, _stats_and_bindings
-from services.http.reads import final_score_of, objective_view, pace_of, wait_for_version
+from services.http.reads import (
+    final_score_of,
+    objective_view,
+    pace_of,
+    period_bounds,
+    wait_for_version,
+)
 from services.scoring.scorer import kpi_reader
 from services.scoring.series_queries import StoredObservation, series_page
 from services.settings import Settings
@@ -113,6 +122,8 @@ MIN_GZIP_BYTES = 2048
 SERIES_LIMIT = 5000
 INTEGRITY_CACHE = 256
 RECHECK_S = 10.0
+INTEGRITY_LOCK = threading.Lock()
+"""Guards the apps' integrity caches: `_integrity` runs in worker threads."""
 
 
 # --- pages ----------------------------------------------------------------------------------------
@@ -558,17 +569,19 @@ def _integrity(request: Request, objective_id: UUID, version: int) -> CheckedCha
     version for up to `RECHECK_S` (and says which version it covered) instead of reading the
     whole history again at each refresh."""
     cache_: OrderedDict[UUID, CheckedChain] = request.app.state.ui_integrity
-    found = cache_.get(objective_id)
+    with INTEGRITY_LOCK:  # pages are rendered in worker threads
+        found = cache_.get(objective_id)
     fresh = found is not None and (
         found.version == version or time.monotonic() - found.at < RECHECK_S
     )
     if found is None or not fresh:
         integrity = check_integrity(application_of(request), objective_id)
         found = CheckedChain(integrity, version, time.monotonic())
-        cache_[objective_id] = found
-        cache_.move_to_end(objective_id)
-        if len(cache_) > INTEGRITY_CACHE:
-            cache_.popitem(last=False)
+        with INTEGRITY_LOCK:
+            cache_[objective_id] = found
+            cache_.move_to_end(objective_id)
+            if len(cache_) > INTEGRITY_CACHE:
+                cache_.popitem(last=False)
     return found
 
 
@@ -626,7 +639,7 @@ async def objective_page(
     titles = {kr.key_result_id: kr.title for kr in detail.key_results}
     first_event = timeline[0].occurred_at if timeline else None
     start, end, pace_line = views.chart_window(
-        views.period_moments(row.period_start, row.period_end), first_event, now, span
+        period_bounds(row.period_start, row.period_end), first_event, now, span
     )
     objective_chart = charts.step_chart(
         views.objective_points(timeline, titles, _),
@@ -793,12 +806,11 @@ async def send_command(
         expected_version=expected_version,
     )
     try:
-        answer = await runner.run(objective_id, body)
+        return await runner.handle(objective_id, body)
     except REJECTABLE as error:
         return reject(error)
     except TRANSIENT as error:
-        return Rejection(503, "unavailable", f"a store is unavailable ({error}); retry", [])
-    return CommandResult.model_validate_json(bytes(answer.body))
+        return outage_rejection(error)
 
 
 def _float(value: str | None) -> float | None:
@@ -1192,7 +1204,7 @@ def _kpi_detail(
         return None
     observations: list[StoredObservation] = []
     cursor = None
-    start_us = int((since - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+    start_us = epoch_us(since)
     while len(observations) < SERIES_LIMIT:
         page = series_page(reader, kpi_key, start_us=start_us, after=cursor, limit=1000)
         observations.extend(page.items)
@@ -1334,7 +1346,3 @@ async def api_docs(request: Request, session: Reader) -> Response:
 @router.get("/openapi.json")
 async def api_document(request: Request, _session: Reader) -> JSONResponse:
     return JSONResponse(swagger_document(request.app))
-
-
-def objective_link(objective_id: UUID) -> str:
-    return f"/ui/objectives/{quote(str(objective_id))}"

@@ -252,13 +252,6 @@ def _day_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def period_moments(start: date, end: date) -> tuple[datetime, datetime]:
-    return (
-        datetime(start.year, start.month, start.day, tzinfo=UTC),
-        datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1),
-    )
-
-
 def change_text(value: object) -> str:
     """A before/after value of the decision history, short and readable."""
     if value is None:
