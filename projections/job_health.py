@@ -7,7 +7,9 @@ when, how many attempts, the last error) or setting records aside (dead letters,
 The board in force is a context variable: an app's lifespan sets its own before it starts its
 jobs, and every task they create inherits it, so two apps in one process (tests) never mix their
 jobs, and nothing has to be threaded through every call. Outside any app the process-wide board
-is used. It imports nothing of ours, so `projections` and `services` can both report to it.
+is used. The board also keeps how long its jobs' batches take in each stage
+(`projections.stage_timings`). It imports nothing of ours but that neighbour, so `projections` and
+`services` can both report to it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from projections.stage_timings import StageTimings
 
 JobState = Literal["starting", "running", "retrying"]
 
@@ -86,6 +90,8 @@ class JobBoard:
         self.clock = clock
         self._jobs: list[JobHealth] = []
         self._lock = threading.Lock()
+        self.stages = StageTimings()
+        """Batch size and duration per stage of the board's jobs (`/metrics`)."""
 
     @contextlib.contextmanager
     def job(self, name: str) -> Iterator[JobHealth]:
@@ -116,6 +122,12 @@ _CURRENT: contextvars.ContextVar[JobBoard] = contextvars.ContextVar(
 
 def current_board() -> JobBoard:
     return _CURRENT.get()
+
+
+def current_stages() -> StageTimings:
+    """Where the current job's stage timings go. A worker thread sees them only if it runs in a
+    copy of the job's context (`asyncio.to_thread` copies it; `run_in_executor` does not)."""
+    return _CURRENT.get().stages
 
 
 def context_reporting_to(board: JobBoard) -> contextvars.Context:

@@ -18,6 +18,9 @@ Within a batch each message is checked against the objective's projected version
 `run_projector` is the Kafka side: a consumer group that seeks each assigned partition to the
 position stored in the database (the authority), and commits the same offsets to Kafka afterwards
 only so that lag tools see them. docs/decisions/0006-projection-store.md.
+
+Each batch's stages are timed once (fetch, decode, apply, save, commit: the
+`okr_stage_*{job="projector"}` histograms of `projections.stage_timings`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
@@ -43,9 +47,17 @@ from events.okr import (
 )
 from projections.backoff import Backoff, keep_running
 from projections.failures import SetAsideStreak, describe, is_transient
+from projections.job_health import current_stages
 from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from projections.reducer import reduce_event
-from projections.views import AuditRow, ProjectedObjective, ReadStore, TimelineRow
+from projections.stage_timings import PROJECTOR
+from projections.views import (
+    AuditRow,
+    ProjectedObjective,
+    ProjectionWriter,
+    ReadStore,
+    TimelineRow,
+)
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
@@ -147,21 +159,33 @@ def apply_batch(store: ReadStore, messages: Sequence[Message]) -> BatchReport:
     the per-statement waits, not the SQL, were what kept the read models behind).
     """
     batch = _Batch()
-    report = BatchReport()
-    parsed = [(message, _parse(message)) for message in messages]
-    with store.transaction() as writer:
-        objective_ids = [p[0].objective_id for _, p in parsed if not isinstance(p, ValueError)]
-        loaded = writer.load_many(objective_ids)
-        batch.states = {objective_id: loaded.get(objective_id) for objective_id in objective_ids}
-        for message, event in parsed:
-            key = (message.topic, message.partition)
-            batch.next_offsets[key] = max(batch.next_offsets.get(key, 0), message.offset + 1)
-            report += _apply_one(batch, message, event)
+    timer = current_stages().timer(PROJECTOR)
+    with timer.stage("decode"):
+        parsed = [(message, _parse(message)) for message in messages]
+    with timer.stage("save"), store.transaction() as writer:
+        with timer.stage("apply"):
+            report = _fold(batch, writer, parsed)
         writer.save_many(list(batch.dirty.values()))
         writer.append_timeline(batch.timeline)
         writer.append_audit(batch.audit)
         for (topic, partition), next_offset in batch.next_offsets.items():
             writer.advance(topic, partition, next_offset)
+    timer.observe(len(messages))
+    return report
+
+
+def _fold(
+    batch: _Batch, writer: ProjectionWriter, parsed: Sequence[tuple[Message, Parsed | ValueError]]
+) -> BatchReport:
+    """The batch's objectives read in one query, then every message folded into them."""
+    report = BatchReport()
+    objective_ids = [p[0].objective_id for _, p in parsed if not isinstance(p, ValueError)]
+    loaded = writer.load_many(objective_ids)
+    batch.states = {objective_id: loaded.get(objective_id) for objective_id in objective_ids}
+    for message, event in parsed:
+        key = (message.topic, message.partition)
+        batch.next_offsets[key] = max(batch.next_offsets.get(key, 0), message.offset + 1)
+        report += _apply_one(batch, message, event)
     return report
 
 
@@ -327,7 +351,9 @@ async def run_projector(
             consumer.subscribe([topic], listener=listener)
             await consumer.start()
             succeeded()
+            stages = current_stages()
             while True:
+                fetching = perf_counter()
                 fetched = await consumer.getmany(
                     timeout_ms=POLL_TIMEOUT_MS, max_records=max_records
                 )
@@ -335,6 +361,7 @@ async def run_projector(
                 messages = [Message.of(r) for records in fetched.values() for r in records]
                 if not messages:
                     continue
+                stages.observe(PROJECTOR, "fetch", perf_counter() - fetching, len(messages))
                 report = await asyncio.to_thread(apply_isolating, store, messages, streak)
                 if report.rejected and dead_letters is not None:
                     # After the batch's commit: the rejected messages stay on okr.events (kept
@@ -344,7 +371,9 @@ async def run_projector(
                 log.debug("projector: %s", report)
                 if on_batch is not None:
                     on_batch(report)
+                committing = perf_counter()
                 await _commit(consumer, fetched)
+                stages.observe(PROJECTOR, "commit", perf_counter() - committing, len(messages))
         finally:
             await consumer.stop()  # leave the group while pausing, so others can take over
 

@@ -6,6 +6,9 @@ publication. The relay's position (the last notification id Kafka acknowledged) 
 event store's own database by eventsourcing's tracking recorder, and it moves only after the broker
 acknowledged every event up to it: a crash or restart republishes at most the unacknowledged tail.
 Delivery is therefore at-least-once; consumers dedupe on (objective id, version).
+
+Each batch's stages are timed once (read, publish, record: the `okr_stage_*{job="relay"}`
+histograms of `projections.stage_timings`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from domain.objective_events import DomainEvent
 from events import okr, topics
 from projections.backoff import Backoff, keep_running
+from projections.job_health import current_stages
+from projections.stage_timings import RELAY, StageTimer
 from services.relay.wakeup import SAFETY_POLL_S, wait_for_wakeup
 
 if TYPE_CHECKING:
@@ -166,10 +171,14 @@ class OutboxRelay:
         published = 0
         while limit is None or published < limit:
             size = batch_size if limit is None else min(batch_size, limit - published)
-            batch = await asyncio.to_thread(self.read_pending, size)
+            timer = current_stages().timer(RELAY)
+            with timer.stage("read"):
+                batch = await asyncio.to_thread(self.read_pending, size)
             if not batch:
                 break
-            await self.publish_batch(producer, batch)
+            with timer.stage("publish"):
+                await self.publish_batch(producer, batch, timer)
+            timer.observe(len(batch))
             published += len(batch)
         return published
 
@@ -183,8 +192,14 @@ class OutboxRelay:
             (n.id, to_envelope(cast(DomainEvent, mapper.to_domain_event(n)))) for n in notifications
         ]
 
-    async def publish_batch(self, producer: AIOKafkaProducer, batch: Sequence[Pending]) -> None:
-        """Send the batch, wait for every ack, then record the acknowledged prefix.
+    async def publish_batch(
+        self,
+        producer: AIOKafkaProducer,
+        batch: Sequence[Pending],
+        timer: StageTimer | None = None,
+    ) -> None:
+        """Send the batch, wait for every ack, then record the acknowledged prefix (`timer`: the
+        batch's, which times the recording).
 
         The producer keeps send order within a partition, and the key (objective id) picks the
         partition, so each objective's events arrive in version order. Only a contiguous prefix
@@ -213,7 +228,8 @@ class OutboxRelay:
                 break
             acknowledged += 1
         if acknowledged:
-            await asyncio.to_thread(self.position.advance, batch[acknowledged - 1][0])
+            with timer.stage("record") if timer else contextlib.nullcontext():
+                await asyncio.to_thread(self.position.advance, batch[acknowledged - 1][0])
         if failure is not None:
             raise failure
 

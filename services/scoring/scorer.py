@@ -22,12 +22,16 @@ a KPI) makes the save fail with an `IntegrityError`: the batch is recomputed fro
 
 Scores do not depend on batch boundaries: `domain.kpi_series` aggregates are order-free and exact,
 so a run killed and restarted anywhere ends with the values of an undisturbed run.
+
+Each batch's stages are timed once (fetch, decode, prepare, plan, save, commit: the
+`okr_stage_*{job="scorer"}` histograms of `projections.stage_timings`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -36,6 +40,7 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import groupby
 from operator import attrgetter
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
@@ -49,7 +54,9 @@ from domain.objective_events import DomainEvent, KpiBinding
 from events.topics import KPI_EVENTS
 from projections.backoff import Backoff, keep_running
 from projections.failures import SetAsideStreak, describe, is_transient
+from projections.job_health import current_stages
 from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
+from projections.stage_timings import SCORER, StageTimer
 from services.kafka.admin import ensure_topics
 from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.scoring.decoding import NotAKpiEventError
@@ -153,23 +160,31 @@ class KpiScorer:
 
         `prepared`: the batch prepared elsewhere (a worker process) before the stored state was
         read; used if its assumptions hold, else the batch is prepared again from `items`
-        (which are then read: a lazy sequence costs nothing otherwise)."""
+        (which are then read: a lazy sequence costs nothing otherwise).
+
+        Its stages (prepare, plan, save) are observed once, however many attempts it took."""
+        timer = current_stages().timer(SCORER)
         for attempt in range(1, CONFLICT_RETRIES + 1):
-            plan = self._plan(items, prepared, look_up_ids=attempt > 1)
+            with timer.stage("plan"):
+                plan = self._plan(items, prepared, timer, look_up_ids=attempt > 1)
             prepared = None
             plan.report.attempts = attempt
             if plan.batch is None:
+                timer.observe(plan.report.records)
                 return plan.report
             try:
-                self.application.save_events(plan.events, kpi_batch=plan.batch)
+                with timer.stage("save"):
+                    self.application.save_events(plan.events, kpi_batch=plan.batch)
             except IntegrityError as error:
                 log.info("KPI batch not saved (%s); recomputing (attempt %d)", error, attempt)
                 self.application.evict(plan.objective_ids)
                 continue
-            self._remember(plan.objectives)
-            self.application.snapshot_due(plan.events)
+            with timer.stage("save"):
+                self._remember(plan.objectives)
+                self.application.snapshot_due(plan.events)
             for move in plan.batch.positions:
                 plan.report.next_offsets[(move.topic, move.partition)] = move.next_offset
+            timer.observe(plan.report.records)
             return plan.report
         raise IntegrityError(f"KPI batch still conflicting after {CONFLICT_RETRIES} attempts")
 
@@ -182,7 +197,12 @@ class KpiScorer:
         return self._periods
 
     def _plan(
-        self, items: Sequence[Item], prepared: PreparedBatch | None, *, look_up_ids: bool
+        self,
+        items: Sequence[Item],
+        prepared: PreparedBatch | None,
+        timer: StageTimer,
+        *,
+        look_up_ids: bool,
     ) -> _Plan:
         """The batch's effects on the state as stored now.
 
@@ -194,14 +214,20 @@ class KpiScorer:
         received_at = prepared.received_at if prepared else datetime.now(UTC).isoformat()
         periods = self.binding_periods()
         if prepared is None or not prepared.holds_for(stored):
-            prepared = prepare(items, periods, received_at, skipped_before=stored)
+            with timer.stage("prepare"):
+                prepared = prepare(items, periods, received_at, skipped_before=stored)
         if not prepared.last_offsets:
             return _Plan(self._report(prepared, stored))
         known = self.reader.stored_event_ids(prepared.event_ids) if look_up_ids else set()
         if known:
-            prepared = prepare(
-                items, prepared.periods, received_at, skipped_before=stored, known=frozenset(known)
-            )
+            with timer.stage("prepare"):
+                prepared = prepare(
+                    items,
+                    prepared.periods,
+                    received_at,
+                    skipped_before=stored,
+                    known=frozenset(known),
+                )
         # The stats row is the KPI's fence: read it before anything else of the KPI.
         new = [kpi_key for kpi_key, share in prepared.kpis.items() if share.accepted]
         stats = self.reader.stats(sorted(prepared.kpis))
@@ -209,9 +235,10 @@ class KpiScorer:
         now_bound = periods_of([(b.kpi_key, b.bounds_us) for b in bindings])
         self._periods = {**periods, **{kpi_key: now_bound.get(kpi_key, ()) for kpi_key in new}}
         if not prepared.holds_for(stored, self._periods):
-            prepared = prepare(
-                items, self._periods, received_at, skipped_before=stored, known=prepared.known
-            )
+            with timer.stage("prepare"):
+                prepared = prepare(
+                    items, self._periods, received_at, skipped_before=stored, known=prepared.known
+                )
         report = self._report(prepared, stored)
         moved = _complete(prepared, stats, bindings, report)
         plan = _Plan(report)
@@ -398,8 +425,10 @@ async def read_batch(
 ) -> list[Item]:
     """Every record read; what is not a KPI event is dead-lettered (and kept as None: its
     offset still counts)."""
+    started = perf_counter()
     parts, rejected = read_parts(raw_parts(records))
     items = items_of(parts)
+    current_stages().observe(SCORER, "decode", perf_counter() - started, len(records))
     await dead_letter(dead_letters, records, rejected)
     return items
 
@@ -741,10 +770,12 @@ async def _consume(
         last_started = loop.time()
         in_flight = _InFlight(batch.last_offsets, _start_scoring(scorer, batch.items, prepared))
 
+    stages = current_stages()
     try:
         while True:
             # Batches in the workers are handed over (oldest first) once the workers are all
             # busy with later ones, or when nothing more is buffered.
+            fetching = perf_counter()
             fetched = await consumer.getmany(
                 timeout_ms=0 if pending else FETCH_TIMEOUT_MS, max_records=max_records
             )
@@ -760,6 +791,8 @@ async def _consume(
                 consumer, fetched, last_started + batch_interval_s - loop.time(), max_records
             )
             listener.raise_if_failed()
+            size = sum(len(held) for held in fetched.values())
+            stages.observe(SCORER, "fetch", perf_counter() - fetching, size)
             if suspects.cover(fetched):
                 while pending:
                     await hand_over(pending.popleft())
@@ -847,8 +880,12 @@ def _start_scoring(
 ) -> asyncio.Future[BatchReport]:
     """Hand the batch to a worker thread now. (A task around `asyncio.to_thread` would reach the
     executor only at the loop's next turn, and the loop may not turn until it waits for this
-    very batch: buffered records are fetched and read without suspending.)"""
-    return asyncio.get_running_loop().run_in_executor(None, scorer.score, items, prepared)
+    very batch: buffered records are fetched and read without suspending.) It runs in a copy of
+    this task's context, as `asyncio.to_thread` would: its stages go to the job's board."""
+    context = contextvars.copy_context()
+    return asyncio.get_running_loop().run_in_executor(
+        None, context.run, scorer.score, items, prepared
+    )
 
 
 async def _gather_more(
@@ -882,6 +919,7 @@ async def _follow_stored_positions(
 ) -> None:
     """Commit the stored positions to Kafka (for lag monitoring only), and skip ahead where
     another scorer got further than this batch (after a rebalance)."""
+    started = perf_counter()
     offsets: dict[TopicPartition, int] = {}
     held = consumer.assignment()
     for tp, last in last_offsets.items():
@@ -897,6 +935,7 @@ async def _follow_stored_positions(
         except KafkaError as error:
             # A rebalance in progress; the event store has the authoritative positions.
             log.debug("Kafka offsets not committed (%s)", error)
+    current_stages().observe(SCORER, "commit", perf_counter() - started, report.records)
 
 
 def _log_report(report: BatchReport) -> None:

@@ -27,9 +27,12 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from time import perf_counter
 
+from projections.job_health import current_stages
+from projections.stage_timings import SCORER
 from services.scoring.gc_tuning import freeze_start_up_objects
-from services.scoring.preparation import Period, PreparedBatch, RawPart, prepare_records
+from services.scoring.preparation import Period, PreparedBatch, RawPart, prepare_parts, read_parts
 
 PR_SET_PDEATHSIG = 1
 
@@ -62,11 +65,13 @@ class PreparationWorker:
         periods: Mapping[str, tuple[Period, ...]],
         received_at: str,
     ) -> asyncio.Future[PreparedBatch]:
-        """Send the batch to the worker now; batches sent meanwhile queue behind it."""
+        """Send the batch to the worker now; batches sent meanwhile queue behind it. Its decode
+        and prepare stages, timed in the worker, are observed here (as the scorer's)."""
         assert self._pool is not None, "start the worker first"
-        return asyncio.get_running_loop().run_in_executor(
-            self._pool, prepare_records, parts, dict(periods), received_at
+        timed = asyncio.get_running_loop().run_in_executor(
+            self._pool, _prepare_timed, parts, dict(periods), received_at
         )
+        return asyncio.ensure_future(_observed(timed, sum(len(part.offsets) for part in parts)))
 
     def stop(self) -> None:
         """Stop the processes and release what the pool made; batches not started are dropped
@@ -85,6 +90,27 @@ class PreparationWorker:
         pool.shutdown(wait=True, cancel_futures=True)
         del pool
         gc.collect()  # the queues' semaphores are unlinked when the queues are collected
+
+
+def _prepare_timed(
+    parts: Sequence[RawPart], periods: Mapping[str, tuple[Period, ...]], received_at: str
+) -> tuple[PreparedBatch, float, float]:
+    """`prepare_records`, with the seconds it took to read the records and to prepare them."""
+    started = perf_counter()
+    read, rejected = read_parts(parts)
+    read_at = perf_counter()
+    prepared = prepare_parts(read, periods, received_at, rejected=rejected)
+    return prepared, read_at - started, perf_counter() - read_at
+
+
+async def _observed(
+    timed: asyncio.Future[tuple[PreparedBatch, float, float]], records: int
+) -> PreparedBatch:
+    prepared, decode_s, prepare_s = await timed
+    stages = current_stages()
+    stages.observe(SCORER, "decode", decode_s, records)
+    stages.observe(SCORER, "prepare", prepare_s, records)
+    return prepared
 
 
 def _ready() -> bool:
