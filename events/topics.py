@@ -13,8 +13,17 @@ COMMAND_RESULTS: Final = "okr.command-results"
 EVENTS: Final = "okr.events"
 KPI_EVENTS: Final = "kpi.events"
 DEAD_LETTERS: Final = "okr.dlq"
+AUDIT_CHECKPOINTS: Final = "okr.audit-checkpoints"
 
-ALL_TOPICS: Final = (COMMANDS, COMMAND_RESULTS, EVENTS, KPI_EVENTS, DEAD_LETTERS)
+ALL_TOPICS: Final = (
+    COMMANDS,
+    COMMAND_RESULTS,
+    EVENTS,
+    KPI_EVENTS,
+    DEAD_LETTERS,
+    AUDIT_CHECKPOINTS,
+)
 
-RETAINED_FOREVER: Final = frozenset({EVENTS})
-"""`okr.events` is replayed from offset 0 to rebuild projections, so it never expires."""
+RETAINED_FOREVER: Final = frozenset({EVENTS, AUDIT_CHECKPOINTS})
+"""`okr.events` is replayed from offset 0 to rebuild projections, and signed checkpoints are the
+auditors' evidence: neither expires."""

@@ -8,6 +8,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
+from services.audit.checkpoints import run_checkpointer
 from services.commands.application import OkrApplication
 from services.commands.consumer import run_command_consumer
 from services.http.app import BackgroundJob, create_app
@@ -30,12 +31,14 @@ def service_jobs(settings: Settings, live: LiveFeed | None = None) -> list[Backg
 
 
 def pipeline_jobs(settings: Settings, live: LiveFeed | None = None) -> list[BackgroundJob]:
-    """Commands in, events out and projected: `okr serve`'s jobs besides the scorer's. The
-    projector tells `live` (the dashboard's feed) what each committed batch changed."""
+    """Commands in, events out and projected, the log's checkpoints signed: `okr serve`'s jobs
+    besides the scorer's. The projector tells `live` (the dashboard's feed) what each committed
+    batch changed."""
     return [
         partial(run_command_consumer, settings),
         partial(run_relay, settings),
         partial(run_projector_job, settings, on_batch=live.projected if live else None),
+        partial(run_checkpointer, settings),
     ]
 
 

@@ -166,6 +166,33 @@ class Settings(BaseSettings):
         "take the process's time from the writes.",
     )
 
+    audit_log_origin: str = Field(
+        "okr-ledger.local/events",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s+]+$",
+        description="The transparency log's origin, the first line of every checkpoint: a name "
+        "unique to this deployment (a host and path you own), so an auditor cannot mistake one "
+        "ledger's checkpoints for another's.",
+    )
+    audit_signing_key_file: Path = Field(
+        Path("var/audit-signing.key"),
+        description="Ed25519 key that signs checkpoints; created with mode 600 at first use. "
+        "Retired keys' verifier keys are kept beside it in <file>.verifiers.",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        None,
+        description="The signing key itself (PRIVATE+KEY+name+id+base64), instead of the file.",
+    )
+    checkpoint_every_events: int = Field(
+        1000, ge=1, description="Sign a checkpoint once this many events joined the log."
+    )
+    checkpoint_every_s: float = Field(
+        60.0,
+        gt=0,
+        description="Sign a checkpoint at least this often while events join the log.",
+    )
+
     local_kafka_version: str = Field("4.1.1", pattern=r"^\d+\.\d+\.\d+$")
     local_kafka_port: int = Field(9092, ge=1, le=65535)
     local_kafka_controller_port: int = Field(9093, ge=1, le=65535)

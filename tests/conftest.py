@@ -159,6 +159,7 @@ def settings(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Setting
         api_keys=INLINE_API_KEYS,
         api_keys_file=tmp_path / "api-keys.json",
         kafka_command_principals=KAFKA_PRINCIPAL,
+        audit_signing_key_file=tmp_path / "audit-signing.key",
     )
 
 

@@ -29,6 +29,7 @@ import typer
 if TYPE_CHECKING:
     from services.audit.history import AuditDecision, AuditHistory
     from services.audit.past_state_view import KeyResultAsOfBody
+    from services.audit.tampering import SinceCheckpointReport
     from services.commands.application import OkrApplication
 
 audit_app = typer.Typer(
@@ -130,9 +131,20 @@ def verify(
         True, "--topic/--no-topic", help="Also check every okr.events message against the store."
     ),
     output_format: HistoryFormat = typer.Option(HistoryFormat.TABLE, "--format"),
+    since_checkpoint: Path | None = typer.Option(
+        None,
+        "--since-checkpoint",
+        help="A signed checkpoint you kept: prove nothing it covered changed since.",
+    ),
+    keys: list[str] = typer.Option(
+        [], "--key", help="Verifier key of the checkpoint (default: this deployment's keys)."
+    ),
 ) -> None:
     """Check every objective's hash chain and snapshots, and okr.events against the store.
 
+    With --since-checkpoint, also recompute the transparency log from the stored events and
+    prove it consistent with that checkpoint, naming any event edited, deleted or moved, even
+    when the chain hashes and the topic were rewritten to match.
     Exit code 0 when intact, 1 naming each broken objective and version, 3 when the check
     could not run (Kafka unreachable, topic missing).
     """
@@ -144,20 +156,48 @@ def verify(
     from services.cli.main import settings_or_exit
 
     settings = settings_or_exit()
+    since = None
     with _application() as application:
         try:
             report = asyncio.run(verify_all(settings, application, check_topic=topic))
         except (KafkaError, OSError) as error:
             typer.echo(f"error: could not check okr.events: {error}", err=True)
             raise typer.Exit(3) from None
+        if since_checkpoint is not None:
+            since = _since_checkpoint(application, since_checkpoint.read_text(), keys)
     if output_format is HistoryFormat.JSON:
-        typer.echo(report.model_dump_json(indent=2))
+        document = report.model_dump(mode="json")
+        if since is not None:
+            document["since_checkpoint"] = {
+                "intact": since.intact,
+                "summary": since.summary(),
+                "findings": [str(finding) for finding in since.findings],
+            }
+        typer.echo(json.dumps(document, indent=2))
     else:
         for found in report.breaks:
             typer.echo(shown_break(str(found)))
         typer.echo(report.summary())
-    if not report.intact:
+        if since is not None:
+            for finding in since.findings:
+                typer.echo(shown_break(f"transparency log: {finding}"))
+            typer.echo(f"since checkpoint: {since.summary()}")
+    if not report.intact or (since is not None and not since.intact):
         raise typer.Exit(1)
+
+
+def _since_checkpoint(
+    application: OkrApplication, note: str, keys: list[str]
+) -> SinceCheckpointReport:
+    from services.audit.checkpoints import verifiers_for
+    from services.audit.tampering import verify_since_checkpoint
+    from services.transparency.tlog_check import CheckError, VerifierKey
+
+    try:
+        verifiers = [VerifierKey.parse(key) for key in keys] or verifiers_for(application.settings)
+    except CheckError as error:
+        raise typer.BadParameter(f"--key: {error}") from None
+    return verify_since_checkpoint(application, note, verifiers)
 
 
 def shown_break(text: str) -> str:

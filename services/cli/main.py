@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from services.cli import audit_log  # noqa: F401  (registers its commands on `okr audit`)
 from services.cli.audit import audit_app
 from services.cli.keys import keys_app
 from services.operations.logging_setup import configure_logging

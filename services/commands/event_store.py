@@ -33,10 +33,14 @@ from psycopg.sql import SQL, Identifier
 
 from domain.objective import Objective, evolve
 from domain.objective_events import DomainEvent, Immutable
+from projections.migrations import Migration, SchemaHistory, statements
+from projections.postgres import placeholders
 from projections.sqlite import WalCheckpointer, private_file
 from services.relay.wakeup import Doorbell, PostgresDoorbell, SocketDoorbell
 from services.scoring.series_store import SQLITE, KpiBatch, KpiReader, KpiWriter, postgres_dialect
 from services.stores import postgres_location
+from services.transparency import log_store
+from services.transparency.log_store import LogReader, LogWriter
 
 if TYPE_CHECKING:
     from eventsourcing.domain import DomainEventProtocol
@@ -256,19 +260,75 @@ CREATE_TABLES_LOCK = 0x6F6B725F7461626C
 """PostgreSQL advisory lock key held while a process creates or migrates the tables ("okr_tabl")."""
 
 
+MIGRATIONS_TABLE = "event_store_migrations"
+
+
+class CursorExecutor:
+    """A recorder's cursor as a `projections.migrations.Executor` (`?` placeholders)."""
+
+    def __init__(self, cursor: Any, *, postgres: bool) -> None:
+        self.cursor = cursor
+        self.postgres = postgres
+
+    def _sql(self, sql: str) -> str:
+        return placeholders(sql) if self.postgres else sql
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self.cursor.execute(self._sql(sql), params)
+        return list(self.cursor.fetchall())
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.cursor.execute(self._sql(sql), params)
+
+
+def event_store_history(
+    table: str,
+    baseline: Sequence[str],
+    migrate_kpi_series: Callable[[Any], None],
+    log_writer: LogWriter,
+) -> SchemaHistory:
+    """The event store's migrations, beside eventsourcing's own `stored_events` table (which the
+    library creates and never changes)."""
+
+    def kpi_series(db: Any) -> None:
+        migrate_kpi_series(db.cursor)
+
+    def merkle_log(db: Any) -> None:
+        for statement in log_writer.dialect.create_statements():
+            db.cursor.execute(statement)
+        log_writer.backfill(db.cursor)
+
+    return SchemaHistory(
+        table,
+        [
+            Migration(1, "receipts and KPI series tables", statements(*baseline)),
+            Migration(2, "KPI observations into series chunks", kpi_series),
+            Migration(3, "Merkle transparency log over every stored event", merkle_log),
+        ],
+    )
+
+
+def sqlite_receipts_baseline() -> list[str]:
+    return [
+        f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
+        "command_id TEXT PRIMARY KEY, request_digest TEXT NOT NULL, response BLOB NOT NULL)",
+        *SQLITE.create_statements(),
+    ]
+
+
 class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
         self.kpi_writer = KpiWriter(SQLITE)
         self.kpi = KpiReader(SQLITE, self._query)
-
-    def construct_create_table_statements(self) -> list[str]:
-        return [
-            *super().construct_create_table_statements(),
-            f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("
-            "command_id TEXT PRIMARY KEY, request_digest TEXT NOT NULL, response BLOB NOT NULL)",
-            *SQLITE.create_statements(),
-        ]
+        self.log_writer = LogWriter(log_store.sqlite_dialect(events_table_name))
+        self.log = LogReader(self.log_writer.dialect, self._query, self._write)
+        self.schema = event_store_history(
+            MIGRATIONS_TABLE,
+            sqlite_receipts_baseline(),
+            self.kpi_writer.migrate_legacy_sqlite,
+            self.log_writer,
+        )
 
     def create_table(self) -> None:
         """Tried again when another process held the write lock: the tables' transaction reads
@@ -285,7 +345,7 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
 
     def _create_table(self, c: SQLiteCursor) -> None:
         super()._create_table(c)
-        self.kpi_writer.migrate_legacy_sqlite(c)
+        self.schema.upgrade(CursorExecutor(c, postgres=False))
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -299,10 +359,18 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
                 f"INSERT INTO {RECEIPTS_TABLE} VALUES (?, ?, ?)",
                 (receipt.command_id, receipt.request_digest, orjson.dumps(receipt.response)),
             )
-        return super()._insert_events(c, stored_events, **kwargs)
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        self.log_writer.append_events(c, stored_events, notification_ids or ())
+        return notification_ids
 
     def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            rows: list[Any] = c.fetchall()
+            return rows
+
+    def _write(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.transaction(commit=True) as c:
             c.execute(statement, params)
             rows: list[Any] = c.fetchall()
             return rows
@@ -343,18 +411,22 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
 class PostgresReceiptRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {schema}.{table} (command_id text PRIMARY KEY, "
-                "request_digest text NOT NULL, response jsonb NOT NULL)"
-            ).format(schema=Identifier(self.datastore.schema), table=Identifier(RECEIPTS_TABLE))
-        )
-        kpi_dialect = postgres_dialect(self.datastore.schema)
-        self.sql_create_statements.extend(
-            SQL(statement).format() for statement in kpi_dialect.create_statements()
-        )
+        schema = self.datastore.schema
+        receipts = SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{table} (command_id text PRIMARY KEY, "
+            "request_digest text NOT NULL, response jsonb NOT NULL)"
+        ).format(schema=Identifier(schema), table=Identifier(RECEIPTS_TABLE))
+        kpi_dialect = postgres_dialect(schema)
         self.kpi_writer = KpiWriter(kpi_dialect)
         self.kpi = KpiReader(kpi_dialect, self._query)
+        self.log_writer = LogWriter(log_store.postgres_dialect(schema, events_table_name))
+        self.log = LogReader(self.log_writer.dialect, self._query, self._write)
+        self.schema = event_store_history(
+            f'"{schema}".{MIGRATIONS_TABLE}',
+            [receipts.as_string(), *kpi_dialect.create_statements()],
+            self.kpi_writer.migrate_legacy_postgres,
+            self.log_writer,
+        )
         self.own_backends: set[int] = set()
         """Server process ids of the connections this recorder inserted with: their `NOTIFY`
         is this process's own (`services.relay.wakeup.PostgresDoorbell`)."""
@@ -365,7 +437,16 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         concurrently updated") and on the legacy series migration."""
         curs.execute("SELECT pg_advisory_xact_lock(%s)", [CREATE_TABLES_LOCK])
         super()._create_table(curs)
-        self.kpi_writer.migrate_legacy_postgres(curs)
+        self.schema.upgrade(CursorExecutor(curs, postgres=True))
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int]:
+        """The library reads the new notification ids here, still holding the events table's
+        EXCLUSIVE lock: the events join the log in the same transaction and order."""
+        notification_ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        self.log_writer.append_events(curs, stored_events, notification_ids)
+        return notification_ids
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -394,6 +475,11 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
 
     def _query(self, statement: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement.encode(), params)
+            return curs.fetchall()
+
+    def _write(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.transaction(commit=True) as curs:
             curs.execute(statement.encode(), params)
             return curs.fetchall()
 

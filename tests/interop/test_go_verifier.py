@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from services.audit import merkle
-from services.audit.signing import CheckpointSigner, generate_signer
-from services.audit.tlog_check import (
+from services.transparency import merkle
+from services.transparency.signing import CheckpointSigner, generate_signer
+from services.transparency.tlog_check import (
     CheckError,
     Checkpoint,
     ConsistencyProof,

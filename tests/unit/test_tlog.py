@@ -1,7 +1,7 @@
 """The transparency log's pure core: Merkle storage and proofs, checkpoints, signed notes, keys.
 
-Proofs made by `services.audit.merkle` (Go's tlog stored-hash scheme) must verify with the
-stand-alone checker `services.audit.tlog_check` (RFC 9162's algorithms), and nothing tampered
+Proofs made by `services.transparency.merkle` (Go's tlog stored-hash scheme) must verify with the
+stand-alone checker `services.transparency.tlog_check` (RFC 9162's algorithms), and nothing tampered
 with may. Known answers come from the Certificate Transparency test vectors and from Go's note
 package; the interoperability with Go itself is in tests/interop.
 """
@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.audit import merkle, tlog_check
-from services.audit.signing import (
+from services.transparency import merkle, tlog_check
+from services.transparency.signing import (
     CheckpointSigner,
     SigningKeyError,
     generate_signer,
@@ -35,7 +35,7 @@ from services.audit.signing import (
     signer_from_text,
     verifiers_path,
 )
-from services.audit.tlog_check import (
+from services.transparency.tlog_check import (
     EMPTY_ROOT,
     CheckError,
     Checkpoint,
