@@ -240,7 +240,7 @@ def test_auditors_read_checkpoints_and_proofs_over_http_and_check_them_offline(
 
     async def scenario() -> None:
         async with api.router.lifespan_context(api), client() as http:
-            headers = auth_headers("audit")
+            headers = auth_headers("auditor")
             latest = await http.get("/audit/checkpoints/latest", headers=headers)
             assert latest.status_code == 200, latest.text
             assert open_checkpoint(latest.text, keys).tree_size == 4
