@@ -441,11 +441,11 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int]:
+    ) -> Sequence[int] | None:
         """The library reads the new notification ids here, still holding the events table's
         EXCLUSIVE lock: the events join the log in the same transaction and order."""
         notification_ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        self.log_writer.append_events(curs, stored_events, notification_ids)
+        self.log_writer.append_events(curs, stored_events, notification_ids or ())
         return notification_ids
 
     def _insert_events(

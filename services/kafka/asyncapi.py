@@ -20,6 +20,7 @@ from faststream.specification import AsyncAPI
 from pydantic.json_schema import models_json_schema
 
 from events import topics
+from events.audit import SignedCheckpoint
 from events.commands import Command, CommandResult
 from events.dead_letters import DeadLetter
 from events.kpi import KpiEvent
@@ -114,6 +115,18 @@ def describing_broker(topic_prefix: str = "", bootstrap_servers: str | None = No
             "partition, offset); keyed like the original message."
         ),
         schema=DeadLetter,
+    )
+    broker.publisher(
+        topic(topics.AUDIT_CHECKPOINTS),
+        title="audit-checkpoints",
+        description=(
+            "Signed checkpoints of the transparency log over every stored event (docs/decisions/"
+            "0020): the value is a C2SP tlog-checkpoint (origin, tree size, base64 RFC 6962 root) "
+            "wrapped as a C2SP signed-note with an Ed25519 signature, UTF-8 text; the key is the "
+            "log's origin; header `tree_size`. Published at least once, retained forever: "
+            "auditors keep them and check later trees against them (`okr audit check`)."
+        ),
+        schema=SignedCheckpoint,
     )
     return broker
 

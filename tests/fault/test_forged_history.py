@@ -100,7 +100,8 @@ def _key(settings: Settings, objective_id: UUID) -> Any:
 def _state(settings: Settings, objective_id: UUID, version: int) -> dict[str, Any]:
     [(state,)] = execute(
         settings,
-        f"SELECT state FROM {events_table(settings)} WHERE originator_id = ? AND originator_version = ?",
+        f"SELECT state FROM {events_table(settings)} "
+        "WHERE originator_id = ? AND originator_version = ?",
         _key(settings, objective_id),
         version,
     )
@@ -112,7 +113,8 @@ def _state(settings: Settings, objective_id: UUID, version: int) -> dict[str, An
 def _rewrite(settings: Settings, objective_id: UUID, version: int, state: dict[str, Any]) -> None:
     execute(
         settings,
-        f"UPDATE {events_table(settings)} SET state = ? WHERE originator_id = ? AND originator_version = ?",
+        f"UPDATE {events_table(settings)} SET state = ? "
+        "WHERE originator_id = ? AND originator_version = ?",
         orjson.dumps(state),
         _key(settings, objective_id),
         version,
@@ -177,10 +179,10 @@ def rebuild_tree(settings: Settings) -> None:
     """Throw the log's tree away and build it again from the events as they are now."""
     if is_postgres(settings.event_store_url):
         with psycopg.connect(settings.event_store_url, row_factory=dict_row) as conn:
-            cursor = conn.cursor()
-            cursor.execute("DELETE FROM merkle_hashes")
-            cursor.execute("DELETE FROM merkle_leaves")
-            LogWriter(postgres_dialect("public", events_table(settings))).backfill(cursor)
+            rows = conn.cursor()
+            rows.execute("DELETE FROM merkle_hashes")
+            rows.execute("DELETE FROM merkle_leaves")
+            LogWriter(postgres_dialect("public", events_table(settings))).backfill(rows)
         return
     connection = sqlite3.connect(sqlite_path(settings.event_store_url))
     connection.row_factory = sqlite3.Row
@@ -192,7 +194,7 @@ def rebuild_tree(settings: Settings) -> None:
     connection.close()
 
 
-# --- the scenarios ---------------------------------------------------------------------------------
+# --- the scenarios -------------------------------------------------------------------------------
 
 
 class Story:

@@ -118,9 +118,9 @@ def test_every_event_proves_included_and_trees_prove_consistent(
             round_tripped = InclusionProof.from_json(proof.to_json())
             assert check_inclusion(round_tripped, verifiers).tree_size == 9
             assert f'"version":{version}' in proof.leaf_data.decode()
-    proof = consistency_proof(application, old.note)
+    consistency = consistency_proof(application, old.note)
     old_checkpoint, new_checkpoint = check_consistency(
-        ConsistencyProof.from_json(proof.to_json()), verifiers
+        ConsistencyProof.from_json(consistency.to_json()), verifiers
     )
     assert (old_checkpoint.tree_size, new_checkpoint.tree_size) == (4, 9)
 

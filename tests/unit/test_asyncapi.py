@@ -26,6 +26,7 @@ CONTRACTS = {
     (topics.EVENTS, "receive"): "OkrEventEnvelope",
     (topics.KPI_EVENTS, "receive"): "KpiEvent",
     (topics.DEAD_LETTERS, "send"): "DeadLetter",
+    (topics.AUDIT_CHECKPOINTS, "send"): "SignedCheckpoint",
 }
 """(logical topic, what the service does on it) -> the model of its messages."""
 
