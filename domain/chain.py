@@ -34,6 +34,11 @@ or are the hash itself)."""
 
 E = TypeVar("E", bound="DomainEvent")
 
+CANONICAL_JSON = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+"""One encoder for every canonical encoding (`json.dumps` would build one per call)."""
+
 
 @dataclass(frozen=True)
 class EventRecord:
@@ -53,9 +58,7 @@ class EventRecord:
             "class_version": self.class_version,
             "fields": self.fields,
         }
-        return json.dumps(
-            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
+        return CANONICAL_JSON.encode(document).encode()
 
     @classmethod
     def from_stored(

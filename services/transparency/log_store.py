@@ -64,8 +64,9 @@ def leaf_data(stored: StoredEvent | Any) -> bytes:
     state = orjson.loads(stored.state)
     if not isinstance(state, dict):
         raise ValueError("a stored event's state must be a JSON object")
+    objective_id = stored.originator_id
     record = EventRecord.from_stored(
-        UUID(str(stored.originator_id)),
+        objective_id if isinstance(objective_id, UUID) else UUID(str(objective_id)),
         stored.originator_version,
         event_type(stored.topic),
         state,
