@@ -282,3 +282,35 @@ def test_auditors_read_checkpoints_and_proofs_over_http_and_check_them_offline(
         ],
     )
     assert checked.exit_code == 0, checked.output
+
+
+async def test_the_checkpointer_signs_after_n_events_and_publishes_each_checkpoint(
+    settings: Settings,
+) -> None:
+    from events import topics
+    from services.audit.checkpoints import run_checkpointer
+    from services.kafka.admin import ensure_topics
+    from tests.kafka_support import read_until, running
+
+    await ensure_topics(settings)
+    every_four = settings.model_copy(
+        update={"checkpoint_every_events": 4, "checkpoint_every_s": 3600}
+    )
+    application = OkrApplication(every_four)
+    keys = verifiers_for(every_four)
+    try:
+        async with running(run_checkpointer(every_four, application)) as job:
+            first = await read_until(settings, topics.AUDIT_CHECKPOINTS, lambda r: len(r) >= 1)
+            assert open_checkpoint(first[0].value.decode(), keys).tree_size == 0
+            objective_with_check_ins(application)  # 4 events: one checkpoint is due
+            objective_with_check_ins(application, check_ins=1)  # 3 more: not yet
+            records = await read_until(
+                settings, topics.AUDIT_CHECKPOINTS, lambda r: len(r) >= 2, watch=job
+            )
+    finally:
+        application.close()
+    sizes = [open_checkpoint(r.value.decode(), keys).tree_size for r in records]
+    assert sizes[0] == 0
+    assert 4 <= sizes[1] <= 7  # due at 4; later saves may land before it reads the size
+    assert records[1].key == every_four.audit_log_origin.encode()
+    assert dict(records[1].headers)["tree_size"] == str(sizes[1]).encode()
