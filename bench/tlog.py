@@ -222,21 +222,39 @@ def make_old_checkpoint(log_reader: Any, signer: Any, settings: Settings, size: 
 def table(results: dict[str, Any]) -> str:
     n = results["events"]
     rows = [
-        ("append, eventsourcing's recorder (baseline)", f"{results['append_raw_s']:.1f} s",
-         f"{n / results['append_raw_s']:,.0f} events/s"),
-        ("append, with the Merkle log", f"{results['append_log_s']:.1f} s",
-         f"{n / results['append_log_s']:,.0f} events/s "
-         f"({results['append_raw_s'] / results['append_log_s']:.2f} of baseline)"),
+        (
+            "append, eventsourcing's recorder (baseline)",
+            f"{results['append_raw_s']:.1f} s",
+            f"{n / results['append_raw_s']:,.0f} events/s",
+        ),
+        (
+            "append, with the Merkle log",
+            f"{results['append_log_s']:.1f} s",
+            f"{n / results['append_log_s']:,.0f} events/s "
+            f"({results['append_raw_s'] / results['append_log_s']:.2f} of baseline)",
+        ),
         ("sign a checkpoint", f"{results['checkpoint_ms']:.1f} ms", ""),
-        ("inclusion proof", f"{results['inclusion_proof']['median_ms']:.2f} ms median",
-         f"p99 {results['inclusion_proof']['p99_ms']:.2f} ms"),
-        ("consistency proof", f"{results['consistency_proof']['median_ms']:.2f} ms median",
-         f"p99 {results['consistency_proof']['p99_ms']:.2f} ms"),
-        ("read every event raw (baseline)", f"{results['read_raw_s']:.1f} s",
-         f"{n / results['read_raw_s']:,.0f} events/s"),
-        ("verify --since-checkpoint", f"{results['verify_s']:.1f} s",
-         f"{n / results['verify_s']:,.0f} events/s "
-         f"({results['read_raw_s'] / results['verify_s']:.2f} of raw read)"),
+        (
+            "inclusion proof",
+            f"{results['inclusion_proof']['median_ms']:.2f} ms median",
+            f"p99 {results['inclusion_proof']['p99_ms']:.2f} ms",
+        ),
+        (
+            "consistency proof",
+            f"{results['consistency_proof']['median_ms']:.2f} ms median",
+            f"p99 {results['consistency_proof']['p99_ms']:.2f} ms",
+        ),
+        (
+            "read every event raw (baseline)",
+            f"{results['read_raw_s']:.1f} s",
+            f"{n / results['read_raw_s']:,.0f} events/s",
+        ),
+        (
+            "verify --since-checkpoint",
+            f"{results['verify_s']:.1f} s",
+            f"{n / results['verify_s']:,.0f} events/s "
+            f"({results['read_raw_s'] / results['verify_s']:.2f} of raw read)",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"transparency log, {n:,} events, {results['store']}, batch {results['batch']}"]
@@ -249,7 +267,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--proofs", type=int, default=200)
-    parser.add_argument("--store", help="postgresql://… (a scratch database is made); default SQLite")
+    parser.add_argument(
+        "--store", help="postgresql://… (a scratch database is made); default SQLite"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     load_before = os.getloadavg()

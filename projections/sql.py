@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from projections.migrations import Migration, SchemaHistory, statements
 from projections.views import (
     AuditRow,
     KeyResultRow,
@@ -147,6 +148,23 @@ SCHEMA = (
 )
 """Timeline and audit are keyed by (objective, version): appending an event twice is refused,
 so two projectors racing on one objective fail a batch instead of doubling a row."""
+
+MIGRATIONS_TABLE = "read_store_migrations"
+
+
+def read_store_history(column_types: Mapping[str, str]) -> SchemaHistory:
+    """The read store's migrations (`projections.migrations`); `SCHEMA` is version 1."""
+    return SchemaHistory(
+        MIGRATIONS_TABLE,
+        [
+            Migration(
+                1,
+                "objectives, key results, score timeline, audit, projection positions",
+                statements(*(statement.format_map(column_types) for statement in SCHEMA)),
+            )
+        ],
+    )
+
 
 R = TypeVar("R", bound=Row)
 
@@ -338,7 +356,7 @@ class SqlReadStore:
         with self._cache_lock:
             self._cache.clear()
         with self.dialect.session(write=True) as session:
-            for table in TABLES:
+            for table in (*TABLES, MIGRATIONS_TABLE):
                 session.run(f"DROP TABLE IF EXISTS {table}")
             self._create(session)
 
@@ -356,8 +374,7 @@ class SqlReadStore:
                 self._cache.popitem(last=False)
 
     def _create(self, session: Session) -> None:
-        for statement in SCHEMA:
-            session.run(statement.format_map(self.dialect.column_types))
+        read_store_history(self.dialect.column_types).upgrade(session)
 
     # --- reading ---
 

@@ -142,6 +142,32 @@ def projections_rebuild(
         typer.echo(f"{table}: {count}")
 
 
+@app.command("migrate")
+def migrate(
+    status: bool = typer.Option(
+        False, "--status", help="Only show each store's migrations, applied or pending."
+    ),
+) -> None:
+    """Bring both stores' schemas up to this release (every process also does it at start).
+
+    With --status, change nothing: list each migration with when it was applied, or `pending`.
+    """
+    from services.operations.schema_status import store_schemas
+
+    settings = settings_or_exit()
+    if not status:
+        from services.commands.application import OkrApplication
+        from services.projector_service import open_read_store
+
+        OkrApplication(settings).close()
+        open_read_store(settings).close()
+    for schema in store_schemas(settings.event_store_url, settings.read_store_url):
+        typer.echo(f"{schema.store} ({len(schema.pending)} pending)")
+        for state in schema.migrations:
+            when = state.applied_at or "pending"
+            typer.echo(f"  {state.version:>3}  {when:<32}  {state.name}")
+
+
 @app.command("asyncapi")
 def asyncapi(
     output: str | None = typer.Option(

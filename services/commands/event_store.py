@@ -308,6 +308,17 @@ def event_store_history(
     )
 
 
+def event_store_migrations() -> SchemaHistory:
+    """The event store's migrations as names and versions, whatever the backend: what
+    `okr migrate --status` compares a store's table with."""
+    return event_store_history(
+        MIGRATIONS_TABLE,
+        sqlite_receipts_baseline(),
+        KpiWriter(SQLITE).migrate_legacy_sqlite,
+        LogWriter(log_store.sqlite_dialect("stored_events")),
+    )
+
+
 def sqlite_receipts_baseline() -> list[str]:
     return [
         f"CREATE TABLE IF NOT EXISTS {RECEIPTS_TABLE} ("

@@ -1,0 +1,85 @@
+"""Versioned migrations: each store records what was applied, a store of the previous release is
+upgraded in place, `okr migrate --status` reads without changing anything, and a store migrated by
+a newer release is refused rather than misread."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from projections.migrations import NewerSchemaError
+from services.cli.main import app as cli
+from services.commands.application import OkrApplication
+from services.settings import Settings
+from tests.store_support import execute
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def env(settings: Settings) -> dict[str, str]:
+    return {
+        "OKR_EVENT_STORE_URL": settings.event_store_url,
+        "OKR_READ_STORE_URL": settings.read_store_url,
+    }
+
+
+def release_0_1_store(tmp_path: Path) -> Settings:
+    path = tmp_path / "events.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript((FIXTURES / "event_store_0_1.sql").read_text())
+    return Settings(
+        event_store_url=f"sqlite:///{path}",
+        read_store_url=f"sqlite:///{tmp_path / 'read.sqlite'}",
+        audit_signing_key_file=tmp_path / "key",
+    )
+
+
+def test_status_reads_the_previous_release_then_migrate_upgrades_it(tmp_path: Path) -> None:
+    settings = release_0_1_store(tmp_path)
+    before = (tmp_path / "events.sqlite").read_bytes()
+
+    status = CliRunner().invoke(cli, ["migrate", "--status"], env=env(settings))
+
+    assert status.exit_code == 0, status.output
+    assert "event store (3 pending)" in status.output
+    assert "read store (1 pending)" in status.output
+    assert (tmp_path / "events.sqlite").read_bytes() == before  # looking changed nothing
+    assert not (tmp_path / "read.sqlite").exists()
+
+    upgraded = CliRunner().invoke(cli, ["migrate"], env=env(settings))
+
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "event store (0 pending)" in upgraded.output
+    assert "read store (0 pending)" in upgraded.output
+    assert execute(settings, "SELECT count(*) FROM merkle_leaves") == [(10,)]
+    assert execute(settings, "SELECT count(*) FROM command_receipts") == [(10,)]
+
+
+def test_both_stores_record_their_migrations(store_settings: Settings) -> None:
+    from services.projector_service import open_read_store
+
+    OkrApplication(store_settings).close()
+    open_read_store(store_settings).close()
+
+    status = CliRunner().invoke(cli, ["migrate", "--status"], env=env(store_settings))
+
+    assert status.exit_code == 0, status.output
+    assert status.output.count("(0 pending)") == 2
+    assert "Merkle transparency log" in status.output
+
+
+def test_a_store_migrated_by_a_newer_release_is_refused(store_settings: Settings) -> None:
+    OkrApplication(store_settings).close()
+    execute(
+        store_settings,
+        "INSERT INTO event_store_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        99,
+        "from the future",
+        "2027-01-01T00:00:00+00:00",
+    )
+
+    with pytest.raises(NewerSchemaError, match="migration 99, newer than this release"):
+        OkrApplication(store_settings)
