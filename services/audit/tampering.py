@@ -171,10 +171,11 @@ def _stored_tree_against(
 
 
 def _places(
-    recomputed: list[_Leaf], stored: list[tuple[int, int, bytes]], covered: int
+    recomputed: list[_Leaf], stored_leaves: Iterable[tuple[int, int, bytes]], covered: int
 ) -> list[Finding]:
     """Name each event whose leaf differs from the stored tree's leaf for it."""
     findings: list[Finding] = []
+    stored = list(stored_leaves)
     now = {leaf.notification_id: leaf for leaf in recomputed}
     leaf_of_hash = {digest: index for index, _, digest in stored}
     in_log = set()

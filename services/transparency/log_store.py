@@ -16,7 +16,7 @@ disagree with the store, and two writers never interleave their leaves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,6 +37,8 @@ from services.transparency.tlog_check import leaf_hash
 HASHES = "merkle_hashes"
 LEAVES = "merkle_leaves"
 CHECKPOINTS = "audit_checkpoints"
+LEAF_PAGE = 5000
+"""Leaves read per statement (well under SQLite's 32,766 bound parameters)."""
 
 
 class Cursor(Protocol):
@@ -267,20 +269,20 @@ class LogReader:
         )
         return int(rows[0]["leaf_index"]) if rows else None
 
-    def leaves(self, start: int, stop: int) -> list[tuple[int, int, bytes]]:
-        """(leaf index, notification id, stored leaf hash) of the leaves in [start, stop)."""
-        rows = self._query(
-            self.dialect.sql(
-                "SELECT leaf_index, notification_id FROM {leaves} "
-                "WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index"
-            ),
-            (start, stop),
-        )
-        hashes = self.read_hashes([stored_hash_index(0, int(r["leaf_index"])) for r in rows])
-        return [
-            (int(r["leaf_index"]), int(r["notification_id"]), h)
-            for r, h in zip(rows, hashes, strict=True)
-        ]
+    def leaves(self, start: int, stop: int) -> Iterator[tuple[int, int, bytes]]:
+        """(leaf index, notification id, stored leaf hash) of the leaves in [start, stop), read
+        a page at a time."""
+        for page_start in range(start, stop, LEAF_PAGE):
+            rows = self._query(
+                self.dialect.sql(
+                    "SELECT leaf_index, notification_id FROM {leaves} "
+                    "WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index"
+                ),
+                (page_start, min(stop, page_start + LEAF_PAGE)),
+            )
+            hashes = self.read_hashes([stored_hash_index(0, int(r["leaf_index"])) for r in rows])
+            for row, digest in zip(rows, hashes, strict=True):
+                yield int(row["leaf_index"]), int(row["notification_id"]), digest
 
     def keep_checkpoint(self, tree_size: int, note: str) -> bool:
         """Keep a signed checkpoint; False when one of that size is kept already."""
