@@ -1,4 +1,5 @@
-"""Running the service: the health monitor and the logging of `okr serve` and `okr scorer`.
+"""Running the service: the health monitor, the logging of `okr serve` and `okr scorer`, and the
+job board's metrics (`job_metrics`: jobs up, dead letters, stage timings).
 
 May import: projections (the job board, failure classes), services.commands, services.kafka,
 services.relay, services.stores, services.settings.
