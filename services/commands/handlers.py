@@ -14,11 +14,11 @@ from uuid import UUID
 from domain import objective as decide
 from domain.chain import GENESIS_HASH, seal
 from domain.errors import RuleViolationError
-from domain.measures import KeyResultKind, KeyResultSpec
 from domain.objective import Decision, Objective, require_objective
-from domain.objective_events import Aggregation, DomainEvent, KpiBinding, ObjectiveCreated
+from domain.objective_events import Aggregation, DomainEvent, KpiBinding, spec_of
 from domain.quality import QualityReport
 from events import commands as wire
+from events import okr
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,6 @@ class Outcome:
     events: list[DomainEvent]
     report: QualityReport | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def to_spec(definition: wire.KeyResultDefinition) -> KeyResultSpec:
-    return KeyResultSpec(
-        **definition.model_dump(exclude={"kind"}), kind=KeyResultKind(definition.kind)
-    )
 
 
 def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outcome:
@@ -45,11 +39,11 @@ def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outc
         period_start=command.period_start,
         period_end=command.period_end,
         parent_id=command.parent_id,
-        key_results=[to_spec(kr) for kr in command.key_results],
+        key_results=[spec_of(kr) for kr in command.key_results],
         objective_id=command.objective_id,
     )
     [created] = events
-    assert isinstance(created, ObjectiveCreated)
+    assert isinstance(created, okr.ObjectiveCreated)
     made = [key_result.key_result_id for key_result in created.key_results]
     return Outcome(events, report, {"key_result_ids": made})
 
@@ -83,7 +77,7 @@ def archive_objective(objective: Objective, decision: Decision, _: Any) -> Outco
 def add_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
     command: wire.AddKeyResult = body
     events, report, key_result_id = decide.add_key_result(
-        objective, decision, to_spec(command.key_result)
+        objective, decision, spec_of(command.key_result)
     )
     return Outcome(
         events, report, {"key_result_id": key_result_id, "key_result_ids": [key_result_id]}
@@ -93,7 +87,7 @@ def add_key_result(objective: Objective, decision: Decision, body: Any) -> Outco
 def revise_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
     command: wire.ReviseKeyResult = body
     events, report = decide.revise_key_result(
-        objective, decision, command.key_result_id, to_spec(command.key_result)
+        objective, decision, command.key_result_id, spec_of(command.key_result)
     )
     return Outcome(events, report)
 

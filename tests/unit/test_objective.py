@@ -41,7 +41,6 @@ from domain.objective_events import (
     KpiBound,
     KpiProgressRecorded,
     KpiUnbound,
-    NewKeyResult,
     ObjectiveActivated,
     ObjectiveAligned,
     ObjectiveArchived,
@@ -49,8 +48,11 @@ from domain.objective_events import (
     ObjectiveCreated,
     ObjectiveRevised,
     ProgressCheckedIn,
+    definition_of,
+    spec_of,
 )
 from domain.quality import QualityReport
+from events import okr
 from services.commands.event_store import OrjsonTranscoder, PydanticMapper
 from tests import seed
 
@@ -187,7 +189,7 @@ def test_create_accepts_the_seeds_good_key_results_resolving_relative_targets() 
     [event] = events
     assert isinstance(event, ObjectiveCreated)
     assert (event.originator_id, event.originator_version) == (chosen, 1)
-    sales, churn, nps, path = (kr.spec for kr in event.key_results)
+    sales, churn, nps, path = (spec_of(kr) for kr in event.key_results)
     assert (sales.target, sales.relative_target) == (1300.0, "+30%")
     assert (churn.target, churn.relative_target) == (7.6, "-5%")
     assert nps == NPS
@@ -304,7 +306,7 @@ def test_activate_checks_quality_again() -> None:
         team="sales",
         period_start=Q3_START,
         period_end=Q3_END,
-        key_results=(NewKeyResult(key_result_id=uuid4(), spec=LEAD_GENERATION),),
+        key_results=[okr.KeyResult(key_result_id=uuid4(), **dict(definition_of(LEAD_GENERATION)))],
     )
     draft = evolve(legacy, None)
     with pytest.raises(QualityRejectedError) as raised:
