@@ -336,6 +336,21 @@ def check_in(
     return [checked_in]
 
 
+def comment_key_result(
+    objective: Objective, decision: Decision, key_result_id: UUID, text: str
+) -> list[DomainEvent]:
+    """A remark on a key result, kept in its history and on its timeline; nothing else changes.
+    Taken while the objective is open, like every other change to its key results."""
+    _require_open(objective, "comment on a key result of")
+    objective.key_result(key_result_id)
+    if not text.strip():
+        raise RuleViolationError("a comment needs some text")
+    commented = decision.event(
+        objective, okr.KeyResultCommented, key_result_id=key_result_id, text=text
+    )
+    return [commented]
+
+
 def record_kpi_progress(
     objective: Objective,
     decision: Decision,
@@ -580,6 +595,11 @@ def _kpi_progress(payload: okr.KpiProgressRecorded, objective: Objective | None)
         last_update=header_of(payload).timestamp,
     )
     return _touch(current, payload, key_results=key_results)
+
+
+@_apply.register
+def _kr_commented(payload: okr.KeyResultCommented, objective: Objective | None) -> Objective:
+    return _touch(objective, payload)
 
 
 def replay(events: Iterable[DomainEvent], objective: Objective | None = None) -> Objective | None:

@@ -195,6 +195,15 @@ class KpiProgressRecorded(OkrPayload):
     last_offset: int | None = None
 
 
+class KeyResultCommented(OkrPayload):
+    """Someone said something about a key result; its value and score do not change."""
+
+    timeline = Timeline("comment", detail=("text",))
+
+    key_result_id: UUID
+    text: str
+
+
 PAYLOADS: Mapping[str, type[OkrPayload]] = {
     payload.__name__: payload
     for payload in (
@@ -211,6 +220,7 @@ PAYLOADS: Mapping[str, type[OkrPayload]] = {
         KpiUnbound,
         ProgressCheckedIn,
         KpiProgressRecorded,
+        KeyResultCommented,
     )
 }
 """Event type -> payload model; the type name is the model's class name."""

@@ -85,7 +85,7 @@ def reduce_event(
         actor=envelope.actor,
         command_id=envelope.command_id,
         reason=envelope.reason,
-        changes=diff(state, projected),
+        changes=diff(state, projected) + said(payload),
     )
     place = type(payload).timeline
     timeline = None if place is None else _timeline_row(state, projected, envelope, payload, place)
@@ -299,6 +299,19 @@ def _whole_row_changes(
         for path in dict.fromkeys([*old, *new])
         if old.get(path) != new.get(path)
     ]
+
+
+@singledispatch
+def said(payload: okr.OkrPayload) -> tuple[FieldChange, ...]:
+    """What an event says without changing a field (a comment), audited as a change from null
+    so that the history shows it; nothing for the other events."""
+    return ()
+
+
+@said.register
+def _comment(payload: okr.KeyResultCommented) -> tuple[FieldChange, ...]:
+    path = f"key_results[{payload.key_result_id}].comment"
+    return (FieldChange(field=path, before=None, after=payload.text),)
 
 
 # --- one rule per event type ----------------------------------------------------------------------
@@ -518,3 +531,14 @@ def _kpi_progress(
         for row in current.key_results
     )
     return _touch(current, envelope, key_results=key_results)
+
+
+@_evolve.register
+def _kr_commented(
+    payload: okr.KeyResultCommented,
+    state: ProjectedObjective | None,
+    envelope: okr.OkrEventEnvelope,
+) -> ProjectedObjective:
+    current = _require(state, envelope)
+    _find(current, payload.key_result_id)
+    return _touch(current, envelope)

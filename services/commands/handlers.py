@@ -121,6 +121,13 @@ def check_in(objective: Objective, decision: Decision, body: Any) -> Outcome:
     return Outcome(events)
 
 
+def comment_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.CommentKeyResult = body
+    return Outcome(
+        decide.comment_key_result(objective, decision, command.key_result_id, command.text)
+    )
+
+
 def keyed_by_envelope(body: wire.CreateObjective, objective_id: UUID | None) -> Any:
     """A create keyed by its envelope's objective id creates that objective, not a random one."""
     if objective_id is None or body.objective_id == objective_id:
@@ -150,6 +157,7 @@ HANDLERS: dict[str, Handler] = {
     "bind_kpi": bind_kpi,
     "unbind_kpi": unbind_kpi,
     "check_in": check_in,
+    "comment_key_result": comment_key_result,
 }
 
 

@@ -95,6 +95,7 @@ def samples() -> list[domain.DomainEvent]:
         domain.KeyResultRemoved(**header(11, "merged into NPS"), key_result_id=ADDED_ID),
         domain.ObjectiveClosed(**header(12, "end of Q3"), final_score=66.7, retrospective="ok"),
         domain.ObjectiveArchived(**header(13, "reorganised")),
+        domain.KeyResultCommented(**header(14), key_result_id=KEY_RESULT_ID, text="Survey slips"),
     ]
     return seal(GENESIS_HASH, unsealed)
 

@@ -131,6 +131,7 @@ def full_history() -> History:
         reason="board moved the bar",
     )
     history.do(decide.remove_key_result, history.kr(1), reason="merged into NPS")
+    history.do(decide.comment_key_result, history.kr(0), "Survey slips a week", actor=BOB)
     history.do(decide.close_objective, reason="end of Q3", retrospective="NPS carried it")
     return history
 
@@ -249,6 +250,13 @@ def test_timeline_details_say_why_a_score_moved(store: SQLiteReadStore) -> None:
         BOB,
         {"note": "survey in", "confidence": 0.6},
     )
+    comment = by_cause["comment"]
+    assert (comment.actor, comment.detail) == (BOB, {"text": "Survey slips a week"})
+    assert comment.key_result_id == history.kr(0)
+    timeline = store.timeline(history.objective.id)
+    before = timeline[timeline.index(comment) - 1]
+    assert comment.value == 71
+    assert comment.objective_score == before.objective_score, "a comment moves no score"
     closed = by_cause["closed"]
     assert closed.detail == {"final_score": pytest.approx(closed.objective_score)}
 
@@ -310,7 +318,14 @@ def test_audit_has_one_row_per_event_with_actor_reason_and_field_diffs(
         )
     }
     assert all(c.after is None for c in removed.changes)
-    closed = {c.field: c for c in audit[10].changes}
+    assert audit[10].changes == (
+        FieldChange(
+            field=f"key_results[{nps.key_result_id}].comment",
+            before=None,
+            after="Survey slips a week",
+        ),
+    )
+    closed = {c.field: c for c in audit[11].changes}
     assert closed["status"] == FieldChange(field="status", before="active", after="closed")
     assert closed["final_score"].after == pytest.approx(history.objective.final_score)
 

@@ -97,6 +97,12 @@ def test_a_point_says_who_checked_in_or_which_kpi_batch_moved_it() -> None:
     assert french.startswith("KPI sales.units : 12 événements, dernier ev-99")
 
 
+def test_a_comment_says_who_said_what_in_any_language() -> None:
+    comment = timeline_row("comment", text="Survey slips a week")
+    assert views.cause_label(comment, _, "Raise NPS") == "alice: Survey slips a week — Raise NPS"
+    assert views.cause_label(comment, translator("fr")) == "alice: Survey slips a week"
+
+
 def test_thinning_keeps_the_ends_and_counts_what_it_folds() -> None:
     many = [ChartPoint(MOMENT + timedelta(seconds=i), float(i % 100), f"p{i}") for i in range(2000)]
     kept = views.thin(many, limit=100)
