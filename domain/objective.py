@@ -468,13 +468,16 @@ def _current(objective: Objective | None, payload: okr.OkrPayload) -> Objective:
     return require_objective(objective, header_of(payload).originator_id)
 
 
-def _replace_key_result(
-    objective: Objective, key_result_id: UUID, **changes: Any
-) -> tuple[KeyResult, ...]:
-    return tuple(
+def _changed(
+    objective: Objective | None, payload: okr.OkrPayload, key_result_id: UUID, **changes: Any
+) -> Objective:
+    """The objective after an event that changes one key result's fields."""
+    current = _current(objective, payload)
+    key_results = tuple(
         kr.model_copy(update=changes) if kr.key_result_id == key_result_id else kr
-        for kr in objective.key_results
+        for kr in current.key_results
     )
+    return _touch(current, payload, key_results=key_results)
 
 
 def _declared(payload: okr.OkrPayload, model: type[okr.OkrPayload], *but: str) -> dict[str, Any]:
@@ -543,10 +546,7 @@ def _kr_added(payload: okr.KeyResultAdded, objective: Objective | None) -> Objec
 
 @_apply.register
 def _kr_revised(payload: okr.KeyResultRevised, objective: Objective | None) -> Objective:
-    current = _current(objective, payload)
-    spec = spec_of(payload.key_result)
-    key_results = _replace_key_result(current, payload.key_result_id, spec=spec)
-    return _touch(current, payload, key_results=key_results)
+    return _changed(objective, payload, payload.key_result_id, spec=spec_of(payload.key_result))
 
 
 @_apply.register
@@ -559,42 +559,32 @@ def _kr_removed(payload: okr.KeyResultRemoved, objective: Objective | None) -> O
 
 @_apply.register
 def _kpi_bound(payload: okr.KpiBound, objective: Objective | None) -> Objective:
-    current = _current(objective, payload)
-    binding = binding_of(payload)
-    key_results = _replace_key_result(current, payload.key_result_id, binding=binding)
-    return _touch(current, payload, key_results=key_results)
+    return _changed(objective, payload, payload.key_result_id, binding=binding_of(payload))
 
 
 @_apply.register
 def _kpi_unbound(payload: okr.KpiUnbound, objective: Objective | None) -> Objective:
-    current = _current(objective, payload)
-    key_results = _replace_key_result(current, payload.key_result_id, binding=None)
-    return _touch(current, payload, key_results=key_results)
+    return _changed(objective, payload, payload.key_result_id, binding=None)
 
 
 @_apply.register
 def _checked_in(payload: okr.ProgressCheckedIn, objective: Objective | None) -> Objective:
-    current = _current(objective, payload)
-    key_results = _replace_key_result(
-        current,
+    return _changed(
+        objective,
+        payload,
         payload.key_result_id,
         current=payload.value,
         confidence=payload.confidence,
         last_update=header_of(payload).timestamp,
     )
-    return _touch(current, payload, key_results=key_results)
 
 
 @_apply.register
 def _kpi_progress(payload: okr.KpiProgressRecorded, objective: Objective | None) -> Objective:
-    current = _current(objective, payload)
-    key_results = _replace_key_result(
-        current,
-        payload.key_result_id,
-        current=payload.value,
-        last_update=header_of(payload).timestamp,
+    last_update = header_of(payload).timestamp
+    return _changed(
+        objective, payload, payload.key_result_id, current=payload.value, last_update=last_update
     )
-    return _touch(current, payload, key_results=key_results)
 
 
 @_apply.register

@@ -356,16 +356,22 @@ def _find(projected: ProjectedObjective, key_result_id: UUID) -> KeyResultRow:
     )
 
 
-def _replace(
-    state: ProjectedObjective, key_result_id: UUID, **changes: Any
-) -> tuple[KeyResultRow, ...]:
-    _find(state, key_result_id)
-    return tuple(
+def _changed(
+    state: ProjectedObjective | None,
+    envelope: okr.OkrEventEnvelope,
+    key_result_id: UUID,
+    **changes: Any,
+) -> ProjectedObjective:
+    """The objective after an event that changes one key result's row (validated again)."""
+    current = _require(state, envelope)
+    _find(current, key_result_id)
+    key_results = tuple(
         KeyResultRow.model_validate({**row.model_dump(), **changes})
         if row.key_result_id == key_result_id
         else row
-        for row in state.key_results
+        for row in current.key_results
     )
+    return _touch(current, envelope, key_results=key_results)
 
 
 def _new_key_result(objective_id: UUID, key_result: okr.KeyResult, position: int) -> KeyResultRow:
@@ -461,9 +467,7 @@ def _kr_added(
 def _kr_revised(
     payload: okr.KeyResultRevised, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
 ) -> ProjectedObjective:
-    current = _require(state, envelope)
-    key_results = _replace(current, payload.key_result_id, **_definition(payload.key_result))
-    return _touch(current, envelope, key_results=key_results)
+    return _changed(state, envelope, payload.key_result_id, **_definition(payload.key_result))
 
 
 @_evolve.register
@@ -480,38 +484,29 @@ def _kr_removed(
 def _kpi_bound(
     payload: okr.KpiBound, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
 ) -> ProjectedObjective:
-    current = _require(state, envelope)
-    key_results = _replace(
-        current,
-        payload.key_result_id,
-        kpi_key=payload.kpi_key,
-        aggregation=payload.aggregation,
-    )
-    return _touch(current, envelope, key_results=key_results)
+    binding = {"kpi_key": payload.kpi_key, "aggregation": payload.aggregation}
+    return _changed(state, envelope, payload.key_result_id, **binding)
 
 
 @_evolve.register
 def _kpi_unbound(
     payload: okr.KpiUnbound, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
 ) -> ProjectedObjective:
-    current = _require(state, envelope)
-    key_results = _replace(current, payload.key_result_id, kpi_key=None, aggregation=None)
-    return _touch(current, envelope, key_results=key_results)
+    return _changed(state, envelope, payload.key_result_id, kpi_key=None, aggregation=None)
 
 
 @_evolve.register
 def _checked_in(
     payload: okr.ProgressCheckedIn, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
 ) -> ProjectedObjective:
-    current = _require(state, envelope)
-    key_results = _replace(
-        current,
+    return _changed(
+        state,
+        envelope,
         payload.key_result_id,
         current=payload.value,
         confidence=payload.confidence,
         last_update=envelope.occurred_at,
     )
-    return _touch(current, envelope, key_results=key_results)
 
 
 @_evolve.register
@@ -522,7 +517,7 @@ def _kpi_progress(
 ) -> ProjectedObjective:
     current = _require(state, envelope)
     # The scorer's stream of value changes: copy the one row (both values come validated from
-    # the payload and the envelope) rather than dump and re-validate it as `_replace` does.
+    # the payload and the envelope) rather than dump and re-validate it as `_changed` does.
     changed = _find(current, payload.key_result_id).model_copy(
         update={"current": payload.value, "last_update": envelope.occurred_at}
     )
