@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from functools import singledispatch
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 from domain.chain import GENESIS_HASH, seal
@@ -29,24 +29,15 @@ from domain.measures import MILESTONE_DONE, KeyResultKind, KeyResultSpec
 from domain.objective_events import (
     DomainEvent,
     Immutable,
-    KeyResultAdded,
-    KeyResultRemoved,
-    KeyResultRevised,
     KpiBinding,
-    KpiBound,
-    KpiProgressRecorded,
-    KpiUnbound,
-    NewKeyResult,
-    ObjectiveActivated,
-    ObjectiveAligned,
-    ObjectiveArchived,
-    ObjectiveClosed,
-    ObjectiveCreated,
-    ObjectiveRevised,
-    ProgressCheckedIn,
+    binding_of,
+    definition_of,
+    spec_of,
+    stored,
 )
 from domain.quality import QualityReport, lint_key_result, lint_objective, require_quality
 from domain.scoring import Score, objective_score, score_key_result
+from events import okr
 
 
 class ObjectiveStatus(StrEnum):
@@ -124,6 +115,12 @@ class Decision:
             "reason": self.reason,
         }
 
+    def event(
+        self, objective: Objective, declared: type[okr.OkrPayload], **fields: Any
+    ) -> DomainEvent:
+        """The objective's next event, of the type `declared` declares, taken by this decision."""
+        return stored(declared, **self.header(objective.id, objective.version + 1), **fields)
+
     def require_reason(self, what: str) -> None:
         if not self.reason or not self.reason.strip():
             raise ReasonRequiredError(what)
@@ -153,7 +150,8 @@ def create_objective(
     report = lint_objective(title, period_start, period_end, key_results)
     require_quality(report)
     resolved = [spec.resolved() for spec in key_results]
-    event = ObjectiveCreated(
+    created = stored(
+        okr.ObjectiveCreated,
         **decision.header(objective_id or uuid4(), 1),
         title=title,
         description=description,
@@ -162,9 +160,9 @@ def create_objective(
         period_start=period_start,
         period_end=period_end,
         parent_id=parent_id,
-        key_results=tuple(NewKeyResult(key_result_id=uuid4(), spec=spec) for spec in resolved),
+        key_results=[_new_key_result(uuid4(), spec) for spec in resolved],
     )
-    return [event], report
+    return [created], report
 
 
 def revise_objective(
@@ -197,8 +195,7 @@ def revise_objective(
     revised = objective.model_copy(update=changes)
     report = revised.quality()
     require_quality(report)
-    event = ObjectiveRevised(**decision.header(objective.id, objective.version + 1), **changes)
-    return [event], report
+    return [decision.event(objective, okr.ObjectiveRevised, **changes)], report
 
 
 def align_objective(
@@ -209,11 +206,7 @@ def align_objective(
         raise RuleViolationError("an objective cannot be aligned to itself")
     if parent_id == objective.parent_id:
         return []
-    return [
-        ObjectiveAligned(
-            **decision.header(objective.id, objective.version + 1), parent_id=parent_id
-        )
-    ]
+    return [decision.event(objective, okr.ObjectiveAligned, parent_id=parent_id)]
 
 
 def activate_objective(
@@ -223,7 +216,7 @@ def activate_objective(
     _require_status(objective, "activate", ObjectiveStatus.DRAFT)
     report = objective.quality()
     require_quality(report)
-    return [ObjectiveActivated(**decision.header(objective.id, objective.version + 1))], report
+    return [decision.event(objective, okr.ObjectiveActivated)], report
 
 
 def close_objective(
@@ -232,20 +225,17 @@ def close_objective(
     """Active to closed, freezing the final score; a decision, so it needs a reason."""
     _require_status(objective, "close", ObjectiveStatus.ACTIVE)
     decision.require_reason("closing an objective")
-    return [
-        ObjectiveClosed(
-            **decision.header(objective.id, objective.version + 1),
-            final_score=objective.score,
-            retrospective=retrospective,
-        )
-    ]
+    closed = decision.event(
+        objective, okr.ObjectiveClosed, final_score=objective.score, retrospective=retrospective
+    )
+    return [closed]
 
 
 def archive_objective(objective: Objective, decision: Decision) -> list[DomainEvent]:
     if objective.status is ObjectiveStatus.ARCHIVED:
         raise InvalidTransitionError(objective.id, objective.status, "archive")
     decision.require_reason("archiving an objective")
-    return [ObjectiveArchived(**decision.header(objective.id, objective.version + 1))]
+    return [decision.event(objective, okr.ObjectiveArchived)]
 
 
 def add_key_result(
@@ -256,11 +246,8 @@ def add_key_result(
     require_quality(report)
     resolved = spec.resolved()
     key_result_id = uuid4()
-    event = KeyResultAdded(
-        **decision.header(objective.id, objective.version + 1),
-        key_result=NewKeyResult(key_result_id=key_result_id, spec=resolved),
-    )
-    return [event], report, key_result_id
+    added = _new_key_result(key_result_id, resolved)
+    return [decision.event(objective, okr.KeyResultAdded, key_result=added)], report, key_result_id
 
 
 def revise_key_result(
@@ -277,12 +264,13 @@ def revise_key_result(
         return [], report
     if _target_of(resolved) != _target_of(current.spec):
         decision.require_reason("changing a key result's target")
-    event = KeyResultRevised(
-        **decision.header(objective.id, objective.version + 1),
+    revised = decision.event(
+        objective,
+        okr.KeyResultRevised,
         key_result_id=key_result_id,
-        spec=resolved,
+        key_result=definition_of(resolved),
     )
-    return [event], report
+    return [revised], report
 
 
 def remove_key_result(
@@ -293,11 +281,7 @@ def remove_key_result(
     decision.require_reason("removing a key result")
     if len(objective.key_results) == 1:
         raise RuleViolationError("an objective keeps at least one key result")
-    return [
-        KeyResultRemoved(
-            **decision.header(objective.id, objective.version + 1), key_result_id=key_result_id
-        )
-    ]
+    return [decision.event(objective, okr.KeyResultRemoved, key_result_id=key_result_id)]
 
 
 def bind_kpi(
@@ -307,24 +291,21 @@ def bind_kpi(
     key_result = objective.key_result(key_result_id)
     if key_result.binding == binding:
         return []
-    return [
-        KpiBound(
-            **decision.header(objective.id, objective.version + 1),
-            key_result_id=key_result_id,
-            binding=binding,
-        )
-    ]
+    bound = decision.event(
+        objective,
+        okr.KpiBound,
+        key_result_id=key_result_id,
+        kpi_key=binding.kpi_key,
+        aggregation=binding.aggregation.value,
+    )
+    return [bound]
 
 
 def unbind_kpi(objective: Objective, decision: Decision, key_result_id: UUID) -> list[DomainEvent]:
     _require_open(objective, "unbind a KPI in")
     if objective.key_result(key_result_id).binding is None:
         return []
-    return [
-        KpiUnbound(
-            **decision.header(objective.id, objective.version + 1), key_result_id=key_result_id
-        )
-    ]
+    return [decision.event(objective, okr.KpiUnbound, key_result_id=key_result_id)]
 
 
 def check_in(
@@ -344,15 +325,30 @@ def check_in(
             "unbind it before checking in by hand"
         )
     _require_value(key_result.spec, value)
-    return [
-        ProgressCheckedIn(
-            **decision.header(objective.id, objective.version + 1),
-            key_result_id=key_result_id,
-            value=value,
-            confidence=confidence,
-            note=note,
-        )
-    ]
+    checked_in = decision.event(
+        objective,
+        okr.ProgressCheckedIn,
+        key_result_id=key_result_id,
+        value=value,
+        confidence=confidence,
+        note=note,
+    )
+    return [checked_in]
+
+
+def comment_key_result(
+    objective: Objective, decision: Decision, key_result_id: UUID, text: str
+) -> list[DomainEvent]:
+    """A remark on a key result, kept in its history and on its timeline; nothing else changes.
+    Taken while the objective is open, like every other change to its key results."""
+    _require_open(objective, "comment on a key result of")
+    objective.key_result(key_result_id)
+    if not text.strip():
+        raise RuleViolationError("a comment needs some text")
+    commented = decision.event(
+        objective, okr.KeyResultCommented, key_result_id=key_result_id, text=text
+    )
+    return [commented]
 
 
 def record_kpi_progress(
@@ -388,20 +384,17 @@ def record_kpi_progress(
     if key_result.current == value:
         return []
     _require_value(key_result.spec, value)
-    return seal(
-        objective.chain_hash,
-        [
-            KpiProgressRecorded(
-                **decision.header(objective.id, objective.version + 1),
-                key_result_id=key_result_id,
-                value=value,
-                kpi_key=key_result.binding.kpi_key,
-                observations=observations,
-                last_kpi_event_id=last_kpi_event_id,
-                last_offset=last_offset,
-            )
-        ],
+    progress = decision.event(
+        objective,
+        okr.KpiProgressRecorded,
+        key_result_id=key_result_id,
+        value=value,
+        kpi_key=key_result.binding.kpi_key,
+        observations=observations,
+        last_kpi_event_id=last_kpi_event_id,
+        last_offset=last_offset,
     )
+    return seal(objective.chain_hash, [progress])
 
 
 def require_objective(objective: Objective | None, objective_id: UUID) -> Objective:
@@ -431,155 +424,172 @@ def _target_of(spec: KeyResultSpec) -> tuple[float | None, float | None, float |
     return (spec.target, spec.target_low, spec.target_high)
 
 
+def _new_key_result(key_result_id: UUID, spec: KeyResultSpec) -> okr.KeyResult:
+    return okr.KeyResult(key_result_id=key_result_id, **dict(definition_of(spec)))
+
+
 # --- evolution ------------------------------------------------------------------------------------
 
 
 @singledispatch
 def evolve(event: DomainEvent, objective: Objective | None) -> Objective:
-    """Apply one event to the state it follows; each event type registers its own rule."""
-    raise TypeError(f"no evolution rule for {type(event).__name__}")
+    """Apply one event to the state it follows: the rule its payload model registered with
+    `_apply` (a stored event is that model plus its header, `header_of`)."""
+    if not isinstance(event, okr.OkrPayload):
+        raise TypeError(f"no evolution rule for {type(event).__name__}")
+    return _apply(event, objective)
 
 
-def _touch(objective: Objective | None, event: DomainEvent, **changes: Any) -> Objective:
-    if objective is None:
-        raise ObjectiveNotFoundError(event.originator_id)
-    return objective.model_copy(
+@singledispatch
+def _apply(payload: okr.OkrPayload, objective: Objective | None) -> Objective:
+    raise TypeError(f"no evolution rule for {type(payload).__name__}")
+
+
+def header_of(event: okr.OkrPayload) -> DomainEvent:
+    """The stored event a rule was given as its payload: evolve only ever sees stored events."""
+    return cast(DomainEvent, event)
+
+
+def _touch(objective: Objective | None, payload: okr.OkrPayload, **changes: Any) -> Objective:
+    event = header_of(payload)
+    current = require_objective(objective, event.originator_id)
+    return current.model_copy(
         update={
             "version": event.originator_version,
             "modified_on": event.timestamp,
             # An event stored before hashing began has none: the chain goes on from the last.
-            "chain_hash": event.chain_hash or objective.chain_hash,
+            "chain_hash": event.chain_hash or current.chain_hash,
             **changes,
         }
     )
 
 
-def _replace_key_result(
-    objective: Objective, key_result_id: UUID, **changes: Any
-) -> tuple[KeyResult, ...]:
-    return tuple(
+def _current(objective: Objective | None, payload: okr.OkrPayload) -> Objective:
+    return require_objective(objective, header_of(payload).originator_id)
+
+
+def _changed(
+    objective: Objective | None, payload: okr.OkrPayload, key_result_id: UUID, **changes: Any
+) -> Objective:
+    """The objective after an event that changes one key result's fields."""
+    current = _current(objective, payload)
+    key_results = tuple(
         kr.model_copy(update=changes) if kr.key_result_id == key_result_id else kr
-        for kr in objective.key_results
+        for kr in current.key_results
     )
+    return _touch(current, payload, key_results=key_results)
 
 
-@evolve.register
-def _created(event: ObjectiveCreated, _: Objective | None) -> Objective:
+def _declared(payload: okr.OkrPayload, model: type[okr.OkrPayload], *but: str) -> dict[str, Any]:
+    """The fields `model` declares, by name (a stored event also has its header); the
+    objective's own fields have the same names."""
+    return {name: getattr(payload, name) for name in model.model_fields if name not in but}
+
+
+def _key_result(new: okr.KeyResult) -> KeyResult:
+    return KeyResult(key_result_id=new.key_result_id, spec=spec_of(new))
+
+
+@_apply.register
+def _created(payload: okr.ObjectiveCreated, _: Objective | None) -> Objective:
+    event = header_of(payload)
     return Objective(
         id=event.originator_id,
         version=event.originator_version,
         created_on=event.timestamp,
         modified_on=event.timestamp,
         chain_hash=event.chain_hash or GENESIS_HASH,
-        title=event.title,
-        description=event.description,
-        owner=event.owner,
-        team=event.team,
-        period_start=event.period_start,
-        period_end=event.period_end,
-        parent_id=event.parent_id,
         status=ObjectiveStatus.DRAFT,
-        key_results=tuple(
-            KeyResult(key_result_id=kr.key_result_id, spec=kr.spec) for kr in event.key_results
-        ),
+        key_results=tuple(_key_result(kr) for kr in payload.key_results),
+        **_declared(payload, okr.ObjectiveCreated, "key_results"),
     )
 
 
-@evolve.register
-def _revised(event: ObjectiveRevised, objective: Objective | None) -> Objective:
-    fields = ("title", "description", "owner", "team", "period_start", "period_end")
-    changes = {name: getattr(event, name) for name in fields if getattr(event, name) is not None}
-    return _touch(objective, event, **changes)
+@_apply.register
+def _revised(payload: okr.ObjectiveRevised, objective: Objective | None) -> Objective:
+    declared = _declared(payload, okr.ObjectiveRevised)
+    return _touch(objective, payload, **{k: v for k, v in declared.items() if v is not None})
 
 
-@evolve.register
-def _aligned(event: ObjectiveAligned, objective: Objective | None) -> Objective:
-    return _touch(objective, event, parent_id=event.parent_id)
+@_apply.register
+def _aligned(payload: okr.ObjectiveAligned, objective: Objective | None) -> Objective:
+    return _touch(objective, payload, parent_id=payload.parent_id)
 
 
-@evolve.register
-def _activated(event: ObjectiveActivated, objective: Objective | None) -> Objective:
-    return _touch(objective, event, status=ObjectiveStatus.ACTIVE)
+@_apply.register
+def _activated(payload: okr.ObjectiveActivated, objective: Objective | None) -> Objective:
+    return _touch(objective, payload, status=ObjectiveStatus.ACTIVE)
 
 
-@evolve.register
-def _closed(event: ObjectiveClosed, objective: Objective | None) -> Objective:
+@_apply.register
+def _closed(payload: okr.ObjectiveClosed, objective: Objective | None) -> Objective:
     return _touch(
         objective,
-        event,
+        payload,
         status=ObjectiveStatus.CLOSED,
-        final_score=event.final_score,
-        retrospective=event.retrospective,
+        final_score=payload.final_score,
+        retrospective=payload.retrospective,
     )
 
 
-@evolve.register
-def _archived(event: ObjectiveArchived, objective: Objective | None) -> Objective:
-    return _touch(objective, event, status=ObjectiveStatus.ARCHIVED)
+@_apply.register
+def _archived(payload: okr.ObjectiveArchived, objective: Objective | None) -> Objective:
+    return _touch(objective, payload, status=ObjectiveStatus.ARCHIVED)
 
 
-@evolve.register
-def _kr_added(event: KeyResultAdded, objective: Objective | None) -> Objective:
-    current = require_objective(objective, event.originator_id)
-    added = KeyResult(key_result_id=event.key_result.key_result_id, spec=event.key_result.spec)
-    return _touch(current, event, key_results=(*current.key_results, added))
+@_apply.register
+def _kr_added(payload: okr.KeyResultAdded, objective: Objective | None) -> Objective:
+    current = _current(objective, payload)
+    added = _key_result(payload.key_result)
+    return _touch(current, payload, key_results=(*current.key_results, added))
 
 
-@evolve.register
-def _kr_revised(event: KeyResultRevised, objective: Objective | None) -> Objective:
-    current = require_objective(objective, event.originator_id)
-    return _touch(
-        current,
-        event,
-        key_results=_replace_key_result(current, event.key_result_id, spec=event.spec),
+@_apply.register
+def _kr_revised(payload: okr.KeyResultRevised, objective: Objective | None) -> Objective:
+    return _changed(objective, payload, payload.key_result_id, spec=spec_of(payload.key_result))
+
+
+@_apply.register
+def _kr_removed(payload: okr.KeyResultRemoved, objective: Objective | None) -> Objective:
+    current = _current(objective, payload)
+    removed = payload.key_result_id
+    remaining = tuple(kr for kr in current.key_results if kr.key_result_id != removed)
+    return _touch(current, payload, key_results=remaining)
+
+
+@_apply.register
+def _kpi_bound(payload: okr.KpiBound, objective: Objective | None) -> Objective:
+    return _changed(objective, payload, payload.key_result_id, binding=binding_of(payload))
+
+
+@_apply.register
+def _kpi_unbound(payload: okr.KpiUnbound, objective: Objective | None) -> Objective:
+    return _changed(objective, payload, payload.key_result_id, binding=None)
+
+
+@_apply.register
+def _checked_in(payload: okr.ProgressCheckedIn, objective: Objective | None) -> Objective:
+    return _changed(
+        objective,
+        payload,
+        payload.key_result_id,
+        current=payload.value,
+        confidence=payload.confidence,
+        last_update=header_of(payload).timestamp,
     )
 
 
-@evolve.register
-def _kr_removed(event: KeyResultRemoved, objective: Objective | None) -> Objective:
-    current = require_objective(objective, event.originator_id)
-    remaining = tuple(kr for kr in current.key_results if kr.key_result_id != event.key_result_id)
-    return _touch(current, event, key_results=remaining)
-
-
-@evolve.register
-def _kpi_bound(event: KpiBound, objective: Objective | None) -> Objective:
-    current = require_objective(objective, event.originator_id)
-    return _touch(
-        current,
-        event,
-        key_results=_replace_key_result(current, event.key_result_id, binding=event.binding),
+@_apply.register
+def _kpi_progress(payload: okr.KpiProgressRecorded, objective: Objective | None) -> Objective:
+    last_update = header_of(payload).timestamp
+    return _changed(
+        objective, payload, payload.key_result_id, current=payload.value, last_update=last_update
     )
 
 
-@evolve.register
-def _kpi_unbound(event: KpiUnbound, objective: Objective | None) -> Objective:
-    current = require_objective(objective, event.originator_id)
-    return _touch(
-        current, event, key_results=_replace_key_result(current, event.key_result_id, binding=None)
-    )
-
-
-@evolve.register
-def _checked_in(event: ProgressCheckedIn, objective: Objective | None) -> Objective:
-    current = require_objective(objective, event.originator_id)
-    key_results = _replace_key_result(
-        current,
-        event.key_result_id,
-        current=event.value,
-        confidence=event.confidence,
-        last_update=event.timestamp,
-    )
-    return _touch(current, event, key_results=key_results)
-
-
-@evolve.register
-def _kpi_progress(event: KpiProgressRecorded, objective: Objective | None) -> Objective:
-    current = require_objective(objective, event.originator_id)
-    key_results = _replace_key_result(
-        current, event.key_result_id, current=event.value, last_update=event.timestamp
-    )
-    return _touch(current, event, key_results=key_results)
+@_apply.register
+def _kr_commented(payload: okr.KeyResultCommented, objective: Objective | None) -> Objective:
+    return _touch(objective, payload)
 
 
 def replay(events: Iterable[DomainEvent], objective: Objective | None = None) -> Objective | None:

@@ -1,20 +1,38 @@
 """What can happen to an objective: the stored, immutable facts, one class per decision.
 
-These are domain events, the system of record. They are not the wire contract other services read
-(`events/okr.py`): the relay translates, so the two can change for different reasons. Every event
-says who took the decision, when, under which command, and (for decisions) why.
+Each event is declared once, by its payload model in `events/okr.py` (the contract other services
+read): the stored event of that type is the same model plus who took the decision, when, under
+which command and (for decisions) why, and this module makes one such class per payload. So the
+fields, the schema version, the upcasters (`events/upcasters.py`) and the place on the timeline
+are never written twice, and the relay publishes a stored event by dropping its header
+(docs/decisions/0019-one-declaration-per-event.md).
+
+Four event types were stored before their fields were declared this way, in the domain's older
+words (a key result's `spec`, a KPI `binding`); `OLDER_SHAPES` writes and reads them as they
+have always been stored, so their stored bytes and chain hashes do not change.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
-from domain.measures import KeyResultSpec
+from domain.measures import KeyResultKind, KeyResultSpec
+from events import okr
+from events.commands import KeyResultDefinition
+from events.upcasters import UPCASTERS
 
 
 class Immutable(BaseModel):
@@ -37,17 +55,13 @@ class KpiBinding(Immutable):
     aggregation: Aggregation = Aggregation.LATEST
 
 
-class NewKeyResult(Immutable):
-    """A key result as it enters an objective: its identity and how it is measured."""
-
-    key_result_id: UUID
-    spec: KeyResultSpec
-
-
 class DomainEvent(Immutable):
     """Fields every stored event carries; `originator_*` are eventsourcing's names."""
 
     class_version: ClassVar[int] = 1
+    """The stored form's version: its payload's `schema_version`."""
+    payload_model: ClassVar[type[okr.OkrPayload]]
+    """The wire model that declares the event's own fields."""
 
     originator_id: UUID
     originator_version: int
@@ -59,97 +73,168 @@ class DomainEvent(Immutable):
     """SHA-256 linking this event to the objective's previous one (`domain.chain`); set by
     `seal` once the event is decided, empty only on events never meant to be stored."""
 
-
-class ObjectiveCreated(DomainEvent):
-    title: str
-    description: str = ""
-    owner: str
-    team: str
-    period_start: date
-    period_end: date
-    parent_id: UUID | None = None
-    key_results: tuple[NewKeyResult, ...]
+    def payload(self) -> okr.OkrPayload:
+        """The event as `okr.events` carries it: its declared fields, without the header."""
+        model = self.payload_model
+        return model.model_validate({name: getattr(self, name) for name in model.model_fields})
 
 
-class ObjectiveRevised(DomainEvent):
-    """Only the fields that changed are set; `None` means unchanged."""
-
-    title: str | None = None
-    description: str | None = None
-    owner: str | None = None
-    team: str | None = None
-    period_start: date | None = None
-    period_end: date | None = None
+HEADER = frozenset(DomainEvent.model_fields)
 
 
-class ObjectiveAligned(DomainEvent):
-    parent_id: UUID | None
+# --- the older stored shapes ----------------------------------------------------------------------
+
+State = dict[str, Any]
+Reshape = Callable[[State], State]
 
 
-class ObjectiveActivated(DomainEvent):
-    pass
+def _nested_key_result(key_result: State) -> State:
+    """{definition..., key_result_id} as stored: {key_result_id, spec: {definition...}}."""
+    definition = {k: v for k, v in key_result.items() if k != "key_result_id"}
+    return {"key_result_id": key_result["key_result_id"], "spec": definition}
 
 
-class ObjectiveClosed(DomainEvent):
-    final_score: float
-    retrospective: str = ""
+def _flat_key_result(key_result: Any) -> Any:
+    if isinstance(key_result, dict) and "spec" in key_result:
+        return {**key_result["spec"], "key_result_id": key_result["key_result_id"]}
+    return key_result
 
 
-class ObjectiveArchived(DomainEvent):
-    pass
+def _renamed(old: str, new: str) -> Reshape:
+    def rename(state: State) -> State:
+        return {new if name == old else name: value for name, value in state.items()}
+
+    return rename
 
 
-class KeyResultAdded(DomainEvent):
-    key_result: NewKeyResult
+def _grouped(state: State) -> State:
+    """`kpi_key` and `aggregation` as stored: one `binding` object where they stood."""
+    grouped: State = {}
+    for name, value in state.items():
+        if name in ("kpi_key", "aggregation"):
+            grouped.setdefault("binding", {})[name] = value
+        else:
+            grouped[name] = value
+    return grouped
 
 
-class KeyResultRevised(DomainEvent):
-    key_result_id: UUID
-    spec: KeyResultSpec
+def _ungrouped(state: State) -> State:
+    binding = state.get("binding")
+    if isinstance(binding, BaseModel):
+        binding = binding.model_dump()
+    if not isinstance(binding, dict):
+        return state
+    return {k: v for k, v in state.items() if k != "binding"} | binding
 
 
-class KeyResultRemoved(DomainEvent):
-    key_result_id: UUID
+def _each(field: str, reshape: Callable[[Any], Any]) -> Reshape:
+    def each(state: State) -> State:
+        if not isinstance(state.get(field), list | tuple):
+            return state
+        return state | {field: [reshape(item) for item in state[field]]}
+
+    return each
 
 
-class KpiBound(DomainEvent):
-    key_result_id: UUID
-    binding: KpiBinding
+def _one(field: str, reshape: Callable[[Any], Any]) -> Reshape:
+    def one(state: State) -> State:
+        return state | {field: reshape(state[field])} if field in state else state
+
+    return one
 
 
-class KpiUnbound(DomainEvent):
-    key_result_id: UUID
+OLDER_SHAPES: Mapping[str, tuple[Reshape, Reshape]] = {
+    # event type: (declared -> as stored, as stored -> declared)
+    "ObjectiveCreated": (
+        _each("key_results", _nested_key_result),
+        _each("key_results", _flat_key_result),
+    ),
+    "KeyResultAdded": (
+        _one("key_result", _nested_key_result),
+        _one("key_result", _flat_key_result),
+    ),
+    "KeyResultRevised": (_renamed("key_result", "spec"), _renamed("spec", "key_result")),
+    "KpiBound": (_grouped, _ungrouped),
+}
+"""The event types stored before their fields were the wire's. A key result is stored as
+{key_result_id, spec}, a revised definition as `spec`, a binding as one `binding` object."""
 
 
-class ProgressCheckedIn(DomainEvent):
-    """A person's check-in. Version 2 added `confidence` (0..1); v1 events read as unknown."""
+class StoredInAnOlderShape(DomainEvent):
+    """Written as `OLDER_SHAPES` says (so `model_dump`, the store and the chain hash see the old
+    shape), and read back from either shape."""
 
-    class_version: ClassVar[int] = 2
+    @model_validator(mode="before")
+    @classmethod
+    def _from_stored(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return OLDER_SHAPES[cls.__name__][1](data)
 
-    key_result_id: UUID
-    value: float
-    confidence: float | None = Field(None, ge=0, le=1)
-    note: str = ""
-
-    @staticmethod
-    def upcast_v1_v2(state: dict[str, Any]) -> None:
-        state.setdefault("confidence", None)
-
-
-class KpiProgressRecorded(DomainEvent):
-    """A KPI batch moved a bound key result: which KPI events it covers, so history says why."""
-
-    key_result_id: UUID
-    value: float
-    kpi_key: str
-    observations: int = Field(ge=1)
-    last_kpi_event_id: str
-    last_offset: int | None = None
+    @model_serializer(mode="wrap")
+    def _as_stored(self, handler: SerializerFunctionWrapHandler) -> State:
+        return OLDER_SHAPES[type(self).__name__][0](handler(self))
 
 
-DECISIONS_NEEDING_A_REASON: tuple[type[DomainEvent], ...] = (
-    KeyResultRemoved,
-    ObjectiveClosed,
-    ObjectiveArchived,
-)
-"""Target changes need one too; `revise_key_result` decides that, as it depends on the change."""
+# --- one stored event class per payload -----------------------------------------------------------
+
+
+def _stored_upcaster(name: str, lift: Callable[[State], State]) -> Callable[[State], None]:
+    """The wire upcaster of `name`, applied in place to a stored state (eventsourcing's way)."""
+
+    def upcast(state: State) -> None:
+        header = {k: state[k] for k in state if k in HEADER or k == "class_version"}
+        payload = {k: v for k, v in state.items() if k not in header}
+        if name in OLDER_SHAPES:
+            payload = OLDER_SHAPES[name][1](payload)
+        state.clear()
+        state.update(header | lift(payload))
+
+    return upcast
+
+
+def _stored_event(payload: type[okr.OkrPayload]) -> type[DomainEvent]:
+    name = payload.__name__
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": payload.__doc__,
+        "class_version": payload.schema_version,
+        "payload_model": payload,
+    }
+    for (event_type, version), lift in UPCASTERS.items():
+        if event_type == name and version < payload.schema_version:
+            namespace[f"upcast_v{version}_v{version + 1}"] = staticmethod(
+                _stored_upcaster(name, lift)
+            )
+    base = StoredInAnOlderShape if name in OLDER_SHAPES else DomainEvent
+    return cast(type[DomainEvent], type(name, (payload, base), namespace))
+
+
+EVENTS: Mapping[str, type[DomainEvent]] = {
+    name: _stored_event(payload) for name, payload in okr.PAYLOADS.items()
+}
+"""Event type -> its stored class, `domain.objective_events:<type>` in the event store."""
+globals().update(EVENTS)  # where eventsourcing finds a stored topic's class
+
+
+def stored(declared: type[okr.OkrPayload], /, **fields: Any) -> DomainEvent:
+    """The stored event of the type `declared` declares, from its header and its fields."""
+    return EVENTS[declared.__name__](**fields)
+
+
+# --- the special conversions between the domain's values and the declared fields ------------------
+
+
+def spec_of(definition: KeyResultDefinition) -> KeyResultSpec:
+    """A key result's definition (commands, events) as the domain measures it."""
+    values = {name: getattr(definition, name) for name in KeyResultDefinition.model_fields}
+    return KeyResultSpec(**values | {"kind": KeyResultKind(definition.kind)})
+
+
+def definition_of(spec: KeyResultSpec) -> KeyResultDefinition:
+    return KeyResultDefinition.model_validate(spec.model_dump(mode="json"))
+
+
+def binding_of(event: okr.KpiBound) -> KpiBinding:
+    return KpiBinding(kpi_key=event.kpi_key, aggregation=Aggregation(event.aggregation))

@@ -84,6 +84,9 @@ PeriodDay = Annotated[
 LongText = Annotated[
     str, Field(max_length=5000, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
 ]
+CommentText = Annotated[
+    str, Field(min_length=1, max_length=2000, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
+]
 MetricText = Annotated[
     str, Field(max_length=100, json_schema_extra=NO_NUL), AfterValidator(refuse_nul)
 ]
@@ -207,6 +210,14 @@ class CheckIn(Contract):
     note: LongText = ""
 
 
+class CommentKeyResult(Contract):
+    """Say something about a key result (why it stalls, what was tried); nothing in it changes."""
+
+    type: Literal["comment_key_result"] = "comment_key_result"
+    key_result_id: UUID
+    text: CommentText = Field(description="The comment, 1 to 2000 characters.")
+
+
 CommandBody = Annotated[
     CreateObjective
     | ReviseObjective
@@ -219,7 +230,8 @@ CommandBody = Annotated[
     | RemoveKeyResult
     | BindKpi
     | UnbindKpi
-    | CheckIn,
+    | CheckIn
+    | CommentKeyResult,
     Field(discriminator="type"),
 ]
 

@@ -5,11 +5,16 @@ A message is an `OkrEventEnvelope` (key = objective id) whose `payload` follows 
 an event again, with the same `event_id`, so consumers dedupe on (objective_id, version).
 Payloads speak the commands' vocabulary (`events.commands`): a key result is its definition plus
 its id, a KPI binding is `kpi_key` + `aggregation`. These models import nothing of the service.
+
+Each payload model is the one declaration of its event: the service stores the same fields (plus
+who, when, why), and the class says where the event stands on an objective's score timeline
+(`timeline`) and whether it can change a KPI binding (`changes_bindings`); docs/adding-a-command.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
@@ -53,10 +58,28 @@ class OkrEventEnvelope(Contract):
         return self.model_dump_json().encode()
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """Where an event stands on its objective's score timeline (`GET /objectives/{id}/timeline`).
+
+    An event with a place adds one row: the scores right after it, its `cause`, the key result it
+    names (its `key_result_id`, or its key result's) and a `detail` repeating the fields named
+    here: the event's own, or its key result's as it stood before (a removed one's title).
+    """
+
+    cause: str
+    detail: tuple[str, ...] = ()
+
+
 class OkrPayload(Contract):
     """Base of the payload models; `schema_version` is the version this model reads."""
 
     schema_version: ClassVar[int] = 1
+    timeline: ClassVar[Timeline | None] = None
+    """The event's place on the score timeline; None: it adds no row there."""
+    changes_bindings: ClassVar[bool] = False
+    """True when the event can change which KPI moves a key result, over which period, or
+    whether its objective takes KPI progress at all (what a KPI scorer must follow)."""
 
 
 class KeyResult(KeyResultDefinition):
@@ -66,6 +89,8 @@ class KeyResult(KeyResultDefinition):
 
 
 class ObjectiveCreated(OkrPayload):
+    timeline = Timeline("created")
+
     title: str
     description: str = ""
     owner: str
@@ -78,6 +103,8 @@ class ObjectiveCreated(OkrPayload):
 
 class ObjectiveRevised(OkrPayload):
     """Only the fields that changed are set; null means unchanged."""
+
+    changes_bindings = True  # the period a bound KPI is aggregated over
 
     title: str | None = None
     description: str | None = None
@@ -92,45 +119,60 @@ class ObjectiveAligned(OkrPayload):
 
 
 class ObjectiveActivated(OkrPayload):
-    pass
+    changes_bindings = True
 
 
 class ObjectiveClosed(OkrPayload):
+    timeline = Timeline("closed", detail=("final_score",))
+    changes_bindings = True
+
     final_score: float = Field(description="Objective score (0..100) when it was closed.")
     retrospective: str = ""
 
 
 class ObjectiveArchived(OkrPayload):
-    pass
+    changes_bindings = True
 
 
 class KeyResultAdded(OkrPayload):
+    timeline = Timeline("key_result_added")
+
     key_result: KeyResult
 
 
 class KeyResultRevised(OkrPayload):
+    timeline = Timeline("key_result_revised")
+
     key_result_id: UUID
     key_result: KeyResultDefinition = Field(description="The whole new definition.")
 
 
 class KeyResultRemoved(OkrPayload):
+    timeline = Timeline("key_result_removed", detail=("title",))
+    changes_bindings = True
+
     key_result_id: UUID
 
 
 class KpiBound(OkrPayload):
+    changes_bindings = True
+
     key_result_id: UUID
     kpi_key: KpiKey
     aggregation: Aggregation
 
 
 class KpiUnbound(OkrPayload):
+    changes_bindings = True
+
     key_result_id: UUID
 
 
 class ProgressCheckedIn(OkrPayload):
     """A person's check-in. v2 added `confidence`; v1 messages read as null (unknown)."""
 
-    schema_version: ClassVar[int] = 2
+    schema_version = 2
+    timeline = Timeline("check_in", detail=("note", "confidence"))
 
     key_result_id: UUID
     value: float = Field(description="The key result's current value, in its metric.")
@@ -141,12 +183,25 @@ class ProgressCheckedIn(OkrPayload):
 class KpiProgressRecorded(OkrPayload):
     """A batch of KPI events moved a bound key result; names the KPI events it covers."""
 
+    timeline = Timeline(
+        "kpi", detail=("kpi_key", "observations", "last_kpi_event_id", "last_offset")
+    )
+
     key_result_id: UUID
     value: float
     kpi_key: KpiKey
     observations: int = Field(ge=1, description="KPI events folded into this value.")
     last_kpi_event_id: str
     last_offset: int | None = None
+
+
+class KeyResultCommented(OkrPayload):
+    """Someone said something about a key result; its value and score do not change."""
+
+    timeline = Timeline("comment", detail=("text",))
+
+    key_result_id: UUID
+    text: str
 
 
 PAYLOADS: Mapping[str, type[OkrPayload]] = {
@@ -165,6 +220,7 @@ PAYLOADS: Mapping[str, type[OkrPayload]] = {
         KpiUnbound,
         ProgressCheckedIn,
         KpiProgressRecorded,
+        KeyResultCommented,
     )
 }
 """Event type -> payload model; the type name is the model's class name."""

@@ -7,7 +7,7 @@ from the key result row, so the read side can never disagree with the command si
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache, singledispatch
 from operator import attrgetter
 from typing import Any
@@ -25,7 +25,6 @@ from projections.views import (
     KeyResultRow,
     ObjectiveRow,
     ProjectedObjective,
-    TimelineCause,
     TimelineRow,
 )
 
@@ -66,30 +65,18 @@ class InconsistentEventError(ValueError):
 
 
 @dataclass(frozen=True)
-class ScoreEffect:
-    """Marks an event as score-affecting: it gets a timeline row with this cause and detail."""
-
-    cause: TimelineCause
-    key_result_id: UUID | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Reduction:
     projected: ProjectedObjective
     timeline: TimelineRow | None
     audit: AuditRow
 
 
-Step = tuple[ProjectedObjective, ScoreEffect | None]
-
-
 def reduce_event(
     state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope, payload: okr.OkrPayload
 ) -> Reduction:
-    """Apply one event (already known to be the next version) to `state`."""
-    evolved, effect = _evolve(payload, state, envelope)
-    projected = rescore(evolved)
+    """Apply one event (already known to be the next version) to `state`; its timeline row, if
+    its payload model declares a place on the timeline (`events.okr.Timeline`)."""
+    projected = rescore(_evolve(payload, state, envelope))
     audit = AuditRow(
         objective_id=envelope.objective_id,
         version=envelope.version,
@@ -98,9 +85,10 @@ def reduce_event(
         actor=envelope.actor,
         command_id=envelope.command_id,
         reason=envelope.reason,
-        changes=diff(state, projected),
+        changes=diff(state, projected) + said(payload),
     )
-    timeline = None if effect is None else _timeline_row(projected, envelope, effect)
+    place = type(payload).timeline
+    timeline = None if place is None else _timeline_row(state, projected, envelope, payload, place)
     return Reduction(projected, timeline, audit)
 
 
@@ -160,23 +148,48 @@ def rescore(projected: ProjectedObjective) -> ProjectedObjective:
 
 
 def _timeline_row(
-    projected: ProjectedObjective, envelope: okr.OkrEventEnvelope, effect: ScoreEffect
+    before: ProjectedObjective | None,
+    projected: ProjectedObjective,
+    envelope: okr.OkrEventEnvelope,
+    payload: okr.OkrPayload,
+    place: okr.Timeline,
 ) -> TimelineRow:
+    key_result_id = _key_result_named(payload)
     # None for an objective-wide cause, and for a removed key result (it has no score any more).
-    row = next((r for r in projected.key_results if r.key_result_id == effect.key_result_id), None)
+    row = _row(projected, key_result_id)
+    detail = {
+        name: getattr(payload, name)
+        if name in type(payload).model_fields
+        else getattr(_row(before, key_result_id), name, None)
+        for name in place.detail
+    }
     return TimelineRow(
         objective_id=envelope.objective_id,
         version=envelope.version,
         occurred_at=envelope.occurred_at,
-        key_result_id=effect.key_result_id,
+        key_result_id=key_result_id,
         value=row.current if row else None,
         kr_score=row.score if row else None,
         kr_attainment=row.attainment if row else None,
         objective_score=projected.objective.score,
-        cause=effect.cause,
+        cause=place.cause,
         actor=envelope.actor,
-        detail=effect.detail,
+        detail=detail,
     )
+
+
+def _key_result_named(payload: okr.OkrPayload) -> UUID | None:
+    """The key result an event is about: its `key_result_id`, or its new key result's id."""
+    key_result_id = getattr(payload, "key_result_id", None)
+    if key_result_id is None:
+        key_result_id = getattr(getattr(payload, "key_result", None), "key_result_id", None)
+    return key_result_id if isinstance(key_result_id, UUID) else None
+
+
+def _row(projected: ProjectedObjective | None, key_result_id: UUID | None) -> KeyResultRow | None:
+    if projected is None or key_result_id is None:
+        return None
+    return next((r for r in projected.key_results if r.key_result_id == key_result_id), None)
 
 
 # --- audit ----------------------------------------------------------------------------------------
@@ -288,13 +301,26 @@ def _whole_row_changes(
     ]
 
 
+@singledispatch
+def said(payload: okr.OkrPayload) -> tuple[FieldChange, ...]:
+    """What an event says without changing a field (a comment), audited as a change from null
+    so that the history shows it; nothing for the other events."""
+    return ()
+
+
+@said.register
+def _comment(payload: okr.KeyResultCommented) -> tuple[FieldChange, ...]:
+    path = f"key_results[{payload.key_result_id}].comment"
+    return (FieldChange(field=path, before=None, after=payload.text),)
+
+
 # --- one rule per event type ----------------------------------------------------------------------
 
 
 @singledispatch
 def _evolve(
     payload: okr.OkrPayload, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
+) -> ProjectedObjective:
     raise InconsistentEventError(f"no projection rule for {type(payload).__name__}")
 
 
@@ -330,16 +356,22 @@ def _find(projected: ProjectedObjective, key_result_id: UUID) -> KeyResultRow:
     )
 
 
-def _replace(
-    state: ProjectedObjective, key_result_id: UUID, **changes: Any
-) -> tuple[KeyResultRow, ...]:
-    _find(state, key_result_id)
-    return tuple(
+def _changed(
+    state: ProjectedObjective | None,
+    envelope: okr.OkrEventEnvelope,
+    key_result_id: UUID,
+    **changes: Any,
+) -> ProjectedObjective:
+    """The objective after an event that changes one key result's row (validated again)."""
+    current = _require(state, envelope)
+    _find(current, key_result_id)
+    key_results = tuple(
         KeyResultRow.model_validate({**row.model_dump(), **changes})
         if row.key_result_id == key_result_id
         else row
-        for row in state.key_results
+        for row in current.key_results
     )
+    return _touch(current, envelope, key_results=key_results)
 
 
 def _new_key_result(objective_id: UUID, key_result: okr.KeyResult, position: int) -> KeyResultRow:
@@ -358,18 +390,12 @@ def _definition(definition: KeyResultDefinition) -> dict[str, Any]:
 @_evolve.register
 def _created(
     payload: okr.ObjectiveCreated, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
+) -> ProjectedObjective:
     if state is not None:
         raise InconsistentEventError(f"objective {envelope.objective_id} exists already")
     objective = ObjectiveRow(
+        **payload.model_dump(exclude={"key_results"}),
         objective_id=envelope.objective_id,
-        title=payload.title,
-        description=payload.description,
-        owner=payload.owner,
-        team=payload.team,
-        period_start=payload.period_start,
-        period_end=payload.period_end,
-        parent_id=payload.parent_id,
         status=ObjectiveStatus.DRAFT,
         score=0.0,
         version=envelope.version,
@@ -380,128 +406,107 @@ def _created(
         _new_key_result(envelope.objective_id, kr, index)
         for index, kr in enumerate(payload.key_results)
     )
-    return ProjectedObjective(objective=objective, key_results=key_results), ScoreEffect(
-        TimelineCause.CREATED
-    )
+    return ProjectedObjective(objective=objective, key_results=key_results)
 
 
 @_evolve.register
 def _revised(
     payload: okr.ObjectiveRevised, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
+) -> ProjectedObjective:
     changes = payload.model_dump(exclude_none=True)
-    return _touch(_require(state, envelope), envelope, **changes), None
+    return _touch(_require(state, envelope), envelope, **changes)
 
 
 @_evolve.register
 def _aligned(
     payload: okr.ObjectiveAligned, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    return _touch(_require(state, envelope), envelope, parent_id=payload.parent_id), None
+) -> ProjectedObjective:
+    return _touch(_require(state, envelope), envelope, parent_id=payload.parent_id)
 
 
 @_evolve.register
 def _activated(
     _: okr.ObjectiveActivated, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    return _touch(_require(state, envelope), envelope, status=ObjectiveStatus.ACTIVE), None
+) -> ProjectedObjective:
+    return _touch(_require(state, envelope), envelope, status=ObjectiveStatus.ACTIVE)
 
 
 @_evolve.register
 def _closed(
     payload: okr.ObjectiveClosed, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    closed = _touch(
+) -> ProjectedObjective:
+    return _touch(
         _require(state, envelope),
         envelope,
         status=ObjectiveStatus.CLOSED,
         final_score=payload.final_score,
         retrospective=payload.retrospective,
     )
-    return closed, ScoreEffect(TimelineCause.CLOSED, detail={"final_score": payload.final_score})
 
 
 @_evolve.register
 def _archived(
     _: okr.ObjectiveArchived, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    return _touch(_require(state, envelope), envelope, status=ObjectiveStatus.ARCHIVED), None
+) -> ProjectedObjective:
+    return _touch(_require(state, envelope), envelope, status=ObjectiveStatus.ARCHIVED)
 
 
 @_evolve.register
 def _kr_added(
     payload: okr.KeyResultAdded, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
+) -> ProjectedObjective:
     current = _require(state, envelope)
     added_id = payload.key_result.key_result_id
     if any(row.key_result_id == added_id for row in current.key_results):
         raise InconsistentEventError(f"key result {added_id} exists already")
     added = _new_key_result(envelope.objective_id, payload.key_result, len(current.key_results))
-    evolved = _touch(current, envelope, key_results=(*current.key_results, added))
-    return evolved, ScoreEffect(TimelineCause.KEY_RESULT_ADDED, added_id)
+    return _touch(current, envelope, key_results=(*current.key_results, added))
 
 
 @_evolve.register
 def _kr_revised(
     payload: okr.KeyResultRevised, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    current = _require(state, envelope)
-    key_results = _replace(current, payload.key_result_id, **_definition(payload.key_result))
-    evolved = _touch(current, envelope, key_results=key_results)
-    return evolved, ScoreEffect(TimelineCause.KEY_RESULT_REVISED, payload.key_result_id)
+) -> ProjectedObjective:
+    return _changed(state, envelope, payload.key_result_id, **_definition(payload.key_result))
 
 
 @_evolve.register
 def _kr_removed(
     payload: okr.KeyResultRemoved, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
+) -> ProjectedObjective:
     current = _require(state, envelope)
     removed = _find(current, payload.key_result_id)
     remaining = tuple(row for row in current.key_results if row is not removed)
-    evolved = _touch(current, envelope, key_results=remaining)
-    return evolved, ScoreEffect(
-        TimelineCause.KEY_RESULT_REMOVED, payload.key_result_id, {"title": removed.title}
-    )
+    return _touch(current, envelope, key_results=remaining)
 
 
 @_evolve.register
 def _kpi_bound(
     payload: okr.KpiBound, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    current = _require(state, envelope)
-    key_results = _replace(
-        current,
-        payload.key_result_id,
-        kpi_key=payload.kpi_key,
-        aggregation=payload.aggregation,
-    )
-    return _touch(current, envelope, key_results=key_results), None
+) -> ProjectedObjective:
+    binding = {"kpi_key": payload.kpi_key, "aggregation": payload.aggregation}
+    return _changed(state, envelope, payload.key_result_id, **binding)
 
 
 @_evolve.register
 def _kpi_unbound(
     payload: okr.KpiUnbound, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    current = _require(state, envelope)
-    key_results = _replace(current, payload.key_result_id, kpi_key=None, aggregation=None)
-    return _touch(current, envelope, key_results=key_results), None
+) -> ProjectedObjective:
+    return _changed(state, envelope, payload.key_result_id, kpi_key=None, aggregation=None)
 
 
 @_evolve.register
 def _checked_in(
     payload: okr.ProgressCheckedIn, state: ProjectedObjective | None, envelope: okr.OkrEventEnvelope
-) -> Step:
-    current = _require(state, envelope)
-    key_results = _replace(
-        current,
+) -> ProjectedObjective:
+    return _changed(
+        state,
+        envelope,
         payload.key_result_id,
         current=payload.value,
         confidence=payload.confidence,
         last_update=envelope.occurred_at,
     )
-    detail = {"note": payload.note, "confidence": payload.confidence}
-    evolved = _touch(current, envelope, key_results=key_results)
-    return evolved, ScoreEffect(TimelineCause.CHECK_IN, payload.key_result_id, detail)
 
 
 @_evolve.register
@@ -509,10 +514,10 @@ def _kpi_progress(
     payload: okr.KpiProgressRecorded,
     state: ProjectedObjective | None,
     envelope: okr.OkrEventEnvelope,
-) -> Step:
+) -> ProjectedObjective:
     current = _require(state, envelope)
     # The scorer's stream of value changes: copy the one row (both values come validated from
-    # the payload and the envelope) rather than dump and re-validate it as `_replace` does.
+    # the payload and the envelope) rather than dump and re-validate it as `_changed` does.
     changed = _find(current, payload.key_result_id).model_copy(
         update={"current": payload.value, "last_update": envelope.occurred_at}
     )
@@ -520,11 +525,15 @@ def _kpi_progress(
         changed if row.key_result_id == payload.key_result_id else row
         for row in current.key_results
     )
-    detail = {
-        "kpi_key": payload.kpi_key,
-        "observations": payload.observations,
-        "last_kpi_event_id": payload.last_kpi_event_id,
-        "last_offset": payload.last_offset,
-    }
-    evolved = _touch(current, envelope, key_results=key_results)
-    return evolved, ScoreEffect(TimelineCause.KPI, payload.key_result_id, detail)
+    return _touch(current, envelope, key_results=key_results)
+
+
+@_evolve.register
+def _kr_commented(
+    payload: okr.KeyResultCommented,
+    state: ProjectedObjective | None,
+    envelope: okr.OkrEventEnvelope,
+) -> ProjectedObjective:
+    current = _require(state, envelope)
+    _find(current, payload.key_result_id)
+    return _touch(current, envelope)

@@ -43,6 +43,12 @@ SIZE_BUCKETS = (
 LABELS = ("job", "stage")
 SCORER, PROJECTOR, RELAY = "scorer", "projector", "relay"
 """The `job` label of each batch job."""
+STAGES = {
+    SCORER: ("fetch", "decode", "prepare", "plan", "save", "commit"),
+    PROJECTOR: ("fetch", "decode", "apply", "save", "commit"),
+    RELAY: ("read", "publish", "record"),
+}
+"""Each job's `stage` labels, in the order a batch goes through them."""
 
 
 class StageTimings:

@@ -13,16 +13,16 @@ import binascii
 import contextlib
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domain.measures import KeyResultKind
 from domain.objective import ObjectiveStatus
 from domain.objective_events import Aggregation
+from events import okr
 
 
 class Row(BaseModel):
@@ -71,16 +71,24 @@ class KeyResultRow(Row):
     aggregation: Aggregation | None = None
 
 
-class TimelineCause(StrEnum):
-    """Why a score may have moved; one timeline row per such event."""
+TIMELINE_CAUSES = frozenset(
+    payload.timeline.cause for payload in okr.PAYLOADS.values() if payload.timeline is not None
+)
+"""Why a score may have moved: one cause per event type with a place on the timeline, as its
+payload model declares it (`events.okr.Timeline`)."""
 
-    CREATED = "created"
-    KEY_RESULT_ADDED = "key_result_added"
-    KEY_RESULT_REVISED = "key_result_revised"
-    KEY_RESULT_REMOVED = "key_result_removed"
-    CHECK_IN = "check_in"
-    KPI = "kpi"
-    CLOSED = "closed"
+
+def _declared_cause(cause: str) -> str:
+    if cause not in TIMELINE_CAUSES:
+        raise ValueError(f"not a timeline cause: {cause!r}")
+    return cause
+
+
+TimelineCause = Annotated[
+    str,
+    AfterValidator(_declared_cause),
+    Field(json_schema_extra={"enum": sorted(TIMELINE_CAUSES)}),
+]
 
 
 class TimelineRow(Row):

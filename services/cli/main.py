@@ -206,14 +206,33 @@ def serve() -> None:
 
 
 @app.command("scorer")
-def scorer() -> None:
-    """Run only the KPI scorer: kpi.events in, bound key results moved (no HTTP)."""
+def scorer(
+    metrics_port: int | None = typer.Option(
+        None,
+        min=0,
+        max=65535,
+        help="Serve GET /metrics (jobs, okr_stage_* timings; no key asked) on this port.",
+    ),
+    metrics_host: str | None = typer.Option(
+        None, help="Address to serve the metrics on (default: OKR_HTTP_HOST)."
+    ),
+) -> None:
+    """Run only the KPI scorer: kpi.events in, bound key results moved (no HTTP API)."""
     import asyncio
 
+    from projections.job_health import current_board
     from services.bootstrap import run_jobs, scorer_jobs
+    from services.operations.job_metrics import serve_job_metrics
 
     settings = settings_or_exit()
     configure_logging()
+    if metrics_port is not None:
+        host = metrics_host or settings.http_host
+        try:
+            server = serve_job_metrics(current_board(), host, metrics_port)
+        except OSError as error:
+            raise _fail(error) from None
+        typer.echo(f"metrics on http://{host}:{server.server_port}/metrics", err=True)
     asyncio.run(_until_terminated(run_jobs(settings, scorer_jobs(settings))))
 
 

@@ -14,11 +14,11 @@ from uuid import UUID
 from domain import objective as decide
 from domain.chain import GENESIS_HASH, seal
 from domain.errors import RuleViolationError
-from domain.measures import KeyResultKind, KeyResultSpec
 from domain.objective import Decision, Objective, require_objective
-from domain.objective_events import Aggregation, DomainEvent, KpiBinding, ObjectiveCreated
+from domain.objective_events import Aggregation, DomainEvent, KpiBinding, spec_of
 from domain.quality import QualityReport
 from events import commands as wire
+from events import okr
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,6 @@ class Outcome:
     events: list[DomainEvent]
     report: QualityReport | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def to_spec(definition: wire.KeyResultDefinition) -> KeyResultSpec:
-    return KeyResultSpec(
-        **definition.model_dump(exclude={"kind"}), kind=KeyResultKind(definition.kind)
-    )
 
 
 def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outcome:
@@ -45,11 +39,11 @@ def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outc
         period_start=command.period_start,
         period_end=command.period_end,
         parent_id=command.parent_id,
-        key_results=[to_spec(kr) for kr in command.key_results],
+        key_results=[spec_of(kr) for kr in command.key_results],
         objective_id=command.objective_id,
     )
     [created] = events
-    assert isinstance(created, ObjectiveCreated)
+    assert isinstance(created, okr.ObjectiveCreated)
     made = [key_result.key_result_id for key_result in created.key_results]
     return Outcome(events, report, {"key_result_ids": made})
 
@@ -83,7 +77,7 @@ def archive_objective(objective: Objective, decision: Decision, _: Any) -> Outco
 def add_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
     command: wire.AddKeyResult = body
     events, report, key_result_id = decide.add_key_result(
-        objective, decision, to_spec(command.key_result)
+        objective, decision, spec_of(command.key_result)
     )
     return Outcome(
         events, report, {"key_result_id": key_result_id, "key_result_ids": [key_result_id]}
@@ -93,7 +87,7 @@ def add_key_result(objective: Objective, decision: Decision, body: Any) -> Outco
 def revise_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
     command: wire.ReviseKeyResult = body
     events, report = decide.revise_key_result(
-        objective, decision, command.key_result_id, to_spec(command.key_result)
+        objective, decision, command.key_result_id, spec_of(command.key_result)
     )
     return Outcome(events, report)
 
@@ -127,6 +121,13 @@ def check_in(objective: Objective, decision: Decision, body: Any) -> Outcome:
     return Outcome(events)
 
 
+def comment_key_result(objective: Objective, decision: Decision, body: Any) -> Outcome:
+    command: wire.CommentKeyResult = body
+    return Outcome(
+        decide.comment_key_result(objective, decision, command.key_result_id, command.text)
+    )
+
+
 def keyed_by_envelope(body: wire.CreateObjective, objective_id: UUID | None) -> Any:
     """A create keyed by its envelope's objective id creates that objective, not a random one."""
     if objective_id is None or body.objective_id == objective_id:
@@ -156,6 +157,7 @@ HANDLERS: dict[str, Handler] = {
     "bind_kpi": bind_kpi,
     "unbind_kpi": unbind_kpi,
     "check_in": check_in,
+    "comment_key_result": comment_key_result,
 }
 
 

@@ -31,6 +31,8 @@ from events.commands import (
     Command,
     CommandBody,
     CommandResult,
+    CommentKeyResult,
+    CommentText,
     Contract,
     CreateObjective,
     KeyResultDefinition,
@@ -194,6 +196,10 @@ class CheckInRequest(Contract):
     note: LongText = ""
 
 
+class CommentRequest(Contract):
+    text: CommentText = Field(description="The comment, 1 to 2000 characters.")
+
+
 def _with_key_result(key_result_id: UUID, request: Contract) -> dict[str, Any]:
     return {"key_result_id": key_result_id, **request.model_dump()}
 
@@ -327,3 +333,15 @@ async def check_in(
     objective_id: UUID, key_result_id: UUID, body: CheckInRequest, runner: Runner
 ) -> JSONResponse:
     return await runner.run(objective_id, CheckIn(**_with_key_result(key_result_id, body)))
+
+
+@router.post(
+    KEY_RESULT + "/comments",
+    summary="Comment on a key result (its value and score do not change)",
+    response_model=CommandResult,
+    responses=BODY_RESPONSES,
+)
+async def comment_key_result(
+    objective_id: UUID, key_result_id: UUID, body: CommentRequest, runner: Runner
+) -> JSONResponse:
+    return await runner.run(objective_id, CommentKeyResult(**_with_key_result(key_result_id, body)))

@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from domain.objective_events import spec_of
 from domain.quality import lint_objective
 from events.commands import CreateObjective, Issue
 from services.commands.application import issues
-from services.commands.handlers import to_spec
 from services.http.errors import BODY_RESPONSES, REJECTION_RESPONSES
 
 router = APIRouter(tags=["commands"], responses={422: REJECTION_RESPONSES[422], **BODY_RESPONSES})
@@ -27,7 +27,7 @@ class LintReport(BaseModel):
 @router.post("/lint", summary="Check an objective against the quality rules; writes nothing")
 async def lint(body: CreateObjective) -> LintReport:
     report = lint_objective(
-        body.title, body.period_start, body.period_end, [to_spec(kr) for kr in body.key_results]
+        body.title, body.period_start, body.period_end, [spec_of(kr) for kr in body.key_results]
     )
     return LintReport(
         ok=report.ok, problems=issues(report, "problems"), warnings=issues(report, "warnings")

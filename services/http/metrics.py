@@ -1,29 +1,31 @@
-"""`GET /metrics`: dependencies, consumer lag, relay backlog and jobs, in the Prometheus format.
+"""`GET /metrics`: dependencies, consumer lag, relay backlog, jobs and their stages' timings, in
+the Prometheus format.
 
 Rendered from memory, never measured per scrape: the lag, the backlog and the dependencies come
 from the health monitor's last round (`services.operations.health_monitor`, every
-`OKR_HEALTH_INTERVAL_S`),
-whose age is `okr_health_checked_age_seconds`; the jobs from the app's job board
-(`projections.job_health`). Each app has its own registry: two apps in one process (tests, or
-later a second API) never share or double-register series, and nothing leaks into
-prometheus_client's global registry. A source the last round could not read (Kafka down, event
-store down) is reported as `okr_lag_source_up{source=...} 0` and its series are left out.
+`OKR_HEALTH_INTERVAL_S`), whose age is `okr_health_checked_age_seconds`; the jobs and the batch
+size and duration of each of their stages from the app's job board (`projections.job_health`,
+`services.operations.job_metrics`). Each app has its own registry and its own board: two apps in
+one process (tests, or later a second API) never share or double-register series, and nothing
+leaks into prometheus_client's global registry. A source the last round could not read (Kafka
+down, event store down) is reported as `okr_lag_source_up{source=...} 0` and its series are left
+out.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.datastructures import State
 
 from projections.job_health import JobBoard
 from services.operations.health_monitor import Probe
+from services.operations.job_metrics import board_families
 
 router = APIRouter(tags=["operations"])
 
@@ -38,13 +40,13 @@ class AppCollector(Collector):
         self.state = state
 
     def describe(self) -> Iterator[Metric]:
-        return iter((*_probe_families(None), *_job_families(JobBoard())))
+        return iter((*_probe_families(None), *board_families(JobBoard())))
 
     def collect(self) -> Iterator[Metric]:
         monitor = getattr(self.state, "health", None)
         probe: Probe | None = monitor.last if monitor is not None else None
         board: JobBoard = getattr(self.state, "jobs", None) or JobBoard()
-        return iter((*_probe_families(probe), *_job_families(board)))
+        return iter((*_probe_families(probe), *board_families(board)))
 
 
 def _probe_families(probe: Probe | None) -> tuple[Metric, ...]:
@@ -113,40 +115,6 @@ def _probe_families(probe: Probe | None) -> tuple[Metric, ...]:
     return (age, check_up, committed, end, lag, up, position, stored, pending)
 
 
-def _job_families(board: JobBoard) -> tuple[Metric, ...]:
-    """Per job name (two entries of one name are summed; up only when both run)."""
-    up = GaugeMetricFamily(
-        "okr_job_up",
-        "1 while the background job works, 0 while it is retrying (or not started yet).",
-        labels=("job",),
-    )
-    failures = CounterMetricFamily(
-        "okr_job_failures",
-        "Failed attempts of the background job since the process started.",
-        labels=("job",),
-    )
-    dead_letters = CounterMetricFamily(
-        "okr_dead_letters",
-        "Records the background job set aside on okr.dlq, by reason, since the process started.",
-        labels=("job", "reason"),
-    )
-    running: dict[str, bool] = {}
-    failed: Counter[str] = Counter()
-    set_aside: Counter[tuple[str, str]] = Counter()
-    for job in board.jobs():
-        entry = job.to_json()
-        running[job.name] = running.get(job.name, True) and entry["state"] == "running"
-        failed[job.name] += entry["failures_total"]
-        for reason, count in entry["dead_letters"].items():
-            set_aside[(job.name, reason)] += count
-    for name, works in running.items():
-        up.add_metric([name], 1 if works else 0)
-        failures.add_metric([name], failed[name])
-    for (name, reason), count in sorted(set_aside.items()):
-        dead_letters.add_metric([name, reason], count)
-    return (up, failures, dead_letters)
-
-
 class AppMetrics:
     """One per app: its registry and the collector registered in it."""
 
@@ -166,8 +134,8 @@ async def get_metrics(request: Request) -> AppMetrics:
 
 @router.get(
     "/metrics",
-    summary="Dependencies, consumer lag, relay backlog (as of the health monitor's last probe) "
-    "and background jobs, in the Prometheus text format",
+    summary="Dependencies, consumer lag, relay backlog (as of the health monitor's last probe), "
+    "background jobs and their stages' timings, in the Prometheus text format",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )

@@ -49,22 +49,14 @@ and other processes' through the store's doorbell, `services.relay.wakeup`); it 
 this
 often anyway, in case a ring was lost. It polled every 10 ms before, ~8 % of a core when idle."""
 
-HEADER_FIELDS = set(DomainEvent.model_fields)
-"""Fields every domain event has; they become the envelope, the rest becomes the payload."""
-
-
 # --- translation: stored domain event -> wire envelope --------------------------------------------
 
 
 def to_envelope(event: DomainEvent) -> okr.OkrEventEnvelope:
-    """The one place a domain event becomes the contract other services read."""
-    name = type(event).__name__
-    payload_model = okr.PAYLOADS.get(name)
-    if payload_model is None:
-        raise TypeError(f"domain event {name} has no wire contract in events/okr.py")
-    state = _wire_shape(event.model_dump(mode="json", exclude=HEADER_FIELDS))
+    """The one place a domain event becomes the contract other services read: its declared
+    payload (`DomainEvent.payload`), in the envelope its header fills."""
     return okr.okr_event(
-        payload_model.model_validate(state),
+        event.payload(),
         objective_id=event.originator_id,
         version=event.originator_version,
         occurred_at=event.timestamp,
@@ -73,23 +65,6 @@ def to_envelope(event: DomainEvent) -> okr.OkrEventEnvelope:
         reason=event.reason,
         chain_hash=event.chain_hash or None,
     )
-
-
-def _wire_shape(state: dict[str, Any]) -> dict[str, Any]:
-    """Domain nests a key result's `spec` and a KPI `binding`; the wire speaks like the commands."""
-    if "key_results" in state:
-        state["key_results"] = [_flat_key_result(new) for new in state["key_results"]]
-    if isinstance(state.get("key_result"), dict):
-        state["key_result"] = _flat_key_result(state["key_result"])
-    if "spec" in state:
-        state["key_result"] = state.pop("spec")
-    if "binding" in state:
-        state |= state.pop("binding")
-    return state
-
-
-def _flat_key_result(new: dict[str, Any]) -> dict[str, Any]:
-    return {"key_result_id": new["key_result_id"], **new["spec"]}
 
 
 # --- position: the last acknowledged notification id, in the event store --------------------------

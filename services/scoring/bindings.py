@@ -38,17 +38,7 @@ from domain.objective import (
     evolve,
     record_kpi_progress,
 )
-from domain.objective_events import (
-    DomainEvent,
-    KeyResultRemoved,
-    KpiBinding,
-    KpiBound,
-    KpiUnbound,
-    ObjectiveActivated,
-    ObjectiveArchived,
-    ObjectiveClosed,
-    ObjectiveRevised,
-)
+from domain.objective_events import EVENTS, DomainEvent, KpiBinding
 from projections.backoff import Backoff, keep_running
 from projections.failures import SetAsideStreak, describe, is_transient
 from services.kafka.dead_letters import (
@@ -76,16 +66,11 @@ log = logging.getLogger(__name__)
 FOLLOWER_NAME = "okr-scorer-bindings"
 """Its row in the tracking table (the relay has "okr.events-relay")."""
 
-RELEVANT_EVENTS: tuple[type[DomainEvent], ...] = (
-    KpiBound,
-    KpiUnbound,
-    KeyResultRemoved,
-    ObjectiveRevised,
-    ObjectiveActivated,
-    ObjectiveClosed,
-    ObjectiveArchived,
+RELEVANT_EVENTS: tuple[type[DomainEvent], ...] = tuple(
+    event for event in EVENTS.values() if event.payload_model.changes_bindings
 )
-"""The events that can change a binding, its period or whether it scores."""
+"""The events that can change a binding, its period or whether it scores, as their payload
+models declare it (`changes_bindings`)."""
 RELEVANT_TOPICS = [get_topic(cls) for cls in RELEVANT_EVENTS]
 
 BATCH_SIZE = 100

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ValidationError
 
 from domain.errors import OkrError
 from domain.kpi_series import epoch_us
+from domain.objective_events import spec_of
 from domain.pace import PaceStatus
 from domain.quality import lint_objective
 from events.commands import (
@@ -65,7 +66,6 @@ from services.audit.past_state_view import ObjectiveAsOfBody, as_of_body
 from services.audit.past_states import objective_as_of
 from services.audit.verify import VerifyReport, verify
 from services.commands.application import OkrApplication
-from services.commands.handlers import to_spec
 from services.commands.rejections import REJECTABLE, TRANSIENT, Rejection, reject
 from services.http import lint as api_lint
 from services.http.auth import accept_guard
@@ -1073,7 +1073,7 @@ def _lenient_lint(draft: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
     for kr in draft.get("key_results", []):
         clean = {k: v for k, v in kr.items() if not (k in NUMBER_FIELDS and isinstance(v, str))}
         try:
-            specs.append(to_spec(KeyResultDefinition.model_validate(clean)))
+            specs.append(spec_of(KeyResultDefinition.model_validate(clean)))
         except ValidationError:
             continue
     report = lint_objective(

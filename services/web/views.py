@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.pace import PaceStatus
-from projections.views import AuditRow, KeyResultRow, ObjectiveRow, TimelineCause, TimelineRow
+from projections.views import AuditRow, KeyResultRow, ObjectiveRow, TimelineRow
 from services.web.charts import ChartPoint
 from services.web.i18n import Translate
 
@@ -159,13 +159,14 @@ def target_text(kr: KeyResultRow) -> str:
 
 
 def cause_label(row: TimelineRow, _: Translate, kr_title: str | None = None) -> str:
-    """What moved a score, in a sentence: who checked in what, or which KPI batch."""
+    """What moved a score, in a sentence: who checked in what, or which KPI batch. A cause with
+    no sentence here says who, and what its detail holds."""
     what = f" — {kr_title}" if kr_title else ""
-    if row.cause is TimelineCause.CHECK_IN:
+    if row.cause == "check_in":
         note = row.detail.get("note") or ""
         text = _("check-in by {actor}: {value}").format(actor=row.actor, value=number(row.value))
         return text + (f" ({note})" if note else "") + what
-    if row.cause is TimelineCause.KPI:
+    if row.cause == "kpi":
         return (
             _("KPI {kpi}: {count} events, last {event}").format(
                 kpi=row.detail.get("kpi_key", "?"),
@@ -176,13 +177,16 @@ def cause_label(row: TimelineRow, _: Translate, kr_title: str | None = None) -> 
             + what
         )
     words = {
-        TimelineCause.CREATED: _("created by {actor}"),
-        TimelineCause.KEY_RESULT_ADDED: _("key result added by {actor}"),
-        TimelineCause.KEY_RESULT_REVISED: _("key result revised by {actor}"),
-        TimelineCause.KEY_RESULT_REMOVED: _("key result removed by {actor}"),
-        TimelineCause.CLOSED: _("closed by {actor}"),
+        "created": _("created by {actor}"),
+        "key_result_added": _("key result added by {actor}"),
+        "key_result_revised": _("key result revised by {actor}"),
+        "key_result_removed": _("key result removed by {actor}"),
+        "closed": _("closed by {actor}"),
     }
-    return words.get(row.cause, str(row.cause)).format(actor=row.actor) + what
+    if row.cause in words:
+        return words[row.cause].format(actor=row.actor) + what
+    said = " · ".join(str(v) for v in row.detail.values() if v not in (None, ""))
+    return (f"{row.actor}: {said}" if said else row.actor) + what
 
 
 def objective_points(
@@ -194,7 +198,7 @@ def objective_points(
             value=row.objective_score,
             label=f"v{row.version} {_day_time(row.occurred_at)} · "
             f"{number(row.objective_score, 1)} · {cause_label(row, _, _title(row, titles))}",
-            kind=row.cause.value,
+            kind=row.cause,
         )
         for row in rows
     ]
@@ -214,7 +218,7 @@ def key_result_points(
             value=row.kr_score if row.kr_score is not None else 0.0,
             label=f"v{row.version} {_day_time(row.occurred_at)} · "
             f"{number(row.kr_score, 1)} · {cause_label(row, _)}",
-            kind=row.cause.value,
+            kind=row.cause,
         )
         for row in rows
         if row.key_result_id == key_result_id or row.key_result_id is None

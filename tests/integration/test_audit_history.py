@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import services.audit.history
 from domain.errors import NaiveDatetimeError, ObjectiveNotFoundError
 from domain.objective_events import DomainEvent
+from events import commands as wire
 from projections.projector import Message, apply_batch
 from projections.views import AuditRow
 from services.audit.history import AuditHistory, read_audit_history
@@ -231,6 +232,37 @@ def test_cli_table_at_a_version_and_a_moment(ledger: Ledger, store_settings: Set
     assert result.exit_code == 0, result.output
     assert "  v3  " in result.output and "  v4  " not in result.output
     assert f"as of {moment} (asked)" in result.output
+
+
+def test_a_comment_is_listed_with_what_it_says(ledger: Ledger, store_settings: Settings) -> None:
+    """Objective b is a draft at version 1: a comment is its version 2 and changes no score."""
+    b = ledger.application.get_objective(ledger.b)
+    assert b is not None
+    key_result_id = b.key_results[0].key_result_id
+    result = ledger.application.handle(
+        wire.Command(
+            command_id="comment-1",
+            objective_id=ledger.b,
+            actor="carol",
+            body=wire.CommentKeyResult(key_result_id=key_result_id, text="Survey slips a week"),
+        )
+    )
+    assert (result.status, result.version) == ("accepted", 2)
+
+    found = read_audit_history(ledger.application, ledger.b)
+    commented = found.decisions[-1]
+    assert (commented.version, commented.event_type, commented.actor) == (
+        2,
+        "KeyResultCommented",
+        "carol",
+    )
+    assert [(c.field, c.before, c.after) for c in commented.changes] == [
+        (f"key_results[{key_result_id}].comment", None, "Survey slips a week")
+    ]
+    assert commented.objective_score == found.decisions[0].objective_score
+    out = okr(store_settings, "history", str(ledger.b)).output
+    assert "  v2  " in out and "KeyResultCommented" in out and 'by "carol"' in out
+    assert f'key_results[{key_result_id}].comment: null -> "Survey slips a week"' in out
 
 
 def test_cli_refusals(ledger: Ledger, store_settings: Settings) -> None:

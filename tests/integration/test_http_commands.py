@@ -286,7 +286,7 @@ async def test_every_operation_that_takes_a_body_documents_400_and_413(api: Api)
         for method, operation in operations.items()
         if "requestBody" in operation
     }
-    assert len(with_body) == 9, sorted(with_body)
+    assert len(with_body) == 10, sorted(with_body)
     undocumented = {
         name: sorted(set(("400", "413")) - responses.keys())
         for name, responses in with_body.items()
@@ -495,6 +495,49 @@ async def test_a_check_in_on_a_draft_is_409(api: Api) -> None:
             "POST", f"/objectives/{objective_id}/key-results/{nps_id}/check-ins", {"value": 70}
         )
     refused(response, 409, "invalid_transition")
+
+
+async def test_a_comment_is_taken_on_a_draft_and_an_active_objective_not_on_a_closed_one(
+    api: Api,
+) -> None:
+    objective_id, [nps_id] = await api.create(NPS)
+    comments = f"/objectives/{objective_id}/key-results/{nps_id}/comments"
+    body = accepted(await api.send("POST", comments, {"text": "Survey in the field"}), 200, 2)
+    assert body["events"] == ["KeyResultCommented"]
+    accepted(await api.send("POST", f"/objectives/{objective_id}/activate"), 200, 3)
+    accepted(await api.send("POST", comments, {"text": "Slips a week"}), 200, 4)
+    stored = await asyncio.to_thread(list, api.application.events.get(UUID(objective_id)))
+    assert [(e.actor, getattr(e.payload(), "text", None)) for e in stored[-3:]] == [
+        (ACTOR, "Survey in the field"),
+        (ACTOR, None),
+        (ACTOR, "Slips a week"),
+    ]
+    async with api.writes_nothing():
+        unknown = await api.send(
+            "POST", f"/objectives/{objective_id}/key-results/{uuid4()}/comments", {"text": "?"}
+        )
+    refused(unknown, 404, "key_result_not_found")
+    accepted(await api.send("POST", f"/objectives/{objective_id}/close?reason=q"), 200, 5)
+    async with api.writes_nothing():
+        finished = await api.send("POST", comments, {"text": "too late"})
+    refused(finished, 409, "invalid_transition")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("", "string_too_short"), ("x" * 2001, "string_too_long"), ("a\x00b", "nul_character")],
+    ids=["empty", "too long", "nul"],
+)
+async def test_a_comment_is_1_to_2000_characters_of_text(api: Api, text: str, code: str) -> None:
+    objective_id, [nps_id] = await api.create(NPS)
+    comments = f"/objectives/{objective_id}/key-results/{nps_id}/comments"
+    async with api.writes_nothing():
+        response = await api.send("POST", comments, {"text": text})
+    assert problem_fields(refused(response, 422, "invalid_command")) == {(code, "body.text")}
+    async with api.writes_nothing():
+        blank = await api.send("POST", comments, {"text": "   "})
+    refused(blank, 422, "rule_violation")
+    accepted(await api.send("POST", comments, {"text": "é" * 2000}), 200, 2)
 
 
 async def test_numbers_and_days_beyond_what_the_stores_hold_are_refused_not_crashed(

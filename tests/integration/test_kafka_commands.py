@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from events import topics
+from events import okr, topics
 from events.commands import Command, CommandResult
 from events.dead_letters import DeadLetter
 from services.commands.application import OkrApplication
@@ -195,6 +195,48 @@ async def test_accepted_commands_report_the_version_they_produced(
     assert await event_count(application) == 3
     stored = await asyncio.to_thread(list, application.events.get(uuid.UUID(objective_id)))
     assert {event.actor for event in stored} == {KAFKA_PRINCIPAL}, "the sender is the actor"
+
+
+async def test_a_comment_sent_on_kafka_is_recorded_and_a_finished_objective_refuses_one(
+    settings: Settings, sqlite_application: OkrApplication
+) -> None:
+    objective_id = new_id()
+    create = command(good_objective(objective_id))
+    archive = command({"type": "archive_objective"}, objective_id=objective_id, reason="dropped")
+    async with consumer_running(settings, sqlite_application) as task:
+        await send_commands(settings, create)
+        await result_of(settings, task, create["command_id"])
+        found = await asyncio.to_thread(sqlite_application.get_objective, uuid.UUID(objective_id))
+        assert found is not None
+        comment = {
+            "type": "comment_key_result",
+            "key_result_id": str(found.key_results[0].key_result_id),
+            "text": "Sent by the survey service",
+        }
+        first = command(comment, objective_id=objective_id)
+        late = command(comment, objective_id=objective_id)
+        await send_commands(settings, first, archive, late)
+        results = await wait_for_results(
+            settings, task, {first["command_id"]: 1, late["command_id"]: 1}
+        )
+
+    [commented], [refused] = results[first["command_id"]], results[late["command_id"]]
+    assert (commented.status, commented.version, commented.events) == (
+        "accepted",
+        2,
+        ["KeyResultCommented"],
+    )
+    assert (refused.status, refused.error) == ("rejected", "invalid_transition")
+    stored = await asyncio.to_thread(list, sqlite_application.events.get(uuid.UUID(objective_id)))
+    assert [type(event).__name__ for event in stored] == [
+        "ObjectiveCreated",
+        "KeyResultCommented",
+        "ObjectiveArchived",
+    ]
+    assert stored[1].actor == KAFKA_PRINCIPAL
+    assert stored[1].payload() == okr.KeyResultCommented(
+        key_result_id=found.key_results[0].key_result_id, text="Sent by the survey service"
+    )
 
 
 async def test_invalid_fields_in_a_readable_command_are_rejected_with_every_problem(

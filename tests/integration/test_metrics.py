@@ -25,6 +25,8 @@ from events import commands as wire
 from events import topics
 from projections.backoff import Backoff, keep_running
 from projections.job_health import current_job
+from projections.stage_timings import PROJECTOR, RELAY, STAGES
+from services.bootstrap import pipeline_jobs
 from services.commands.application import OkrApplication
 from services.commands.consumer import GROUP_ID as COMMAND_HANDLER_GROUP
 from services.http.app import BackgroundJob
@@ -37,6 +39,7 @@ from services.settings import Settings
 from tests import seed
 from tests.health_support import READER, count_probes, serving
 from tests.kafka_support import commit_offsets, eventually
+from tests.kpi_support import create_bound_objective, kpi
 
 if TYPE_CHECKING:
     from services.operations.health_monitor import Probe
@@ -301,3 +304,43 @@ async def test_each_job_has_its_series(settings: Settings) -> None:
         if name == "okr_dead_letters_total"
     }
     assert dead == {("projector", "bad_json"): 2, ("relay", "bad_json"): 1, ("relay", "schema"): 1}
+
+
+async def test_metrics_show_the_stage_histograms_of_the_relay_and_the_projector(
+    settings: Settings, application: OkrApplication
+) -> None:
+    """As `okr serve` runs them: each batch observed once per stage, with its size."""
+    await ensure_topics(settings)
+    async with serving(settings, application, background=pipeline_jobs(settings)) as (_, client):
+        for name in ("sales", "nps", "churn"):  # created, activated, bound: 9 events
+            create_bound_objective(application, [(kpi(name), "sum")])
+        stored = application.last_notification_id()
+
+        async def scraped() -> Samples:
+            return samples((await client.get("/metrics", headers=READER)).text)
+
+        def items(found: Samples, job: str, stage: str) -> float:
+            return found.get(("okr_stage_batch_size_sum", (("job", job), ("stage", stage))), 0)
+
+        async def all_projected() -> bool:
+            return items(await scraped(), "projector", "commit") == stored
+
+        await eventually(all_projected, "every stored event projected and committed")
+        found = await scraped()
+    for job, stages in {"relay": STAGES[RELAY], "projector": STAGES[PROJECTOR]}.items():
+        counts = {
+            stage: found[("okr_stage_duration_seconds_count", (("job", job), ("stage", stage)))]
+            for stage in stages
+        }
+        assert min(counts.values()) >= 1 and len(set(counts.values())) == 1, (job, counts)
+        assert {stage: items(found, job, stage) for stage in stages} == dict.fromkeys(
+            stages, stored
+        )
+
+    def bucket(name: str, le: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return (name, (("job", "projector"), ("le", le), ("stage", "save")))
+
+    assert bucket("okr_stage_duration_seconds_bucket", "0.0001") in found
+    assert found[bucket("okr_stage_duration_seconds_bucket", "10.0")] >= 1
+    assert bucket("okr_stage_batch_size_bucket", "1.0") in found
+    assert found[bucket("okr_stage_batch_size_bucket", "100000.0")] >= 1

@@ -67,12 +67,18 @@ async def read_at(api: httpx.AsyncClient, objective_id: str, version: int) -> di
     return body
 
 
+async def active_objective(api: httpx.AsyncClient, title: str) -> dict[str, Any]:
+    """Created (the answer is returned) and activated: at version 2."""
+    created = await write(api, "POST", "/objectives", json=objective(title))
+    await write(api, "POST", f"/objectives/{created['objective_id']}/activate")
+    return created
+
+
 async def test_writes_are_readable_at_their_version_with_scores_and_pace(
     api: httpx.AsyncClient,
 ) -> None:
-    created = await write(api, "POST", "/objectives", json=objective("Grow product X"))
+    created = await active_objective(api, "Grow product X")
     objective_id = created["objective_id"]
-    await write(api, "POST", f"/objectives/{objective_id}/activate")
     view = await read_at(api, objective_id, 2)
     sales, nps = view["key_results"]
     checked = await write(
@@ -162,6 +168,47 @@ async def test_history_says_who_changed_what_when_and_why(api: httpx.AsyncClient
 
     timeline = (await api.get(f"/objectives/{objective_id}/timeline")).json()
     assert [row["cause"] for row in timeline] == ["created", "key_result_revised"]
+
+
+async def test_a_comment_is_on_the_timeline_and_in_the_history_and_moves_no_score(
+    api: httpx.AsyncClient,
+) -> None:
+    created = await active_objective(api, "Grow product X")
+    objective_id = created["objective_id"]
+    nps_id = created["key_result_ids"][1]
+    checked_in = await write(
+        api,
+        "POST",
+        f"/objectives/{objective_id}/key-results/{nps_id}/check-ins",
+        json={"value": 71},
+    )
+    text = "Survey slips a week <script>"
+    commented = await write(
+        api,
+        "POST",
+        f"/objectives/{objective_id}/key-results/{nps_id}/comments",
+        json={"text": text},
+    )
+    view = await read_at(api, objective_id, commented["version"])
+    before = await api.get(f"/objectives/{objective_id}/as-of", params={"version": 3})
+    assert view["objective"]["score"] == before.json()["score"] == 25
+
+    timeline = (await api.get(f"/objectives/{objective_id}/timeline")).json()
+    assert [row["cause"] for row in timeline] == ["created", "check_in", "comment"]
+    comment = timeline[-1]
+    assert (comment["version"], comment["key_result_id"], comment["detail"]) == (
+        commented["version"],
+        nps_id,
+        {"text": text},
+    )
+    assert (comment["value"], comment["objective_score"]) == (71, 25)
+    assert comment["actor"] == PRINCIPALS["editor"]
+    history = (await api.get(f"/objectives/{objective_id}/history")).json()
+    assert history[-1]["event_type"] == "KeyResultCommented"
+    assert history[-1]["changes"] == [
+        {"field": f"key_results[{nps_id}].comment", "before": None, "after": text}
+    ]
+    assert checked_in["version"] + 1 == commented["version"]
 
 
 async def test_lists_filter_and_page_in_a_stable_order(api: httpx.AsyncClient) -> None:

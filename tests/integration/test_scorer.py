@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,6 +52,8 @@ from tests.kpi_support import (
     AGGREGATIONS,
     PERIOD_END,
     PERIOD_START,
+    CollectedLetters,
+    Record,
     as_message,
     at,
     bind_kpi,
@@ -414,29 +415,6 @@ async def test_two_scorers_in_one_group_share_the_partitions_and_agree_with_one(
 
 
 # --- races with people, without a broker ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Record:
-    """A consumed Kafka record, as the scorer reads it (no broker needed for `score_batch`)."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
-    timestamp: int | None = None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-
-class CollectedLetters:
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
-    ) -> None:
-        self.values.append(value)
 
 
 async def test_a_person_writing_the_objective_mid_batch_costs_a_recomputation(

@@ -1,7 +1,9 @@
 """The dependency direction stays one-way, and each part of `services/` imports only what it says.
 
 `events/` is the contract other teams vendor (pydantic only); `domain/` is pure (no I/O, no
-Kafka, no SQL), so both must stay free of our adapters and of the infrastructure libraries.
+Kafka, no SQL), so both must stay free of our adapters and of the infrastructure libraries. The
+domain's stored events are declared by the contract's payload models (ADR 19), so `domain/` may
+import `events/`, never the reverse.
 Each sub-package of `services/` says in its docstring what it owns and, on a `May import:` line,
 which of our packages it may import; this test holds the code to those words, so a new edge
 between capabilities is a decision someone writes down, not an accident.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ OUR_PACKAGES = {"domain", "events", "services", "projections"}
 INFRASTRUCTURE = {"aiokafka", "faststream", "psycopg", "sqlite3", "fastapi", "eventsourcing"}
 
 ALLOWED = {
-    "domain": {"domain"},
+    "domain": {"domain", "events"},
     "events": {"events"},
 }
 
@@ -62,6 +65,17 @@ def test_package_imports_only_what_it_may(package: str) -> None:
         forbidden |= imported & INFRASTRUCTURE
         if forbidden:
             offenders[str(path.relative_to(ROOT))] = sorted(forbidden)
+    assert offenders == {}
+
+
+def test_events_import_nothing_but_pydantic_and_the_standard_library() -> None:
+    """Other teams vendor `events/`: it must not pull in anything else they would have to."""
+    allowed = {"events", "pydantic", "pydantic_core", "__future__"} | sys.stdlib_module_names
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_top_levels(path) - allowed)
+        for path in sorted((ROOT / "events").rglob("*.py"))
+        if imported_top_levels(path) - allowed
+    }
     assert offenders == {}
 
 

@@ -33,8 +33,8 @@ PARENT_ID = UUID("5a4e3f20-8c1b-4d7e-9f60-1b2c3d4e5f60")
 KEY_RESULT_ID = UUID("7d1c0a8b-5e9f-4c21-8a3b-2f6e4d9c8b71")
 ADDED_ID = UUID("c3b2a190-7f6e-4d5c-8b4a-392817160504")
 WHEN = datetime(2026, 7, 14, 9, 30, tzinfo=UTC)
-NPS = seed.NPS.as_spec()
-PURCHASE_PATH = seed.PURCHASE_PATH.as_spec(weight=2)
+NPS = seed.NPS.as_definition()
+PURCHASE_PATH = seed.PURCHASE_PATH.as_definition(weight=2)
 
 
 def header(version: int, reason: str | None = None) -> dict[str, Any]:
@@ -60,23 +60,24 @@ def samples() -> list[domain.DomainEvent]:
             period_start=date(2026, 7, 1),
             period_end=date(2026, 9, 30),
             parent_id=PARENT_ID,
-            key_results=(domain.NewKeyResult(key_result_id=KEY_RESULT_ID, spec=NPS),),
+            key_results=[okr.KeyResult(key_result_id=KEY_RESULT_ID, **dict(NPS))],
         ),
         domain.ObjectiveRevised(**header(2), title="Win the whole mid-market", team="sales"),
         domain.ObjectiveAligned(**header(3), parent_id=None),
         domain.KeyResultAdded(
-            **header(4), key_result=domain.NewKeyResult(key_result_id=ADDED_ID, spec=PURCHASE_PATH)
+            **header(4), key_result=okr.KeyResult(key_result_id=ADDED_ID, **dict(PURCHASE_PATH))
         ),
         domain.ObjectiveActivated(**header(5)),
         domain.KeyResultRevised(
             **header(6, "board moved the bar"),
             key_result_id=KEY_RESULT_ID,
-            spec=NPS.model_copy(update={"target": 85.0}),
+            key_result=NPS.model_copy(update={"target": 85.0}),
         ),
         domain.KpiBound(
             **header(7),
             key_result_id=KEY_RESULT_ID,
-            binding=domain.KpiBinding(kpi_key="nps", aggregation=domain.Aggregation.AVG),
+            kpi_key="nps",
+            aggregation="avg",
         ),
         domain.KpiProgressRecorded(
             **header(8),
@@ -94,6 +95,7 @@ def samples() -> list[domain.DomainEvent]:
         domain.KeyResultRemoved(**header(11, "merged into NPS"), key_result_id=ADDED_ID),
         domain.ObjectiveClosed(**header(12, "end of Q3"), final_score=66.7, retrospective="ok"),
         domain.ObjectiveArchived(**header(13, "reorganised")),
+        domain.KeyResultCommented(**header(14), key_result_id=KEY_RESULT_ID, text="Survey slips"),
     ]
     return seal(GENESIS_HASH, unsealed)
 

@@ -41,7 +41,6 @@ from domain.objective_events import (
     KpiBound,
     KpiProgressRecorded,
     KpiUnbound,
-    NewKeyResult,
     ObjectiveActivated,
     ObjectiveAligned,
     ObjectiveArchived,
@@ -49,8 +48,11 @@ from domain.objective_events import (
     ObjectiveCreated,
     ObjectiveRevised,
     ProgressCheckedIn,
+    definition_of,
+    spec_of,
 )
 from domain.quality import QualityReport
+from events import okr
 from services.commands.event_store import OrjsonTranscoder, PydanticMapper
 from tests import seed
 
@@ -187,7 +189,7 @@ def test_create_accepts_the_seeds_good_key_results_resolving_relative_targets() 
     [event] = events
     assert isinstance(event, ObjectiveCreated)
     assert (event.originator_id, event.originator_version) == (chosen, 1)
-    sales, churn, nps, path = (kr.spec for kr in event.key_results)
+    sales, churn, nps, path = (spec_of(kr) for kr in event.key_results)
     assert (sales.target, sales.relative_target) == (1300.0, "+30%")
     assert (churn.target, churn.relative_target) == (7.6, "-5%")
     assert nps == NPS
@@ -304,7 +306,7 @@ def test_activate_checks_quality_again() -> None:
         team="sales",
         period_start=Q3_START,
         period_end=Q3_END,
-        key_results=(NewKeyResult(key_result_id=uuid4(), spec=LEAD_GENERATION),),
+        key_results=[okr.KeyResult(key_result_id=uuid4(), **dict(definition_of(LEAD_GENERATION)))],
     )
     draft = evolve(legacy, None)
     with pytest.raises(QualityRejectedError) as raised:
@@ -493,6 +495,47 @@ def test_bind_and_unbind_a_kpi() -> None:
     assert decide.unbind_kpi(history.objective, decision(), sales_id) == []
 
 
+# --- comments ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("history", [created, activated], ids=["draft", "active"])
+def test_a_comment_is_recorded_and_changes_nothing_but_the_version(
+    history: Callable[[], History],
+) -> None:
+    before = history()
+    objective = before.objective
+    nps_id = kr_id(objective, 2)
+    events = decide.comment_key_result(objective, decision(), nps_id, "Survey slips a week")
+    [event] = events
+    assert isinstance(event, okr.KeyResultCommented)
+    assert (event.key_result_id, event.text, event.actor) == (
+        nps_id,
+        "Survey slips a week",
+        "alice",
+    )
+    after = before.record(events)
+    assert after.version == objective.version + 1
+    assert after.model_copy(update={"version": objective.version, "chain_hash": ""}) == (
+        objective.model_copy(update={"chain_hash": ""})
+    )
+    assert after.score == objective.score
+
+
+@pytest.mark.parametrize("history", [closed, archived], ids=["closed", "archived"])
+def test_a_finished_objective_takes_no_comment(history: Callable[[], History]) -> None:
+    objective = history().objective
+    with pytest.raises(InvalidTransitionError):
+        decide.comment_key_result(objective, decision(), kr_id(objective), "too late")
+
+
+def test_a_comment_needs_a_known_key_result_and_some_text() -> None:
+    objective = activated(NPS).objective
+    with pytest.raises(KeyResultNotFoundError):
+        decide.comment_key_result(objective, decision(), uuid4(), "about what?")
+    with pytest.raises(RuleViolationError, match="needs some text"):
+        decide.comment_key_result(objective, decision(), kr_id(objective), " \n ")
+
+
 # --- progress ------------------------------------------------------------------------------------
 
 
@@ -635,6 +678,7 @@ def test_every_event_records_who_when_under_which_command_and_why() -> None:
         )
     )
     history.record(decide.unbind_kpi(history.objective, take(), sales_id))
+    history.record(decide.comment_key_result(history.objective, take(), nps_id, "on track"))
     launch_id = kr_id(history.objective, 2)
     history.record(decide.remove_key_result(history.objective, take("descoped"), launch_id))
     history.record(decide.close_objective(history.objective, take("quarter over")))
@@ -642,7 +686,7 @@ def test_every_event_records_who_when_under_which_command_and_why() -> None:
 
     headers = [(e.actor, e.command_id, e.timestamp, e.reason) for e in history.events]
     assert headers == expected
-    assert len({type(event) for event in history.events}) == len(history.events) == 13
+    assert len({type(event) for event in history.events}) == len(history.events) == 14
     assert history.objective.modified_on == expected[-1][2]
     assert history.objective.created_on == expected[0][2]
 
@@ -685,7 +729,17 @@ KINDS_WITH_A_TARGET = (
     KeyResultKind.AT_MOST,
 )
 VALUES = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False)
-ACTIONS = ("check_in", "check_in", "add", "remove", "revise_key_result", "revise", "bind", "kpi")
+ACTIONS = (
+    "check_in",
+    "check_in",
+    "add",
+    "remove",
+    "revise_key_result",
+    "revise",
+    "bind",
+    "kpi",
+    "comment",
+)
 
 
 def random_step(data: st.DataObject, objective: Objective, made: Decision) -> list[DomainEvent]:
@@ -726,6 +780,10 @@ def random_step(data: st.DataObject, objective: Objective, made: Decision) -> li
         return decide.bind_kpi(objective, made, kr, SALES_KPI)
     if action == "bind":
         return decide.unbind_kpi(objective, made, kr)
+    if action == "comment":
+        return decide.comment_key_result(
+            objective, made, kr, data.draw(st.text(min_size=1).filter(str.strip))
+        )
     return []
 
 

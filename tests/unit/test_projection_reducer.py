@@ -26,12 +26,12 @@ from projections.projector import BatchReport, Message, apply_batch
 from projections.sql import SqlProjectionWriter
 from projections.sqlite import SQLiteReadStore
 from projections.views import (
+    TIMELINE_CAUSES,
     FieldChange,
     InvalidCursorError,
     ObjectiveFilter,
     ObjectiveRow,
     ReadStoreDump,
-    TimelineCause,
 )
 from services.relay.publisher import to_envelope
 from tests import seed
@@ -131,6 +131,7 @@ def full_history() -> History:
         reason="board moved the bar",
     )
     history.do(decide.remove_key_result, history.kr(1), reason="merged into NPS")
+    history.do(decide.comment_key_result, history.kr(0), "Survey slips a week", actor=BOB)
     history.do(decide.close_objective, reason="end of Q3", retrospective="NPS carried it")
     return history
 
@@ -210,11 +211,11 @@ def test_scores_follow_check_ins_kpi_progress_and_removals(store: SQLiteReadStor
 
     timeline = store.timeline(history.objective.id)
     assert [(t.version, t.cause) for t in timeline] == [
-        (1, TimelineCause.CREATED),
-        (3, TimelineCause.CHECK_IN),
-        (4, TimelineCause.CHECK_IN),
-        (5, TimelineCause.CHECK_IN),
-        (6, TimelineCause.KEY_RESULT_REMOVED),
+        (1, "created"),
+        (3, "check_in"),
+        (4, "check_in"),
+        (5, "check_in"),
+        (6, "key_result_removed"),
     ]
     scores = [(t.value, t.kr_score, t.objective_score) for t in timeline]
     assert scores[1] == pytest.approx((71, 50, 50 / 3))
@@ -232,10 +233,10 @@ def test_timeline_details_say_why_a_score_moved(store: SQLiteReadStore) -> None:
     apply_batch(store, messages(history.events))
 
     by_cause = {t.cause: t for t in store.timeline(history.objective.id)}
-    assert set(by_cause) == set(TimelineCause)
-    check_in = by_cause[TimelineCause.CHECK_IN]  # the last one: the range key result at 5
+    assert set(by_cause) == TIMELINE_CAUSES
+    check_in = by_cause["check_in"]  # the last one: the range key result at 5
     assert check_in.actor == ALICE
-    kpi = by_cause[TimelineCause.KPI]
+    kpi = by_cause["kpi"]
     assert kpi.detail == {
         "kpi_key": "sales.x",
         "observations": 3,
@@ -249,7 +250,14 @@ def test_timeline_details_say_why_a_score_moved(store: SQLiteReadStore) -> None:
         BOB,
         {"note": "survey in", "confidence": 0.6},
     )
-    closed = by_cause[TimelineCause.CLOSED]
+    comment = by_cause["comment"]
+    assert (comment.actor, comment.detail) == (BOB, {"text": "Survey slips a week"})
+    assert comment.key_result_id == history.kr(0)
+    timeline = store.timeline(history.objective.id)
+    before = timeline[timeline.index(comment) - 1]
+    assert comment.value == 71
+    assert comment.objective_score == before.objective_score, "a comment moves no score"
+    closed = by_cause["closed"]
     assert closed.detail == {"final_score": pytest.approx(closed.objective_score)}
 
 
@@ -310,7 +318,14 @@ def test_audit_has_one_row_per_event_with_actor_reason_and_field_diffs(
         )
     }
     assert all(c.after is None for c in removed.changes)
-    closed = {c.field: c for c in audit[10].changes}
+    assert audit[10].changes == (
+        FieldChange(
+            field=f"key_results[{nps.key_result_id}].comment",
+            before=None,
+            after="Survey slips a week",
+        ),
+    )
+    closed = {c.field: c for c in audit[11].changes}
     assert closed["status"] == FieldChange(field="status", before="active", after="closed")
     assert closed["final_score"].after == pytest.approx(history.objective.final_score)
 

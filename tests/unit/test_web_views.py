@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from domain.objective import ObjectiveStatus
 from domain.pace import PaceStatus
-from projections.views import AuditRow, ObjectiveRow, TimelineCause, TimelineRow
+from projections.views import AuditRow, ObjectiveRow, TimelineRow
 from services.web import views
 from services.web.charts import ChartPoint
 from services.web.i18n import translator
@@ -72,7 +72,7 @@ def test_numbers_and_bars() -> None:
     assert views.width_class(None) == "w0"
 
 
-def timeline_row(cause: TimelineCause, **detail: object) -> TimelineRow:
+def timeline_row(cause: str, **detail: object) -> TimelineRow:
     return TimelineRow(
         objective_id=uuid.uuid4(),
         version=3,
@@ -89,14 +89,18 @@ def timeline_row(cause: TimelineCause, **detail: object) -> TimelineRow:
 
 
 def test_a_point_says_who_checked_in_or_which_kpi_batch_moved_it() -> None:
-    check_in = timeline_row(TimelineCause.CHECK_IN, note="July promo", confidence=0.8)
+    check_in = timeline_row("check_in", note="July promo", confidence=0.8)
     assert views.cause_label(check_in, _) == "check-in by alice: 1\u202f150 (July promo)"
-    kpi = timeline_row(
-        TimelineCause.KPI, kpi_key="sales.units", observations=12, last_kpi_event_id="ev-99"
-    )
+    kpi = timeline_row("kpi", kpi_key="sales.units", observations=12, last_kpi_event_id="ev-99")
     assert views.cause_label(kpi, _) == "KPI sales.units: 12 events, last ev-99 → 1\u202f150"
     french = views.cause_label(kpi, translator("fr"))
     assert french.startswith("KPI sales.units : 12 événements, dernier ev-99")
+
+
+def test_a_comment_says_who_said_what_in_any_language() -> None:
+    comment = timeline_row("comment", text="Survey slips a week")
+    assert views.cause_label(comment, _, "Raise NPS") == "alice: Survey slips a week — Raise NPS"
+    assert views.cause_label(comment, translator("fr")) == "alice: Survey slips a week"
 
 
 def test_thinning_keeps_the_ends_and_counts_what_it_folds() -> None:

@@ -1,14 +1,11 @@
 """Wire contracts of `okr.events`: every domain event has one, and it survives the round trip.
 
-The relay translates stored domain events into envelopes; consumers read them back with
-`parse_okr_event`. A domain event without a wire model, or a field the wire model does not carry,
-would stall the relay in production; these tests catch it first.
+The relay translates stored domain events into envelopes (each is its payload model plus a header);
+consumers read them back with `parse_okr_event`. The samples are `test_event_formats`', one event
+of each type.
 """
 
 from __future__ import annotations
-
-from datetime import UTC, date, datetime
-from uuid import UUID, uuid4
 
 import orjson
 import pytest
@@ -18,88 +15,17 @@ from events import okr, upcasters
 from events.commands import KeyResultDefinition
 from services.relay.publisher import to_envelope
 from tests import seed
+from tests.unit.test_event_formats import KEY_RESULT_ID, SAMPLES
 
-OBJECTIVE_ID = UUID("0b7f6a52-0d0e-4a47-9d0b-4f3cbb0f1a10")
-KEY_RESULT_ID = UUID("7d1c0a8b-5e9f-4c21-8a3b-2f6e4d9c8b71")
-WHEN = datetime(2026, 7, 14, 9, 30, tzinfo=UTC)
-
-NPS = seed.NPS.as_spec()
-PURCHASE_PATH = seed.PURCHASE_PATH.as_spec(weight=2)
+NPS = seed.NPS.as_definition()
 
 
-def header(version: int, reason: str | None = None) -> dict[str, object]:
-    return {
-        "originator_id": OBJECTIVE_ID,
-        "originator_version": version,
-        "timestamp": WHEN,
-        "actor": "alice@example.com",
-        "command_id": f"cmd-{version}",
-        "reason": reason,
-    }
-
-
-SAMPLES: list[domain.DomainEvent] = [
-    domain.ObjectiveCreated(
-        **header(1),
-        title="Win the mid-market",
-        description="Sell where the big ones do not look.",
-        owner="alice@example.com",
-        team="growth",
-        period_start=date(2026, 7, 1),
-        period_end=date(2026, 9, 30),
-        parent_id=uuid4(),
-        key_results=(domain.NewKeyResult(key_result_id=KEY_RESULT_ID, spec=NPS),),
-    ),
-    domain.ObjectiveRevised(**header(2), title="Win the whole mid-market", team="sales"),
-    domain.ObjectiveAligned(**header(3), parent_id=None),
-    domain.KeyResultAdded(
-        **header(4), key_result=domain.NewKeyResult(key_result_id=uuid4(), spec=PURCHASE_PATH)
-    ),
-    domain.ObjectiveActivated(**header(5)),
-    domain.KeyResultRevised(
-        **header(6, "board moved the bar"),
-        key_result_id=KEY_RESULT_ID,
-        spec=NPS.model_copy(update={"target": 85.0}),
-    ),
-    domain.KpiBound(
-        **header(7),
-        key_result_id=KEY_RESULT_ID,
-        binding=domain.KpiBinding(kpi_key="nps", aggregation=domain.Aggregation.AVG),
-    ),
-    domain.KpiProgressRecorded(
-        **header(8),
-        key_result_id=KEY_RESULT_ID,
-        value=71.5,
-        kpi_key="nps",
-        observations=3,
-        last_kpi_event_id="kpi-42",
-        last_offset=1041,
-    ),
-    domain.KpiUnbound(**header(9), key_result_id=KEY_RESULT_ID),
-    domain.ProgressCheckedIn(
-        **header(10), key_result_id=KEY_RESULT_ID, value=74, confidence=0.6, note="survey in"
-    ),
-    domain.KeyResultRemoved(**header(11, "merged into NPS"), key_result_id=uuid4()),
-    domain.ObjectiveClosed(**header(12, "end of Q3"), final_score=66.7, retrospective="ok"),
-    domain.ObjectiveArchived(**header(13, "reorganised")),
-]
-
-
-def domain_event_types() -> set[str]:
-    found: set[str] = set()
-    pending = [domain.DomainEvent]
-    while pending:
-        for subclass in pending.pop().__subclasses__():
-            pending.append(subclass)
-            if subclass.__module__ == domain.__name__:
-                found.add(subclass.__name__)
-    return found
-
-
-def test_samples_cover_every_domain_event_and_every_wire_payload() -> None:
-    sampled = {type(event).__name__ for event in SAMPLES}
-    assert sampled == domain_event_types()
-    assert set(okr.PAYLOADS) == domain_event_types()
+def test_samples_cover_every_event_and_each_wire_payload_has_its_stored_class() -> None:
+    assert {type(event).__name__ for event in SAMPLES} == set(okr.PAYLOADS) == set(domain.EVENTS)
+    for name, stored in domain.EVENTS.items():
+        assert stored.payload_model is okr.PAYLOADS[name]
+        assert stored.class_version == okr.PAYLOADS[name].schema_version
+        assert getattr(domain, name) is stored  # what a stored topic resolves to
 
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda event: type(event).__name__)
@@ -133,9 +59,9 @@ def test_key_results_travel_as_their_definition_plus_id() -> None:
     assert isinstance(payload, okr.ObjectiveCreated)
     (key_result,) = payload.key_results
     assert key_result.key_result_id == KEY_RESULT_ID
-    assert KeyResultDefinition.model_validate(
-        key_result.model_dump(exclude={"key_result_id"})
-    ) == KeyResultDefinition.model_validate(NPS.model_dump(mode="json"))
+    assert (
+        KeyResultDefinition.model_validate(key_result.model_dump(exclude={"key_result_id"})) == NPS
+    )
 
 
 def test_kpi_binding_travels_flat_like_the_bind_command() -> None:
