@@ -13,7 +13,9 @@ real broker and measures, in one run:
     (command consumer, outbox relay, projector), `bench.pipeline_process`; `--single-process`
     runs them all here instead. KPI events offered at a fixed rate; per event, from the
     producer's `send` to the first poll of the read store (the tables the read API serves) that
-    shows it.
+    shows it. What each stage of the scorer, the relay and the projector did meanwhile comes from
+    their `okr_stage_*` histograms (`bench.stages`): scraped from the two processes' metrics
+    endpoints, or read from this process's job board, when the offer starts and when it ends.
     Each latency event is the next value of a `latest`-bound KPI, increasing per KPI, so "shown"
     means: the key result's `current` in the read store is at least that value. The read store is
     polled directly (one query every `POLL_S`), not through HTTP: the API adds a constant per
@@ -40,6 +42,7 @@ import os
 import platform
 import random
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -47,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -58,12 +61,13 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.stages import STAGES, StageTimes, percentile, timed_stages
+from bench.stages import Snapshot, merged, percentile, scrape, since, snapshot, summary, table_lines
 from domain.kpi_series import Observation, aggregate, epoch_us
 from domain.objective_events import Aggregation
 from events import commands as wire
 from events import topics
 from events.kpi import KpiEvent
+from projections.job_health import JobBoard, context_reporting_to
 from projections.topic_scan import kafka_admin
 from projections.views import ReadStore
 from services.commands.application import OkrApplication
@@ -446,9 +450,9 @@ async def measure_latency(
     *,
     processes: bool = True,
     profile_dir: Path | None = None,
-) -> tuple[Latencies, int, dict[str, dict[str, float]]]:
+) -> tuple[Latencies, int, dict[str, dict[str, dict[str, float]]]]:
     """Latencies (ms) of events offered at `rate`/s for `seconds`, how many were never seen in
-    the read store, and each stage's batch times meanwhile.
+    the read store, and what each stage did meanwhile (`bench.stages.summary`).
 
     `processes`: the scorer runs as `okr scorer` does, in its own process, and the relay and the
     projector in another (`okr serve` without its scorer), as the README's deployment runs them;
@@ -459,9 +463,8 @@ async def measure_latency(
     poll = ReadStorePoll(settings.read_store_url, key_results)
     scored = ReadStorePoll(settings.event_store_url, key_results, "kpi_bindings", "value")
     read_store = await asyncio.to_thread(open_read_store, settings)  # creates the tables polled
-    stages = {name: StageTimes() for name in STAGES}
     try:
-        async with pipeline(settings, application, read_store, processes, stages, profile_dir):
+        async with pipeline(settings, application, read_store, processes, profile_dir) as stages:
             # First the backlog: the read store shows the final values of (b).
             async def caught_up() -> bool:
                 currents = await asyncio.to_thread(poll.currents)
@@ -470,19 +473,32 @@ async def measure_latency(
                 )
 
             await wait_until(caught_up, "the read store to show the scorer's values")
-            offered_from = time.time()
+            before = await stages()
             latencies, unseen = await offer_and_watch(
                 settings, {"read_store": poll, "event_store": scored}, latest, rate, seconds
             )
-            offered_until = time.time()
+            offered = since(before, await stages())
     finally:
         await asyncio.to_thread(read_store.close)
         poll.close()
         scored.close()
-    summaries = {
-        name: times.within(offered_from, offered_until).summary() for name, times in stages.items()
-    }
-    return latencies, unseen, summaries
+    return latencies, unseen, summary(offered)
+
+
+StageReader = Callable[[], Awaitable[Snapshot]]
+"""Reads the pipeline's stage histograms as they are now."""
+
+
+ROLES = ("scorer", "pipeline")
+"""The processes of (c): `bench.pipeline_process`'s roles."""
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a child's metrics endpoint."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @contextlib.asynccontextmanager
@@ -491,39 +507,43 @@ async def pipeline(
     application: OkrApplication,
     read_store: ReadStore,
     processes: bool,
-    stages: dict[str, StageTimes],
     profile_dir: Path | None = None,
-) -> AsyncIterator[None]:
-    """The scorer, the bindings follower, the relay and the projector running; their batch
-    times are added to `stages` when the block exits."""
+) -> AsyncIterator[StageReader]:
+    """The scorer, the bindings follower, the relay and the projector running, and how to read
+    their stage histograms: on a job board of their own here, or from each process's metrics
+    endpoint."""
     if not processes:
-        with timed_stages() as timed:
-            async with running(
-                run_scorer(settings, application),
-                run_bindings_follower(settings, application),
-                run_relay(settings, application),
-                run_projector_service(settings, read_store),
-            ):
-                yield
-        for name, times in timed.items():
-            stages[name].extend(times)
+        board = JobBoard()
+        async with running(
+            run_scorer(settings, application),
+            run_bindings_follower(settings, application),
+            run_relay(settings, application),
+            run_projector_service(settings, read_store),
+            context=context_reporting_to(board),
+        ):
+
+            async def on_the_board() -> Snapshot:
+                return snapshot(board.stages.collect())
+
+            yield on_the_board
         return
+    ports = [free_port() for _ in ROLES]
     with tempfile.TemporaryDirectory(prefix="okr-bench-processes-") as directory:
         children = [
-            start_process(settings, role, Path(directory), profile_dir)
-            for role in ("scorer", "pipeline")
+            start_process(settings, role, port, Path(directory), profile_dir)
+            for role, port in zip(ROLES, ports, strict=True)
         ]
+
+        async def scraped() -> Snapshot:
+            return merged(*[await scrape(f"http://127.0.0.1:{port}/metrics") for port in ports])
+
         try:
-            yield
+            yield scraped
         finally:
             for child in children:
                 child.send_signal(signal.SIGTERM)
             for child in children:
                 await asyncio.to_thread(stop, child)
-        for role in ("scorer", "pipeline"):
-            written = orjson.loads((Path(directory) / f"{role}.stages.json").read_bytes())
-            for name, times in written.items():
-                stages[name].extend(StageTimes.from_json(times))
 
 
 def stop(child: subprocess.Popen[bytes]) -> None:
@@ -535,10 +555,14 @@ def stop(child: subprocess.Popen[bytes]) -> None:
 
 
 def start_process(
-    settings: Settings, role: str, directory: Path, profile_dir: Path | None = None
+    settings: Settings,
+    role: str,
+    metrics_port: int,
+    directory: Path,
+    profile_dir: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`python -m bench.pipeline_process ROLE`, configured like this run (a child that dies
-    leaves its log, and the wait for the read store times out naming it)."""
+    """`python -m bench.pipeline_process ROLE METRICS_PORT`, configured like this run (a child
+    that dies leaves its log, and the wait for the read store times out naming it)."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("OKR_")}
     environment |= {
         "OKR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -558,7 +582,7 @@ def start_process(
                 "-m",
                 "bench.pipeline_process",
                 role,
-                str(directory / f"{role}.stages.json"),
+                str(metrics_port),
                 *([str(profile_dir)] if profile_dir else []),
             ],
             env=environment,
@@ -834,10 +858,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({context['events']:,} events, {context['kpis']} KPIs, store {context['store']}, "
         f"{context['cores']} cores; latency events unseen: "
         + ", ".join(str(run.context["latency_events_unseen"]) for run in runs)
-        + f"); stages of run {len(runs)}:"
+        + f"); stages of run {len(runs)} while (c) offered events (okr_stage_* histograms):"
     )
-    for stage, summary in context["stages"].items():
-        print(f"  {stage:<14} " + ", ".join(f"{k} {v:,}" for k, v in summary.items()))
+    for line in table_lines(context["stages"]):
+        print(f"  {line}")
     if arguments.json:
         arguments.json.parent.mkdir(parents=True, exist_ok=True)
         document = {

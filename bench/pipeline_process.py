@@ -1,8 +1,9 @@
 """One process of the benchmark's latency run, as a deployment runs it: `okr scorer`'s jobs
 (`scorer`) or `okr serve`'s other jobs without HTTP (`pipeline`: command consumer, relay,
-projector), with the stage timers of `bench.stages` written to a JSON file when it stops.
+projector), with its job board's metrics (the `okr_stage_*` histograms the benchmark reads)
+served on 127.0.0.1:METRICS_PORT, as `okr scorer --metrics-port` serves them.
 
-    python -m bench.pipeline_process scorer|pipeline STAGES_JSON [PROFILE_DIR]
+    python -m bench.pipeline_process scorer|pipeline METRICS_PORT [PROFILE_DIR]
 
 With PROFILE_DIR, each stage's batches are profiled (cProfile) into PROFILE_DIR/ROLE.STAGE.prof,
 and the event loop's thread (Kafka clients, the relay's publishing) into PROFILE_DIR/ROLE.loop.prof.
@@ -15,19 +16,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import functools
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-import orjson
-
-from bench.stages import timed_stages
+from projections import projector as projector_module
+from projections.job_health import current_board
 from services.bootstrap import pipeline_jobs, run_jobs, scorer_jobs
+from services.operations.job_metrics import serve_job_metrics
+from services.relay.publisher import OutboxRelay
+from services.scoring.scorer import KpiScorer
 from services.settings import Settings
 
 ROLES = ("scorer", "pipeline")
+PROFILED: tuple[tuple[str, Any, str], ...] = (
+    ("scorer", KpiScorer, "score"),
+    ("relay_read", OutboxRelay, "read_pending"),
+    ("project", projector_module, "apply_batch"),
+)
+"""The batch functions profiled, by name: they run in worker threads, out of reach of a profile
+of the main thread."""
 
 
 async def run_until_terminated(settings: Settings, role: str) -> None:
@@ -38,29 +50,54 @@ async def run_until_terminated(settings: Settings, role: str) -> None:
         await task
 
 
+@contextlib.contextmanager
+def profiled_stages(profiles: dict[str, cProfile.Profile]) -> Iterator[None]:
+    """One cProfile per batch function, enabled while it runs."""
+    originals: list[tuple[Any, str, Callable[..., Any]]] = []
+    for name, owner, attribute in PROFILED:
+        original = getattr(owner, attribute)
+        originals.append((owner, attribute, original))
+        setattr(
+            owner, attribute, _profiled(profiles.setdefault(name, cProfile.Profile()), original)
+        )
+    try:
+        yield
+    finally:
+        for owner, attribute, original in originals:
+            setattr(owner, attribute, original)
+
+
+def _profiled(profile: cProfile.Profile, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        profile.enable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            profile.disable()
+
+    return run
+
+
 def main(argv: Sequence[str]) -> int:
-    role, stages_path = argv[0], Path(argv[1])
+    role, metrics_port = argv[0], int(argv[1])
     profile_dir = Path(argv[2]) if len(argv) > 2 else None
     if role not in ROLES:
         raise SystemExit(f"role is one of {ROLES}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = Settings()
-    profiles: dict[str, cProfile.Profile] | None = {} if profile_dir else None
-    with timed_stages(profiles) as stages:
-        loop_profile = cProfile.Profile() if profiles is not None else None
+    serve_job_metrics(current_board(), "127.0.0.1", metrics_port)
+    if profile_dir is None:
+        asyncio.run(run_until_terminated(settings, role))
+        return 0
+    profiles: dict[str, cProfile.Profile] = {}
+    loop_profile = cProfile.Profile()
+    with profiled_stages(profiles):
         try:
-            if loop_profile is not None:
-                loop_profile.runcall(asyncio.run, run_until_terminated(settings, role))
-            else:
-                asyncio.run(run_until_terminated(settings, role))
+            loop_profile.runcall(asyncio.run, run_until_terminated(settings, role))
         finally:
-            if loop_profile is not None:
-                assert profile_dir is not None
-                loop_profile.dump_stats(profile_dir / f"{role}.loop.prof")
-            document = {name: times.to_json() for name, times in stages.items()}
-            stages_path.write_bytes(orjson.dumps(document))
-            for name, profile in (profiles or {}).items():
-                assert profile_dir is not None
+            loop_profile.dump_stats(profile_dir / f"{role}.loop.prof")
+            for name, profile in profiles.items():
                 profile.dump_stats(profile_dir / f"{role}.{name}.prof")
     return 0
 

@@ -1,68 +1,144 @@
-"""Timers around each pipeline stage's batch function, to find where the latency run queues.
+"""The benchmark's table of pipeline stages, read from the `okr_stage_*` histograms the jobs keep.
 
-The stages may run in other processes (`bench.pipeline_process`), so each batch is recorded with
-its wall-clock start (`time.time()`, comparable across processes) and the benchmark keeps only
-the batches that started while it offered events.
+The scorer, the relay and the projector time each batch's stages themselves
+(`projections.stage_timings`). A snapshot holds, per (job, stage), the batches, seconds and items
+observed so far: scraped from a process's metrics endpoint (`okr scorer --metrics-port`, or
+`bench.pipeline_process`), or read from a job board in this process. The difference of two
+snapshots is what the stages did in between: the benchmark takes one when it starts offering
+events and one when it stops.
 """
 
 from __future__ import annotations
 
-import contextlib
-import cProfile
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from projections import projector as projector_module
-from services.relay import publisher as relay_module
-from services.scoring.scorer import KpiScorer
+import httpx
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
-STAGES = ("scorer", "relay_read", "relay_publish", "project")
-"""Sizes are records scored, events read / published, messages applied."""
+from projections.stage_timings import STAGES
+
+DURATION = "okr_stage_duration_seconds"
+SIZE = "okr_stage_batch_size"
 
 
-@dataclass
-class StageTimes:
-    """Wall time and size of each batch of one pipeline stage."""
+@dataclass(frozen=True)
+class StageTotals:
+    """What one stage of one job observed: batches, seconds and items (histogram count, sums)."""
 
-    started: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
+    batches: float = 0.0
+    seconds: float = 0.0
+    items: float = 0.0
 
-    def add(self, started: float, seconds: float, size: int) -> None:
-        self.started.append(started)
-        self.seconds.append(seconds)
-        self.sizes.append(size)
+    def __add__(self, other: StageTotals) -> StageTotals:
+        return StageTotals(
+            self.batches + other.batches, self.seconds + other.seconds, self.items + other.items
+        )
 
-    def within(self, start: float, end: float) -> StageTimes:
-        """The batches that started in [start, end) (wall clock)."""
-        kept = StageTimes()
-        for at, seconds, size in zip(self.started, self.seconds, self.sizes, strict=True):
-            if start <= at < end:
-                kept.add(at, seconds, size)
-        return kept
+    def __sub__(self, earlier: StageTotals) -> StageTotals:
+        return self + StageTotals(-earlier.batches, -earlier.seconds, -earlier.items)
 
-    def extend(self, other: StageTimes) -> None:
-        for at, seconds, size in zip(other.started, other.seconds, other.sizes, strict=True):
-            self.add(at, seconds, size)
 
-    def to_json(self) -> dict[str, list[Any]]:
-        return {"started": self.started, "seconds": self.seconds, "sizes": self.sizes}
+Snapshot = dict[tuple[str, str], StageTotals]
+"""Per (job, stage), what it observed since the process started."""
 
-    @classmethod
-    def from_json(cls, document: dict[str, list[Any]]) -> StageTimes:
-        return cls(list(document["started"]), list(document["seconds"]), list(document["sizes"]))
 
-    def summary(self) -> dict[str, float]:
-        total_s = sum(self.seconds)
-        return {
-            "batches": len(self.seconds),
-            "mean_ms": round(1000 * total_s / len(self.seconds), 1) if self.seconds else 0.0,
-            "p99_ms": round(1000 * percentile(self.seconds, 0.99), 1) if self.seconds else 0.0,
-            "mean_size": round(sum(self.sizes) / len(self.sizes), 1) if self.sizes else 0.0,
-            "items_per_busy_s": round(sum(self.sizes) / total_s) if total_s else 0.0,
+def snapshot(families: Iterable[Metric]) -> Snapshot:
+    """The stages' totals in metric families (parsed from a scrape, or a board's `collect()`)."""
+    found: dict[tuple[str, str], dict[str, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            key = (sample.labels.get("job", ""), sample.labels.get("stage", ""))
+            if sample.name == f"{DURATION}_count":
+                found.setdefault(key, {})["batches"] = sample.value
+            elif sample.name == f"{DURATION}_sum":
+                found.setdefault(key, {})["seconds"] = sample.value
+            elif sample.name == f"{SIZE}_sum":
+                found.setdefault(key, {})["items"] = sample.value
+    return {key: StageTotals(**totals) for key, totals in found.items()}
+
+
+async def scrape(url: str) -> Snapshot:
+    """A process's stage totals, from its metrics endpoint."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url)
+    response.raise_for_status()
+    return snapshot(text_string_to_metric_families(response.text))
+
+
+def since(earlier: Snapshot, later: Snapshot) -> Snapshot:
+    """What each stage observed between two snapshots (of one process, or merged)."""
+    return {key: totals - earlier.get(key, StageTotals()) for key, totals in later.items()}
+
+
+def merged(*snapshots: Snapshot) -> Snapshot:
+    """Several processes' snapshots as one (a stage in two processes adds up)."""
+    total: Snapshot = {}
+    for one in snapshots:
+        for key, totals in one.items():
+            total[key] = total.get(key, StageTotals()) + totals
+    return total
+
+
+def summary(stages: Snapshot) -> dict[str, dict[str, dict[str, float]]]:
+    """Per job, per stage (in the order a batch goes through them): batches, total seconds,
+    mean milliseconds a batch, share of the job's stage time, mean items a batch. A stage that
+    saw no batch is left out."""
+    seen: dict[str, list[tuple[str, StageTotals]]] = {}
+    for (job, stage), totals in sorted(stages.items(), key=lambda item: _order(*item[0])):
+        if totals.batches > 0:
+            seen.setdefault(job, []).append((stage, totals))
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for job, rows in seen.items():
+        busy_s = sum(totals.seconds for _, totals in rows)
+        table[job] = {
+            stage: {
+                "count": round(totals.batches),
+                "total_s": round(totals.seconds, 3),
+                "mean_ms": round(1000 * totals.seconds / totals.batches, 2),
+                "share": round(totals.seconds / busy_s, 3) if busy_s else 0.0,
+                "mean_size": round(totals.items / totals.batches, 1),
+            }
+            for stage, totals in rows
         }
+    return table
+
+
+COLUMNS = (
+    ("count", "count", "{:,}"),
+    ("total_s", "total s", "{:,.3f}"),
+    ("mean_ms", "mean ms", "{:,.2f}"),
+    ("share", "share", "{:.0%}"),
+    ("mean_size", "mean size", "{:,.1f}"),
+)
+
+
+def table_lines(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The summary as aligned text: a row per job and stage (share: of the job's stage time)."""
+    cells = [["job", "stage", *(title for _, title, _ in COLUMNS)]] + [
+        [job, stage, *(form.format(row[key]) for key, _, form in COLUMNS)]
+        for job, rows in table.items()
+        for stage, row in rows.items()
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in cells
+    ]
+
+
+def _order(job: str, stage: str) -> tuple[int, str, int, str]:
+    jobs, stages = list(STAGES), STAGES.get(job, ())
+    return (
+        jobs.index(job) if job in jobs else len(jobs),
+        job,
+        stages.index(stage) if stage in stages else len(stages),
+        stage,
+    )
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -70,75 +146,3 @@ def percentile(values: Sequence[float], share: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
-
-
-@contextlib.contextmanager
-def timed_stages(
-    profiles: dict[str, cProfile.Profile] | None = None,
-) -> Iterator[dict[str, StageTimes]]:
-    """Wrap the scorer's, the relay's and the projector's batch functions with timers (and,
-    given `profiles`, one cProfile per stage: they run in worker threads, out of reach of a
-    profile of the main thread)."""
-    stages = {name: StageTimes() for name in STAGES}
-    if profiles is not None:
-        profiles.update({name: cProfile.Profile() for name in ("scorer", "relay_read", "project")})
-
-    @contextlib.contextmanager
-    def profiled(name: str) -> Iterator[None]:
-        profile = profiles.get(name) if profiles is not None else None
-        if profile is None:
-            yield
-            return
-        profile.enable()
-        try:
-            yield
-        finally:
-            profile.disable()
-
-    score = KpiScorer.score
-    read_pending = relay_module.OutboxRelay.read_pending
-    publish_batch = relay_module.OutboxRelay.publish_batch
-    apply_batch = projector_module.apply_batch
-
-    def timed_score(self: KpiScorer, items: Any, prepared: Any = None) -> Any:
-        wall, started = time.time(), time.perf_counter()
-        try:
-            with profiled("scorer"):
-                return score(self, items, prepared)
-        finally:
-            stages["scorer"].add(wall, time.perf_counter() - started, len(items))
-
-    def timed_read(self: Any, limit: int) -> Any:
-        wall, started = time.time(), time.perf_counter()
-        with profiled("relay_read"):
-            batch = read_pending(self, limit)
-        if batch:
-            stages["relay_read"].add(wall, time.perf_counter() - started, len(batch))
-        return batch
-
-    async def timed_publish(self: Any, producer: Any, batch: Any) -> None:
-        wall, started = time.time(), time.perf_counter()
-        try:
-            await publish_batch(self, producer, batch)
-        finally:
-            stages["relay_publish"].add(wall, time.perf_counter() - started, len(batch))
-
-    def timed_apply(store: Any, messages: Any) -> Any:
-        wall, started = time.time(), time.perf_counter()
-        try:
-            with profiled("project"):
-                return apply_batch(store, messages)
-        finally:
-            stages["project"].add(wall, time.perf_counter() - started, len(messages))
-
-    KpiScorer.score = timed_score  # type: ignore[method-assign]
-    relay_module.OutboxRelay.read_pending = timed_read  # type: ignore[method-assign]
-    relay_module.OutboxRelay.publish_batch = timed_publish  # type: ignore[method-assign]
-    projector_module.apply_batch = timed_apply
-    try:
-        yield stages
-    finally:
-        KpiScorer.score = score  # type: ignore[method-assign]
-        relay_module.OutboxRelay.read_pending = read_pending  # type: ignore[method-assign]
-        relay_module.OutboxRelay.publish_batch = publish_batch  # type: ignore[method-assign]
-        projector_module.apply_batch = apply_batch
