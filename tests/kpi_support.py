@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -192,19 +192,6 @@ async def scored_up_to(application: OkrApplication, settings: Settings, offsets:
         return all(stored.get(p, 0) > offset for p, offset in offsets.items())
 
     await eventually(done, f"the scorer to pass offsets {offsets}")
-
-
-@dataclass(frozen=True)
-class Record:
-    """A consumed Kafka record, as the scorer reads it (no broker needed for `score_batch`)."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
-    timestamp: int | None = None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
 
 
 class CollectedLetters:

@@ -26,6 +26,7 @@ from eventsourcing.persistence import IntegrityError
 from events import commands as wire
 from events import topics
 from projections.backoff import Backoff
+from projections.projector import Message as Record  # a consumed record, as `score_batch` reads it
 from services.commands.application import OkrApplication
 from services.kafka.admin import ensure_topics
 from services.kafka.dead_letters import DeadLetterPublisher
@@ -53,7 +54,6 @@ from tests.kpi_support import (
     PERIOD_END,
     PERIOD_START,
     CollectedLetters,
-    Record,
     as_message,
     at,
     bind_kpi,

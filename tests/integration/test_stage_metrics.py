@@ -15,6 +15,7 @@ import pytest
 
 from projections.backoff import Backoff
 from projections.job_health import JobBoard, context_reporting_to
+from projections.projector import Message as Record  # a consumed record, as `score_batch` reads it
 from projections.stage_timings import SCORER, STAGES
 from services.commands.application import OkrApplication
 from services.kafka.admin import ensure_topics
@@ -26,7 +27,6 @@ from services.tasks import running
 from tests.kafka_support import eventually
 from tests.kpi_support import (
     CollectedLetters,
-    Record,
     as_message,
     create_bound_objective,
     kpi,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator
+from itertools import pairwise
 
 import pytest
 
@@ -90,7 +91,7 @@ def test_buckets_resolve_a_tenth_of_a_millisecond_to_ten_seconds_and_one_to_100k
     assert SIZE_BUCKETS[0] == 1 and SIZE_BUCKETS[-1] == 100_000
     for buckets in (DURATION_BUCKETS, SIZE_BUCKETS):
         assert list(buckets) == sorted(set(buckets))
-        assert all(b / a <= 2.5 for a, b in zip(buckets, buckets[1:], strict=False))
+        assert all(b / a <= 2.5 for a, b in pairwise(buckets))
     timings = StageTimings()
     timings.observe("projector", "apply", 0.00005, 1)
     timings.observe("projector", "apply", 7.0, 80_000)
