@@ -61,7 +61,17 @@ import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.stages import Snapshot, merged, percentile, scrape, since, snapshot, summary, table_lines
+from bench.stages import (
+    Snapshot,
+    aligned,
+    merged,
+    percentile,
+    scrape,
+    since,
+    snapshot,
+    summary,
+    table_lines,
+)
 from domain.kpi_series import Observation, aggregate, epoch_us
 from domain.objective_events import Aggregation
 from events import commands as wire
@@ -796,14 +806,7 @@ def table(runs: Sequence[Results], rate: int) -> str:
         [name, *(form.format(figures[key]) for key, _, form in TABLE_COLUMNS)]
         for name, figures in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in cells
-    ]
+    lines = aligned(cells)
     lines.append(
         f"targets: ratio >= {TARGET_RATIO} (median {rows[-1][1]['ratio']:.2f}), "
         f"p99 <= {TARGET_P99_MS:.0f} ms at {rate}/s (median {rows[-1][1]['p99_ms']:.0f} ms)"

@@ -121,11 +121,17 @@ def table_lines(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         for job, rows in table.items()
         for stage, row in rows.items()
     ]
+    return aligned(cells, left=2)
+
+
+def aligned(cells: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    """Rows of cells as lines, each column as wide as its widest cell: the first `left` columns
+    flush left, the figures after them flush right."""
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     return [
         "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         )
         for row in cells
     ]
