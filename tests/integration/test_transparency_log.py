@@ -314,3 +314,57 @@ async def test_the_checkpointer_signs_after_n_events_and_publishes_each_checkpoi
     assert 4 <= sizes[1] <= 7  # due at 4; later saves may land before it reads the size
     assert records[1].key == every_four.audit_log_origin.encode()
     assert dict(records[1].headers)["tree_size"] == str(sizes[1]).encode()
+
+
+def test_after_a_key_rotation_old_checkpoints_still_check(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = {
+        "OKR_EVENT_STORE_URL": settings.event_store_url,
+        "OKR_READ_STORE_URL": settings.read_store_url,
+        "OKR_AUDIT_SIGNING_KEY_FILE": str(settings.audit_signing_key_file),
+    }
+    application = OkrApplication(settings)
+    try:
+        objective_with_check_ins(application)
+    finally:
+        application.close()
+    old = CliRunner().invoke(
+        cli, ["audit", "checkpoint", "-o", str(tmp_path / "old.note")], env=env
+    )
+    assert old.exit_code == 0, old.output
+
+    rotated = CliRunner().invoke(cli, ["audit", "rotate-key"], env=env)
+    assert rotated.exit_code == 0, rotated.output
+    keys = CliRunner().invoke(cli, ["audit", "public-key"], env=env)
+    (tmp_path / "keys").write_text(keys.output)
+    application = OkrApplication(settings)
+    try:
+        objective_with_check_ins(application)
+    finally:
+        application.close()
+    proof = CliRunner().invoke(
+        cli,
+        ["audit", "consistency", str(tmp_path / "old.note"), "-o", str(tmp_path / "p.json")],
+        env=env,
+    )
+    assert proof.exit_code == 0, proof.output
+
+    checked = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            "check",
+            "consistency",
+            str(tmp_path / "p.json"),
+            "--key-file",
+            str(tmp_path / "keys"),
+        ],
+    )
+    assert len(keys.output.splitlines()) == 2
+    assert checked.exit_code == 0, checked.output
+    only_new = keys.output.splitlines()[0]
+    refused = CliRunner().invoke(
+        cli, ["audit", "check", "checkpoint", str(tmp_path / "old.note"), "--key", only_new]
+    )
+    assert refused.exit_code == 1, refused.output
