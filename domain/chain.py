@@ -76,9 +76,13 @@ class EventRecord:
 
 def chain_hash(previous_hash: str, record: EventRecord) -> str:
     """The hash of an event that follows `previous_hash`."""
+    return _linked(previous_hash, record.canonical())
+
+
+def _linked(previous_hash: str, canonical: bytes) -> str:
     digest = hashlib.sha256(previous_hash.encode("ascii"))
     digest.update(b"\n")
-    digest.update(record.canonical())
+    digest.update(canonical)
     return digest.hexdigest()
 
 
@@ -97,9 +101,21 @@ def seal(previous_hash: str, events: Sequence[E]) -> list[E]:
     """The events with their chain hashes set, each linked to the one before."""
     sealed: list[E] = []
     for event in events:
-        previous_hash = chain_hash(previous_hash, record_of(event))
-        sealed.append(event.model_copy(update={"chain_hash": previous_hash}))
+        canonical = record_of(event).canonical()
+        previous_hash = _linked(previous_hash, canonical)
+        sealed_event = event.model_copy(update={"chain_hash": previous_hash})
+        sealed_event.remember_sealing(previous_hash, canonical)
+        sealed.append(sealed_event)
     return sealed
+
+
+def canonical_of(event: DomainEvent) -> bytes | None:
+    """The canonical bytes `seal` hashed this event with, when it still carries that hash: an
+    event whose content had changed since would carry a chain hash that no longer fits it."""
+    sealed_as = event.sealed_as
+    if sealed_as is not None and sealed_as[0] == event.chain_hash:
+        return sealed_as[1]
+    return None
 
 
 @dataclass(frozen=True)

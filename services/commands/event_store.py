@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
@@ -31,6 +32,7 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import get_topic, register_topic, resolve_topic
 from psycopg.sql import SQL, Identifier
 
+from domain.chain import canonical_of
 from domain.objective import Objective, evolve
 from domain.objective_events import DomainEvent, Immutable
 from projections.migrations import Migration, SchemaHistory, statements
@@ -74,6 +76,14 @@ class OrjsonTranscoder(Transcoder):
         return orjson.loads(data)
 
 
+@dataclass(frozen=True)
+class CanonicalStoredEvent(StoredEvent):
+    """A stored event with the canonical bytes its chain hash covers, from sealing: the
+    transparency log's leaf hashes them (`services.transparency.log_store.LogWriter`)."""
+
+    canonical: bytes | None = None
+
+
 class PydanticMapper(Mapper[UUID]):
     """Stored event <-> pydantic domain event, upcasting old class versions on the way in."""
 
@@ -86,11 +96,12 @@ class PydanticMapper(Mapper[UUID]):
         class_version = getattr(type(event), "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        return StoredEvent(
+        return CanonicalStoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=get_topic(type(event)),
             state=self._seal(self.transcoder.encode(state)),
+            canonical=canonical_of(event) if isinstance(event, DomainEvent) else None,
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:

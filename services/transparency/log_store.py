@@ -162,7 +162,7 @@ class LogWriter:
         self.append(
             cursor,
             [notification_ids[i] for i in order],
-            [leaf_hash(leaf_data(stored_events[i])) for i in order],
+            [leaf_hash(_canonical(stored_events[i])) for i in order],
         )
 
     def backfill(self, cursor: Cursor, page: int = 5000) -> int:
@@ -189,6 +189,11 @@ class LogWriter:
                 [leaf_hash(leaf_data(_Row(row))) for row in rows],
             )
             added += len(rows)
+
+
+def _canonical(stored: StoredEvent) -> bytes:
+    """The bytes sealing hashed when the mapper kept them, else decoded from the stored state."""
+    return getattr(stored, "canonical", None) or leaf_data(stored)
 
 
 class _Row:

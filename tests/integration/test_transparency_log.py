@@ -368,3 +368,31 @@ def test_after_a_key_rotation_old_checkpoints_still_check(
         cli, ["audit", "check", "checkpoint", str(tmp_path / "old.note"), "--key", only_new]
     )
     assert refused.exit_code == 1, refused.output
+
+
+def test_the_bytes_kept_from_sealing_are_the_bytes_the_store_holds(
+    application: OkrApplication,
+) -> None:
+    """The log hashes the canonical bytes `seal` computed (no second encoding per event); they
+    must be exactly what recomputing from the stored state gives, for every kind of event."""
+    from domain.chain import canonical_of
+
+    objective_id = objective_with_check_ins(application, check_ins=3)
+    for stored in application.recorder.select_events(objective_id):
+        event = application.mapper.to_domain_event(stored)
+        assert canonical_of(event) is None  # read back: nothing cached, recomputed from state
+    objective = application.get_objective(objective_id)
+    assert objective is not None
+    decision_events = application.handle(
+        wire.Command(
+            command_id=str(uuid4()),
+            objective_id=objective_id,
+            actor="alice",
+            body=wire.CheckIn(key_result_id=objective.key_results[0].key_result_id, value=70),
+        )
+    )
+    assert decision_events.status == "accepted"
+    [newest] = application.recorder.select_events(objective_id, gt=5)
+    assert application.receipts.log.size() == 6
+    [(_, _, stored_leaf)] = list(application.receipts.log.leaves(5, 6))
+    assert stored_leaf == leaf_hash(leaf_data(newest))
