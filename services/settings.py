@@ -10,7 +10,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.access.keys import ApiKeysError, parse_inline_keys
@@ -73,6 +80,13 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(6, ge=1, le=1000, description="Partitions of new topics.")
     topic_replication_factor: int = Field(1, ge=1, le=10)
+    topic_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="`min.insync.replicas` of new topics: a write with acks=all is refused "
+        "unless this many replicas have it (2 with a replication factor of 3).",
+    )
 
     event_store_url: str = Field(
         DEFAULT_EVENT_STORE_URL, description="System of record: sqlite:///PATH or postgresql://…"
@@ -212,6 +226,17 @@ class Settings(BaseSettings):
     @classmethod
     def _store_url(cls, value: str) -> str:
         return _validate_store_url(value)
+
+    @field_validator("topic_min_insync_replicas")
+    @classmethod
+    def _min_insync_replicas(cls, value: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("topic_replication_factor")
+        if replicas is not None and value > replicas:
+            raise ValueError(
+                f"{value} is more than OKR_TOPIC_REPLICATION_FACTOR ({replicas}): every write "
+                "with acks=all would be refused"
+            )
+        return value
 
     @field_validator("api_keys")
     @classmethod

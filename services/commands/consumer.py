@@ -300,6 +300,7 @@ def build_command_broker(settings: Settings, application: OkrApplication) -> Kaf
         security=settings.kafka_security(),
         client_id=group_id,
         enable_idempotence=True,
+        acks="all",
         description="OKR Ledger command handler",
     )
     results = broker.publisher(

@@ -111,10 +111,14 @@ async def probe_kafka(
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """The topics the service owns, with their partition counts and retention."""
+    """The topics the service owns, with their partition counts, replication and retention.
+
+    `min.insync.replicas` is set on every topic, not left to the broker's default: with the
+    producers' acks=all, it is how many copies an acknowledged write has at least."""
     specs = []
     for name in topics.ALL_TOPICS:
         configs: dict[str, Any] = dict(FOREVER) if name in topics.RETAINED_FOREVER else {}
+        configs["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
         specs.append(
             NewTopic(
                 name=settings.topic(name),
