@@ -215,7 +215,11 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "okr-ledger" / "kafka",
         description="Where the resolved Kafka jars are kept, outside git.",
     )
-    local_kafka_heap: str = Field("1g", pattern=r"^\d+[kmg]$")
+    local_kafka_heap: str | None = Field(
+        None,
+        pattern=r"^\d+[kmg]$",
+        description="JVM heap of each local Kafka node; default 1g alone, 384m in a cluster.",
+    )
     kafka_home: Path | None = Field(
         None,
         validation_alias=AliasChoices("KAFKA_HOME", "OKR_KAFKA_HOME"),

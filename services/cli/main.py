@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="OKR Ledger: event-sourced objectives and key results.", no_args_is_help=True
 )
-kafka_app = typer.Typer(help="A local Apache Kafka broker (KRaft) for machines without Docker.")
+kafka_app = typer.Typer(
+    help="A local Apache Kafka broker, or a 3-node cluster (KRaft), for machines without Docker."
+)
 app.add_typer(kafka_app, name="kafka")
 projections_app = typer.Typer(help="The read models built from okr.events.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
@@ -46,10 +48,13 @@ def settings_or_exit() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _local_kafka() -> local_kafka.LocalKafka:
+def _local_kafka(brokers: int | None = None) -> local_kafka.LocalKafka:
     from services.devtools import local_kafka
 
-    return local_kafka.LocalKafka.from_settings(settings_or_exit())
+    try:
+        return local_kafka.LocalKafka.from_settings(settings_or_exit(), brokers)
+    except local_kafka.LocalKafkaError as error:
+        raise _fail(error) from None
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -57,41 +62,100 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _node_line(node: local_kafka.KafkaNode, state: str) -> str:
+    return f"node {node.node_id} {state}: {node.address} (controller {node.controller_port})"
+
+
+NODE_HELP = "Only this node of a cluster (1 to N)."
+
+
 @kafka_app.command("start")
-def kafka_start() -> None:
-    """Start the broker (resolving its jars on first use); does nothing if it already runs."""
+def kafka_start(
+    brokers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Nodes: 1, or 3 for a replicated cluster on ports P, P+1, P+2 (default: as many "
+        "as the data dir holds, else 1).",
+    ),
+    node: int | None = typer.Option(None, min=1, help=NODE_HELP),
+) -> None:
+    """Start the broker, or every node of a cluster (resolving the jars on first use).
+
+    A node that runs already is left as it is; the bootstrap list is printed."""
+    from services.devtools import local_kafka
+
+    kafka = _local_kafka(brokers)
+    risky = local_kafka.ephemeral_ports(kafka)
+    if risky:
+        typer.echo(
+            f"warning: {', '.join(map(str, risky))}: {local_kafka.ephemeral_hint()}", err=True
+        )
+    try:
+        started = local_kafka.start_nodes(kafka, None if node is None else [node])
+    except local_kafka.LocalKafkaError as error:
+        raise _fail(error) from None
+    verb = "started" if any(now for _, now in started.values()) else "already running"
+    if kafka.brokers == 1:
+        typer.echo(f"kafka {verb}: pid {started[1][0]}, bootstrap {kafka.bootstrap_servers}")
+        return
+    for node_id, (pid, now) in started.items():
+        state = f"{'started' if now else 'already running'}, pid {pid}"
+        typer.echo(_node_line(kafka.node(node_id), state))
+    typer.echo(f"kafka {verb}: {kafka.brokers} nodes, bootstrap {kafka.bootstrap_servers}")
+
+
+@kafka_app.command("stop")
+def kafka_stop(
+    node: int | None = typer.Option(None, min=1, help=NODE_HELP),
+    kill: bool = typer.Option(
+        False, "--kill", help="SIGKILL at once, as a crash would (no controlled shutdown)."
+    ),
+) -> None:
+    """Stop the broker, or every node of a cluster, cleanly; does nothing if none runs."""
     from services.devtools import local_kafka
 
     kafka = _local_kafka()
     try:
-        pid, started = local_kafka.start(kafka)
+        ended = local_kafka.stop_nodes(kafka, None if node is None else [node], kill=kill)
     except local_kafka.LocalKafkaError as error:
         raise _fail(error) from None
-    verb = "started" if started else "already running"
-    typer.echo(f"kafka {verb}: pid {pid}, bootstrap {kafka.bootstrap_servers}")
-
-
-@kafka_app.command("stop")
-def kafka_stop() -> None:
-    """Stop the broker cleanly; does nothing if none runs."""
-    from services.devtools import local_kafka
-
-    kafka = _local_kafka()
-    stopped = local_kafka.stop(kafka)
-    typer.echo("kafka stopped" if stopped else "kafka was not running")
+    what = "kafka" if node is None else f"node {node}"
+    if not ended:
+        typer.echo(f"{what} was not running")
+    elif kill:
+        typer.echo(f"{what} killed")
+    else:
+        forced = [str(node_id) for node_id, how in ended.items() if how == "killed"]
+        late = f"; killed node {', '.join(forced)}, which did not stop in time" if forced else ""
+        typer.echo(f"{what} stopped{late}")
 
 
 @kafka_app.command("status")
 def kafka_status() -> None:
-    """Exit 0 and print the pid when the broker runs, exit 3 otherwise."""
+    """Print each node's pid and the bootstrap list.
+
+    Exit 0 when every node runs, 3 when none does, 4 when only some of a cluster's do."""
     from services.devtools import local_kafka
 
     kafka = _local_kafka()
-    pid = local_kafka.running_pid(kafka)
-    if pid is None:
-        typer.echo("kafka is not running")
-        raise typer.Exit(3)
-    typer.echo(f"kafka running: pid {pid}, bootstrap {kafka.bootstrap_servers}")
+    pids = local_kafka.running_pids(kafka)
+    running = [pid for pid in pids.values() if pid is not None]
+    if kafka.brokers == 1:
+        if not running:
+            typer.echo("kafka is not running")
+            raise typer.Exit(3)
+        typer.echo(f"kafka running: pid {running[0]}, bootstrap {kafka.bootstrap_servers}")
+        return
+    for node_id, pid in pids.items():
+        state = "not running" if pid is None else f"running, pid {pid}"
+        typer.echo(_node_line(kafka.node(node_id), state))
+    state = {0: "is not running", kafka.brokers: "running"}.get(len(running), "partly running")
+    typer.echo(
+        f"kafka {state}: {len(running)} of {kafka.brokers} nodes, "
+        f"bootstrap {kafka.bootstrap_servers}"
+    )
+    if len(running) < kafka.brokers:
+        raise typer.Exit(4 if running else 3)
 
 
 @app.command("topics")
