@@ -8,7 +8,7 @@ from the key result row, so the read side can never disagree with the command si
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache, singledispatch
+from functools import cache, lru_cache, singledispatch
 from operator import attrgetter
 from typing import Any
 from uuid import UUID
@@ -157,9 +157,10 @@ def _timeline_row(
     key_result_id = _key_result_named(payload)
     # None for an objective-wide cause, and for a removed key result (it has no score any more).
     row = _row(projected, key_result_id)
+    declared = _declared_fields(type(payload))
     detail = {
         name: getattr(payload, name)
-        if name in type(payload).model_fields
+        if name in declared
         else getattr(_row(before, key_result_id), name, None)
         for name in place.detail
     }
@@ -176,6 +177,11 @@ def _timeline_row(
         actor=envelope.actor,
         detail=detail,
     )
+
+
+@cache
+def _declared_fields(payload_type: type[okr.OkrPayload]) -> frozenset[str]:
+    return frozenset(payload_type.model_fields)
 
 
 def _key_result_named(payload: okr.OkrPayload) -> UUID | None:
