@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -103,19 +104,41 @@ def seal(previous_hash: str, events: Sequence[E]) -> list[E]:
     for event in events:
         canonical = record_of(event).canonical()
         previous_hash = _linked(previous_hash, canonical)
-        sealed_event = event.model_copy(update={"chain_hash": previous_hash})
-        sealed_event.remember_sealing(previous_hash, canonical)
-        sealed.append(sealed_event)
+        _recently_sealed.keep(previous_hash, canonical)
+        sealed.append(event.model_copy(update={"chain_hash": previous_hash}))
     return sealed
 
 
+class _RecentlySealed:
+    """The canonical bytes of the events sealed lately, by chain hash, until stored: the store's
+    transparency log hashes the same bytes and need not encode each event again. A chain hash
+    covers the bytes it was computed from, so an event found here by its hash has those bytes.
+    Bounded: events decided and never stored (a lost race) age out."""
+
+    LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self._bytes: dict[str, bytes] = {}
+        self._lock = threading.Lock()  # sealed in one thread, stored from another
+
+    def keep(self, chain_hash: str, canonical: bytes) -> None:
+        with self._lock:
+            if len(self._bytes) >= self.LIMIT:
+                del self._bytes[next(iter(self._bytes))]  # the oldest (insertion order)
+            self._bytes[chain_hash] = canonical
+
+    def take(self, chain_hash: str) -> bytes | None:
+        with self._lock:
+            return self._bytes.pop(chain_hash, None)
+
+
+_recently_sealed = _RecentlySealed()
+
+
 def canonical_of(event: DomainEvent) -> bytes | None:
-    """The canonical bytes `seal` hashed this event with, when it still carries that hash: an
-    event whose content had changed since would carry a chain hash that no longer fits it."""
-    sealed_as = event.sealed_as
-    if sealed_as is not None and sealed_as[0] == event.chain_hash:
-        return sealed_as[1]
-    return None
+    """The canonical bytes `seal` hashed this event with, if it was sealed in this process and
+    not yet asked for (each is handed out once, to the store that writes the event)."""
+    return _recently_sealed.take(event.chain_hash) if event.chain_hash else None
 
 
 @dataclass(frozen=True)

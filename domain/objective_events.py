@@ -24,7 +24,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     SerializerFunctionWrapHandler,
     model_serializer,
     model_validator,
@@ -73,16 +72,6 @@ class DomainEvent(Immutable):
     chain_hash: str = ""
     """SHA-256 linking this event to the objective's previous one (`domain.chain`); set by
     `seal` once the event is decided, empty only on events never meant to be stored."""
-    _sealed_as: tuple[str, bytes] | None = PrivateAttr(default=None)
-
-    @property
-    def sealed_as(self) -> tuple[str, bytes] | None:
-        """(chain hash, canonical bytes) as `seal` computed them: the store's transparency log
-        hashes the same bytes, and need not encode the event again."""
-        return self._sealed_as
-
-    def remember_sealing(self, chain_hash: str, canonical: bytes) -> None:
-        self._sealed_as = (chain_hash, canonical)
 
     def payload(self) -> okr.OkrPayload:
         """The event as `okr.events` carries it: its declared fields, without the header."""

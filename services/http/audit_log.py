@@ -11,7 +11,7 @@ import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from events.commands import MAX_VERSION, Issue
@@ -26,6 +26,7 @@ from services.commands.rejections import Rejection
 from services.http.auth import requires
 from services.http.commands import get_application
 from services.http.errors import REJECTION_RESPONSES, rejection_response
+from services.transparency.tlog_check import MAX_TREE_SIZE
 
 router = APIRouter(
     prefix="/audit",
@@ -35,6 +36,8 @@ router = APIRouter(
 )
 
 ApplicationDep = Annotated[OkrApplication, Depends(get_application)]
+NOTE_MEDIA_TYPE = "text/plain; charset=utf-8"
+"""A signed note is UTF-8 text (C2SP signed-note defines no media type of its own)."""
 PROOF_JSON: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/json": {}},
@@ -59,7 +62,9 @@ def _unavailable(error: ProofUnavailableError) -> JSONResponse:
 )
 async def latest_checkpoint(application: ApplicationDep) -> PlainTextResponse:
     kept = await asyncio.to_thread(kept_checkpoint, application, None)
-    return PlainTextResponse(kept.note, headers={"X-Tree-Size": str(kept.tree_size)})
+    return PlainTextResponse(
+        kept.note, headers={"X-Tree-Size": str(kept.tree_size)}, media_type=NOTE_MEDIA_TYPE
+    )
 
 
 @router.get(
@@ -67,12 +72,16 @@ async def latest_checkpoint(application: ApplicationDep) -> PlainTextResponse:
     summary="The kept checkpoint of that tree size",
     response_class=PlainTextResponse,
 )
-async def checkpoint_of_size(tree_size: int, application: ApplicationDep) -> Any:
+async def checkpoint_of_size(
+    tree_size: Annotated[int, Path(ge=0, le=MAX_TREE_SIZE)], application: ApplicationDep
+) -> Any:
     try:
         kept = await asyncio.to_thread(kept_checkpoint, application, tree_size)
     except ProofUnavailableError as error:
         return _unavailable(error)
-    return PlainTextResponse(kept.note, headers={"X-Tree-Size": str(kept.tree_size)})
+    return PlainTextResponse(
+        kept.note, headers={"X-Tree-Size": str(kept.tree_size)}, media_type=NOTE_MEDIA_TYPE
+    )
 
 
 @router.get(
@@ -85,7 +94,10 @@ async def prove_inclusion(
     objective_id: Annotated[UUID, Query()],
     version: Annotated[int, Query(ge=1, le=MAX_VERSION)],
     tree_size: Annotated[
-        int | None, Query(ge=0, description="A kept checkpoint's size (default: the newest).")
+        int | None,
+        Query(
+            ge=0, le=MAX_TREE_SIZE, description="A kept checkpoint's size (default: the newest)."
+        ),
     ] = None,
 ) -> Any:
     try:
@@ -105,10 +117,13 @@ async def prove_inclusion(
 async def prove_consistency(
     application: ApplicationDep,
     from_size: Annotated[
-        int, Query(alias="from", ge=0, description="The older checkpoint's size.")
+        int, Query(alias="from", ge=0, le=MAX_TREE_SIZE, description="The older checkpoint's size.")
     ],
     to_size: Annotated[
-        int | None, Query(alias="to", ge=0, description="The newer one's (default: the newest).")
+        int | None,
+        Query(
+            alias="to", ge=0, le=MAX_TREE_SIZE, description="The newer one's (default: the newest)."
+        ),
     ] = None,
 ) -> Any:
     def prove() -> Any:

@@ -302,9 +302,12 @@ def map_query(
 NOT_JSON = {
     "/metrics": {CONTENT_TYPE_LATEST},
     "/audit/export": {"application/x-ndjson", "text/csv; charset=utf-8"},
+    "/audit/checkpoints/latest": {"text/plain; charset=utf-8"},
+    "/audit/checkpoints/{tree_size}": {"text/plain; charset=utf-8"},
 }
 """The answers that are not JSON, none of them a type a browser renders as a page: Prometheus
-text (label values from settings and Kafka) and the audit export's downloads."""
+text (label values from settings and Kafka), the audit export's downloads, and signed checkpoints
+(C2SP signed notes: text whose every line the service wrote)."""
 
 
 @schemathesis.check
