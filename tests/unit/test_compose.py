@@ -18,12 +18,34 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def test_services_are_kafka_postgres_and_the_service_built_from_the_repo() -> None:
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
+
+
+def test_services_are_a_kafka_cluster_postgres_and_the_service_built_from_the_repo() -> None:
     services = compose()["services"]
-    assert set(services) == {"kafka", "postgres", "okr", "scorer"}
-    assert services["kafka"]["image"].startswith("apache/kafka:4.")
+    assert set(services) == {*KAFKA_NODES, "postgres", "okr", "scorer"}
+    for node in KAFKA_NODES:
+        assert services[node]["image"].startswith("apache/kafka:4.")
     assert services["okr"]["build"] == "."
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_the_fleet_runs_two_of_each_process_on_a_replicated_cluster() -> None:
+    services = compose()["services"]
+    assert services["okr"]["deploy"]["replicas"] == 2
+    assert services["scorer"]["deploy"]["replicas"] == 2
+    settings = Settings(
+        **{
+            k.removeprefix(ENV_PREFIX).lower(): v
+            for k, v in services["okr"]["environment"].items()
+        }
+    )
+    assert settings.topic_replication_factor == 3
+    assert settings.topic_min_insync_replicas == 2
+    node_ids = {services[node]["environment"]["KAFKA_NODE_ID"] for node in KAFKA_NODES}
+    assert node_ids == {"1", "2", "3"}
+    voters = services["kafka-1"]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+    assert voters == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
 
 
 def test_every_service_variable_is_a_setting_and_its_value_is_valid() -> None:
@@ -41,22 +63,22 @@ def test_every_service_variable_is_a_setting_and_its_value_is_valid() -> None:
 def test_addresses_point_at_the_compose_services_and_their_ports() -> None:
     services = compose()["services"]
     environment = services["okr"]["environment"]
-    host, port = environment["OKR_KAFKA_BOOTSTRAP_SERVERS"].split(":")
-    assert host == "kafka"
-    assert (
-        f"PLAINTEXT://kafka:{port}"
-        in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    )
+    servers = environment["OKR_KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    assert [server.split(":")[0] for server in servers] == list(KAFKA_NODES)
+    for server in servers:
+        host, port = server.split(":")
+        advertised = services[host]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"PLAINTEXT://{host}:{port}" in advertised
     database = urlsplit(environment["OKR_EVENT_STORE_URL"])
     assert database.hostname == "postgres" and database.port == 5432
     postgres_env = services["postgres"]["environment"]
     assert database.username == postgres_env["POSTGRES_USER"]
     assert database.password == postgres_env["POSTGRES_PASSWORD"]
     assert database.path == f"/{postgres_env['POSTGRES_DB']}"
-    assert f"{environment['OKR_HTTP_PORT']}:8000" in services["okr"]["ports"]
+    assert "8000-8009:8000" in services["okr"]["ports"]  # one host port per instance
 
 
-def test_the_scorer_runs_once_in_its_own_process_on_the_same_stores_and_broker() -> None:
+def test_the_scorer_runs_in_its_own_processes_on_the_same_stores_and_cluster() -> None:
     services = compose()["services"]
     okr, scorer = services["okr"], services["scorer"]
     assert okr["command"] == ["okr", "serve"] and scorer["command"] == ["okr", "scorer"]
