@@ -2,7 +2,10 @@
 
 Arithmetic runs on exact fractions and is converted to float once at the end: finite inputs of any
 magnitude can then never overflow into infinities or NaN, and monotonicity in the current value
-holds exactly instead of up to rounding noise.
+holds exactly instead of up to rounding noise. A float is a binary fraction, so the fractions are
+kept as integers over powers of two (`Fraction` gives the same floats, at several times the cost:
+the projector scores every value a KPI stream brings); `key_result_scorer` checks a definition
+once and scores any number of values against it.
 
 Formulas, with ``s`` the baseline, ``t`` the target and ``c`` the current value:
 
@@ -26,21 +29,25 @@ Formulas, with ``s`` the baseline, ``t`` the target and ``c`` the current value:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 from domain.errors import InvalidRelativeTargetError, NotScorableError
 from domain.measures import MILESTONE_DONE, KeyResultKind, KeyResultSpec
 
 SCORE_MIN = 0.0
 SCORE_MAX = 100.0
-_ZERO = Fraction(0)
-_ONE = Fraction(1)
-_HUNDRED = Fraction(100)
 
-_ProgressFunction = Callable[[Fraction], Fraction]
-_Condition = Callable[[Fraction], bool]
+# Values are exact binary fractions: a finite float is `numerator / 2**shift`, and two of them
+# brought to a common shift compare, add and subtract as integers. Progress, a ratio of two such
+# differences, is kept as an integer pair (numerator, positive denominator) and turned into a
+# float once, by integer true division, which rounds correctly: the nearest float to the exact
+# rational, as `Fraction` arithmetic would give, at a fraction of its cost.
+
+Exact = tuple[int, int]
+"""A finite float as (numerator, shift): numerator / 2**shift."""
+Progress = tuple[int, int]
+"""(numerator, denominator > 0): 1 means achieved."""
 
 
 @dataclass(frozen=True)
@@ -57,20 +64,35 @@ def score_key_result(spec: KeyResultSpec, current: float | None) -> Score:
     Raises ``NotScorableError`` when the spec lacks what its formula needs (checked even without a
     current value, so a broken key result is noticed at once rather than at its first check-in).
     """
+    return key_result_scorer(spec)(current)
+
+
+Scorer = Callable[[float | None], Score]
+"""A key result's score as a function of its current value (`key_result_scorer`)."""
+
+
+def key_result_scorer(spec: KeyResultSpec) -> Scorer:
+    """``score_key_result`` with ``spec`` resolved and checked once: the projector scores every
+    value a live KPI stream moves a key result to, against the same few definitions.
+
+    Raises ``NotScorableError`` as ``score_key_result`` does, at once.
+    """
     resolved = _resolve(spec)
     if resolved.kind is KeyResultKind.MILESTONE:
-        return _score_milestone(current)
+        return _score_milestone
     baseline = _exact(resolved.baseline, "baseline")
     if resolved.kind in (KeyResultKind.INCREASE, KeyResultKind.DECREASE):
         target = _exact(resolved.target, "target")
         _require_distinct(baseline, target)
-        return _measured(current, lambda value: _progress(value, baseline, target))
+        return _measured(_Linear(baseline, target))
     if resolved.kind is KeyResultKind.RANGE:
         low, high = _range_of(resolved)
-        return _measured(current, lambda value: _range_progress(value, baseline, low, high))
+        return _measured(_Range(baseline, low, high))
     threshold = _exact(resolved.target, "target (threshold)")
-    holds = _threshold_test(resolved.kind, threshold)
-    return _measured(current, lambda value: _threshold_progress(value, baseline, threshold, holds))
+    at_least = resolved.kind is KeyResultKind.AT_LEAST
+    if _holds(at_least, baseline, threshold):
+        return _measured(_Held(at_least, threshold))
+    return _measured(_Linear(baseline, threshold))
 
 
 def objective_score(items: Iterable[tuple[float, float]]) -> float:
@@ -78,37 +100,53 @@ def objective_score(items: Iterable[tuple[float, float]]) -> float:
 
     Exact arithmetic keeps the mean between the lowest and the highest score, so rounding can
     never push an objective above its best key result. Floats are binary fractions, so the sums
-    are kept as integers over a power of two (what `Fraction` would do, without its cost: this
+    are kept as integers over one power of two (what `Fraction` would do, without its cost: this
     runs for every projected event), and the mean is rounded once, by integer true division.
     """
-    products: list[tuple[int, int]] = []  # (numerator, log2 of denominator) of score * weight
-    weights: list[tuple[int, int]] = []
-    for score, weight in items:
+    pairs = list(items)
+    for score, weight in pairs:
         _check_score(score)
         _check_weight(weight)
-        score_numerator, score_denominator = score.as_integer_ratio()
-        weight_numerator, weight_denominator = weight.as_integer_ratio()
-        score_shift = score_denominator.bit_length() - 1
-        weight_shift = weight_denominator.bit_length() - 1
-        products.append((score_numerator * weight_numerator, score_shift + weight_shift))
-        weights.append((weight_numerator, weight_shift))
-    if not weights:
-        return SCORE_MIN
-    weighted_sum, sum_shift = _sum_over_power_of_two(products)
-    total_weight, weight_shift = _sum_over_power_of_two(weights)
-    # mean = (weighted_sum / 2**sum_shift) / (total_weight / 2**weight_shift)
-    numerator, denominator = weighted_sum, total_weight
-    if weight_shift >= sum_shift:
-        numerator <<= weight_shift - sum_shift
-    else:
-        denominator <<= sum_shift - weight_shift
-    return min(max(numerator / denominator, SCORE_MIN), SCORE_MAX)
+    return WeightedMean([weight for _, weight in pairs])([score for score, _ in pairs])
 
 
-def _sum_over_power_of_two(terms: list[tuple[int, int]]) -> tuple[int, int]:
-    """The exact sum of `numerator / 2**shift` terms, as (numerator, shift)."""
-    shift = max(term_shift for _, term_shift in terms)
-    return sum(numerator << (shift - term_shift) for numerator, term_shift in terms), shift
+TERM_SHIFT = 2 * 1074
+"""Any finite float is an integer over 2**1074, so a score times a weight is one over 2**2148:
+at that one shift, the sums of the mean are plain integer sums."""
+
+
+class WeightedMean:
+    """`objective_score` of key results with these weights, the weights read once.
+
+    The projector takes a new mean for every score a KPI stream moves, the weights and the other
+    scores unchanged: it keeps each key result's `term` and replaces the one that moved.
+    """
+
+    __slots__ = ("_total", "_weights")
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        for weight in weights:
+            _check_weight(weight)
+        self._weights = [_dyadic(weight) for weight in weights]
+        self._total = sum(numerator << (TERM_SHIFT - shift) for numerator, shift in self._weights)
+
+    def __call__(self, scores: Sequence[float]) -> float:
+        if len(scores) != len(self._weights):
+            raise ValueError(f"{len(scores)} scores for {len(self._weights)} weights")
+        return self.of_terms([self.term(position, score) for position, score in enumerate(scores)])
+
+    def term(self, position: int, score: float) -> int:
+        """The key result at `position`'s score times its weight, over 2**TERM_SHIFT."""
+        _check_score(score)
+        weight_numerator, weight_shift = self._weights[position]
+        score_numerator, score_shift = _dyadic(score)
+        return score_numerator * weight_numerator << (TERM_SHIFT - score_shift - weight_shift)
+
+    def of_terms(self, terms: Sequence[int]) -> float:
+        """The mean of the key results whose `term`s these are, rounded once."""
+        if not terms:
+            return SCORE_MIN
+        return min(max(sum(terms) / self._total, SCORE_MIN), SCORE_MAX)
 
 
 def _resolve(spec: KeyResultSpec) -> KeyResultSpec:
@@ -121,82 +159,140 @@ def _resolve(spec: KeyResultSpec) -> KeyResultSpec:
 def _score_milestone(current: float | None) -> Score:
     if current is None:
         return Score(score=SCORE_MIN, attainment=None)
-    done = _exact(current, "current value") >= Fraction(MILESTONE_DONE)
-    value = SCORE_MAX if done else SCORE_MIN
+    _exact(current, "current value")  # refuses a value that is not finite
+    value = SCORE_MAX if current >= MILESTONE_DONE else SCORE_MIN
     return Score(score=value, attainment=value)
 
 
-def _measured(current: float | None, progress_at: _ProgressFunction) -> Score:
-    """Apply a progress function (1 = achieved) to ``current``, keeping the unclamped value."""
-    if current is None:
-        return Score(score=SCORE_MIN, attainment=None)
-    progress = progress_at(_exact(current, "current value"))
-    return Score(score=_clamped_percent(progress), attainment=_unclamped_percent(progress))
+def _measured(progress_at: Callable[[Exact], Progress]) -> Scorer:
+    """Apply a progress function (1 = achieved) to the current value, keeping the unclamped
+    percent as attainment."""
+
+    def score(current: float | None) -> Score:
+        if current is None:
+            return Score(score=SCORE_MIN, attainment=None)
+        numerator, denominator = progress_at(_exact(current, "current value"))
+        return Score(
+            score=_clamped_percent(numerator, denominator),
+            attainment=_unclamped_percent(numerator, denominator),
+        )
+
+    return score
 
 
-def _progress(current: Fraction, baseline: Fraction, target: Fraction) -> Fraction:
-    return (current - baseline) / (target - baseline)
+def _aligned(*values: Exact) -> tuple[int, list[int]]:
+    """The values as integers over one power of two: (shift, numerators)."""
+    shift = max(value_shift for _, value_shift in values)
+    return shift, [numerator << (shift - value_shift) for numerator, value_shift in values]
 
 
-def _range_progress(
-    current: Fraction, baseline: Fraction, low: Fraction, high: Fraction
-) -> Fraction:
-    current_distance = _distance_to_range(current, low, high)
-    if current_distance == 0:
-        return _ONE
-    baseline_distance = _distance_to_range(baseline, low, high)
-    if baseline_distance == 0:
-        return _ZERO  # held from the start and now lost: there is no scale to measure it by
-    return 1 - current_distance / baseline_distance
+class _Linear:
+    """(current - baseline) / (target - baseline), baseline != target."""
+
+    def __init__(self, baseline: Exact, target: Exact) -> None:
+        self.shift, (self.baseline, target_numerator) = _aligned(baseline, target)
+        self.span = target_numerator - self.baseline
+
+    def __call__(self, current: Exact) -> Progress:
+        numerator, current_shift = current
+        if current_shift <= self.shift:
+            progress = (numerator << (self.shift - current_shift)) - self.baseline, self.span
+        else:
+            scale = current_shift - self.shift
+            progress = numerator - (self.baseline << scale), self.span << scale
+        return _positive(progress)
 
 
-def _distance_to_range(value: Fraction, low: Fraction, high: Fraction) -> Fraction:
-    if value < low:
-        return low - value
-    if value > high:
-        return value - high
-    return _ZERO
+class _Range:
+    """1 inside [low, high]; otherwise 1 - distance(current) / distance(baseline), and 0 when
+    the baseline was inside (held from the start and now lost: no scale to measure it by)."""
+
+    def __init__(self, baseline: Exact, low: Exact, high: Exact) -> None:
+        self.shift, (self.baseline, self.low, self.high) = _aligned(baseline, low, high)
+        self.baseline_distance = self._distance(self.baseline, self.low, self.high)
+
+    @staticmethod
+    def _distance(value: int, low: int, high: int) -> int:
+        if value < low:
+            return low - value
+        if value > high:
+            return value - high
+        return 0
+
+    def __call__(self, current: Exact) -> Progress:
+        numerator, current_shift = current
+        scale = max(current_shift - self.shift, 0)
+        value = numerator << max(self.shift - current_shift, 0)
+        distance = self._distance(value, self.low << scale, self.high << scale)
+        if distance == 0:
+            return 1, 1
+        if self.baseline_distance == 0:
+            return 0, 1
+        baseline_distance = self.baseline_distance << scale
+        return baseline_distance - distance, baseline_distance
 
 
-def _range_of(spec: KeyResultSpec) -> tuple[Fraction, Fraction]:
+class _Held:
+    """A level the baseline already met: kept (1) or lost (0)."""
+
+    def __init__(self, at_least: bool, threshold: Exact) -> None:
+        self.at_least = at_least
+        self.threshold = threshold
+
+    def __call__(self, current: Exact) -> Progress:
+        return (1, 1) if _holds(self.at_least, current, self.threshold) else (0, 1)
+
+
+def _holds(at_least: bool, value: Exact, threshold: Exact) -> bool:
+    order = _compare(value, threshold)
+    return order >= 0 if at_least else order <= 0
+
+
+def _compare(left: Exact, right: Exact) -> int:
+    """-1, 0 or 1 as `left` is below, equal to or above `right`."""
+    _, (left_numerator, right_numerator) = _aligned(left, right)
+    return (left_numerator > right_numerator) - (left_numerator < right_numerator)
+
+
+def _positive(progress: Progress) -> Progress:
+    numerator, denominator = progress
+    return (-numerator, -denominator) if denominator < 0 else progress
+
+
+def _range_of(spec: KeyResultSpec) -> tuple[Exact, Exact]:
     low = _exact(spec.target_low, "target_low (range lower bound)")
     high = _exact(spec.target_high, "target_high (range upper bound)")
-    if low > high:
+    if _compare(low, high) > 0:
         raise NotScorableError(
             f"range lower bound {spec.target_low} is above upper bound {spec.target_high}"
         )
     return low, high
 
 
-def _threshold_test(kind: KeyResultKind, threshold: Fraction) -> _Condition:
-    if kind is KeyResultKind.AT_LEAST:
-        return lambda value: value >= threshold
-    return lambda value: value <= threshold
-
-
-def _threshold_progress(
-    current: Fraction, baseline: Fraction, threshold: Fraction, holds: _Condition
-) -> Fraction:
-    if holds(baseline):
-        return _ONE if holds(current) else _ZERO  # held from the start: kept or lost
-    # From a baseline on the wrong side, progress is linear and reaches 1 exactly at the
-    # threshold; beyond it the unclamped value shows by how much the level is exceeded.
-    return _progress(current, baseline, threshold)
-
-
-def _require_distinct(baseline: Fraction, target: Fraction) -> None:
-    if baseline == target:
+def _require_distinct(baseline: Exact, target: Exact) -> None:
+    if _compare(baseline, target) == 0:
         raise NotScorableError(
-            f"target {float(target)} equals the baseline: there is no progress to measure"
+            f"target {_as_float(target)} equals the baseline: there is no progress to measure"
         )
 
 
-def _exact(value: float | None, name: str) -> Fraction:
+def _exact(value: float | None, name: str) -> Exact:
     if value is None:
         raise NotScorableError(f"the key result has no {name}, which its score needs")
     if not math.isfinite(value):
         raise NotScorableError(f"{name} must be a finite number, got {value!r}")
-    return Fraction(value)
+    return _dyadic(value)
+
+
+def _dyadic(value: float) -> Exact:
+    """A finite float as (numerator, shift)."""
+    numerator, denominator = value.as_integer_ratio()
+    return numerator, denominator.bit_length() - 1
+
+
+def _as_float(value: Exact) -> float:
+    numerator, shift = value
+    return numerator / (1 << shift)
 
 
 def _check_score(score: float) -> None:
@@ -209,13 +305,16 @@ def _check_weight(weight: float) -> None:
         raise NotScorableError(f"a key result weight must be a positive number, got {weight!r}")
 
 
-def _clamped_percent(progress: Fraction) -> float:
-    return float(min(max(progress, _ZERO), _ONE) * _HUNDRED)
+def _clamped_percent(numerator: int, denominator: int) -> float:
+    if numerator <= 0:
+        return SCORE_MIN
+    if numerator >= denominator:
+        return SCORE_MAX
+    return 100 * numerator / denominator
 
 
-def _unclamped_percent(progress: Fraction) -> float:
-    percent = progress * _HUNDRED
+def _unclamped_percent(numerator: int, denominator: int) -> float:
     try:
-        return float(percent)
+        return 100 * numerator / denominator
     except OverflowError:
-        return math.inf if percent > 0 else -math.inf
+        return math.inf if numerator > 0 else -math.inf

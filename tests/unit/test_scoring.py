@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from domain.errors import NotScorableError, OkrError
 from domain.measures import KeyResultKind, KeyResultSpec
-from domain.scoring import Score, objective_score, score_key_result
+from domain.scoring import Score, key_result_scorer, objective_score, score_key_result
 from tests import seed
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
@@ -331,3 +331,52 @@ def test_objective_score_is_the_exact_weighted_mean_rounded_once(
     assert objective_score(list(reversed(items))) == expected
     if items:
         assert min(s for s, _ in items) <= objective_score(items) <= max(s for s, _ in items)
+
+
+def fraction_score(spec: KeyResultSpec, current: float | None) -> Score:
+    """The formulas of this module's docstring in `Fraction` arithmetic: the reference the
+    integer arithmetic of `domain.scoring` must give the same floats as."""
+    resolved = spec.resolved()
+    if current is None:
+        return Score(score=0.0, attainment=None)
+    if resolved.kind is KeyResultKind.MILESTONE:
+        done = 100.0 if current >= 1 else 0.0
+        return Score(score=done, attainment=done)
+    value, baseline = Fraction(current), Fraction(resolved.baseline or 0)
+    if resolved.kind is KeyResultKind.RANGE:
+        low, high = Fraction(resolved.target_low or 0), Fraction(resolved.target_high or 0)
+
+        def distance(x: Fraction) -> Fraction:
+            return low - x if x < low else x - high if x > high else Fraction(0)
+
+        if distance(value) == 0:
+            progress = Fraction(1)
+        elif distance(baseline) == 0:
+            progress = Fraction(0)
+        else:
+            progress = 1 - distance(value) / distance(baseline)
+    else:
+        target = Fraction(resolved.target or 0)
+        holds = {KeyResultKind.AT_LEAST: target.__le__, KeyResultKind.AT_MOST: target.__ge__}
+        held = holds.get(resolved.kind)
+        if held is not None and held(baseline):
+            progress = Fraction(int(held(value)))
+        else:
+            progress = (value - baseline) / (target - baseline)
+    percent = progress * 100
+    try:
+        attainment = float(percent)
+    except OverflowError:
+        attainment = math.inf if percent > 0 else -math.inf
+    return Score(score=float(min(max(percent, Fraction(0)), Fraction(100))), attainment=attainment)
+
+
+@settings(max_examples=1000)
+@given(spec=scorable_specs(), currents=st.lists(st.none() | finite_floats, max_size=5))
+def test_scores_are_the_exact_fraction_formulas_rounded_once(
+    spec: KeyResultSpec, currents: list[float | None]
+) -> None:
+    """One scorer per definition, any number of values: the floats `Fraction` gives."""
+    scorer = key_result_scorer(spec)
+    for current in currents:
+        assert scorer(current) == score_key_result(spec, current) == fraction_score(spec, current)
