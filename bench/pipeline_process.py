@@ -28,14 +28,14 @@ from projections import projector as projector_module
 from projections.job_health import current_board
 from services.bootstrap import pipeline_jobs, run_jobs, scorer_jobs
 from services.operations.job_metrics import serve_job_metrics
-from services.relay.publisher import OutboxRelay
+from services.relay.follower import NotificationFollower
 from services.scoring.scorer import KpiScorer
 from services.settings import Settings
 
 ROLES = ("scorer", "pipeline")
 PROFILED: tuple[tuple[str, Any, str], ...] = (
     ("scorer", KpiScorer, "score"),
-    ("relay_read", OutboxRelay, "read_pending"),
+    ("log_read", NotificationFollower, "read"),
     ("project", projector_module, "apply_batch"),
 )
 """The batch functions profiled, by name: they run in worker threads, out of reach of a profile

@@ -19,7 +19,6 @@ from services.http import (
     as_of,
     asyncapi,
     audit,
-    audit_log,
     body_limit,
     commands,
     docs,
@@ -144,7 +143,6 @@ def create_app(
         app.include_router(router, dependencies=read, responses=ACCESS_RESPONSES)
     app.include_router(docs.router, dependencies=read)
     app.include_router(audit.router, responses=ACCESS_RESPONSES)  # requires("audit") itself
-    app.include_router(audit_log.router, responses=ACCESS_RESPONSES)
     web.install(app, live)  # the dashboard: /ui/, its session guard accepted by the check below
     refuse_unprotected_routes(app, PUBLIC_PATHS | web.public_paths())
     install_error_handlers(app)

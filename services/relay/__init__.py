@@ -1,6 +1,7 @@
 """The transactional outbox: stored events to `okr.events`, in order, at least once.
 
-Owns the relay (`publisher`) and the wake-up that lets followers of the notification log sleep
+Owns the relay (`publisher`), the follower of the notification log that the relay and the
+scorer's bindings follower share (`follower`), and the wake-up that lets such followers sleep
 until something is stored (`wakeup`).
 May import: domain, events, projections, services.commands, services.kafka, services.settings.
 """

@@ -7,6 +7,9 @@ event store's own database by eventsourcing's tracking recorder, and it moves on
 acknowledged every event up to it: a crash or restart republishes at most the unacknowledged tail.
 Delivery is therefore at-least-once; consumers dedupe on (objective id, version).
 
+Reading the log page by page, the position, the wake-up and the retries are the log follower's
+(`services.relay.follower`); this module is what the relay does with a page.
+
 Each batch's stages are timed once (read, publish, record: the `okr_stage_*{job="relay"}`
 histograms of `projections.stage_timings`).
 """
@@ -16,25 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
-from weakref import WeakKeyDictionary
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import Notification
 
 from domain.objective_events import DomainEvent
 from events import okr, topics
-from projections.backoff import Backoff, keep_running
-from projections.job_health import current_stages
+from projections.backoff import Backoff
 from projections.stage_timings import RELAY, StageTimer
-from services.relay.wakeup import SAFETY_POLL_S, wait_for_wakeup
+from services.relay.follower import Handle, LogPosition, NotificationFollower
+from services.relay.wakeup import SAFETY_POLL_S
 
 if TYPE_CHECKING:
-    from eventsourcing.persistence import TrackingRecorder
-
     from services.commands.application import OkrApplication
     from services.settings import Settings
 
@@ -42,12 +42,11 @@ log = logging.getLogger(__name__)
 
 RELAY_NAME = "okr.events-relay"
 """Name of the relay's row in the tracking table; other trackers (projections) use their own."""
+JOB_NAME = "okr.events relay"
+"""Its entry on the job board."""
 
 BATCH_SIZE = 500
-"""An idle relay wakes when any process saves (`OkrApplication.saved`: this process's saves,
-and other processes' through the store's doorbell, `services.relay.wakeup`); it looks at the log
-this
-often anyway, in case a ring was lost. It polled every 10 ms before, ~8 % of a core when idle."""
+"""Events read and sent per page."""
 
 # --- translation: stored domain event -> wire envelope --------------------------------------------
 
@@ -67,105 +66,69 @@ def to_envelope(event: DomainEvent) -> okr.OkrEventEnvelope:
     )
 
 
-# --- position: the last acknowledged notification id, in the event store --------------------------
-
-
-_TRACKING_RECORDERS: WeakKeyDictionary[OkrApplication, TrackingRecorder] = WeakKeyDictionary()
-_TRACKING_RECORDERS_LOCK = threading.Lock()
-
-
-def tracking_recorder(application: OkrApplication) -> TrackingRecorder:
-    """The application's tracking recorder, built once.
-
-    Building one creates (or migrates) the tracking table; two threads doing that at once would
-    both insert the table's migration row, and one would fail.
-    """
-    with _TRACKING_RECORDERS_LOCK:
-        recorder = _TRACKING_RECORDERS.get(application)
-        if recorder is None:
-            recorder = application.factory.tracking_recorder()
-            _TRACKING_RECORDERS[application] = recorder
-        return recorder
-
-
-class RelayPosition:
-    """Where the relay is, recorded in the event store's database (same file or same PostgreSQL)."""
-
-    def __init__(self, application: OkrApplication) -> None:
-        self._recorder = tracking_recorder(application)
-        self.last = 0
-        self.reload()
-
-    def reload(self) -> int:
-        """Forget what we believed and read the recorded position (after a failure)."""
-        self.last = self._recorder.max_tracking_id(RELAY_NAME) or 0
-        return self.last
-
-    def advance(self, notification_id: int) -> None:
-        """Record that Kafka acknowledged every event up to `notification_id`."""
-        if notification_id <= self.last:
-            return
-        try:
-            self._recorder.insert_tracking(Tracking(RELAY_NAME, notification_id))
-        except IntegrityError:
-            # The tracking row only moves forward: a second relay on this store got further.
-            if self.reload() < notification_id:
-                raise
-            return
-        self.last = notification_id
-
-
 def relay_position(application: OkrApplication) -> int:
     """The recorded position (0 before anything was published); blocking, for tests and health."""
-    return RelayPosition(application).last
+    return LogPosition(application, RELAY_NAME).reload()
 
 
 # --- publishing -----------------------------------------------------------------------------------
 
-Pending = tuple[int, okr.OkrEventEnvelope]
-"""A notification id and the envelope of the event stored there."""
+Pending = tuple[Notification, okr.OkrEventEnvelope]
+"""A stored event's notification and its envelope."""
 
 
 class OutboxRelay:
-    """Reads the notification log after the recorded position and publishes it, batch by batch."""
+    """Publishes the notification log after the recorded position, page by page
+    (`services.relay.follower`: reading, position, wake-up and retries are the follower's)."""
 
-    def __init__(self, settings: Settings, application: OkrApplication, position: RelayPosition):
+    def __init__(
+        self, settings: Settings, application: OkrApplication, *, batch_size: int = BATCH_SIZE
+    ) -> None:
         self.topic = settings.topic(topics.EVENTS)
         self.application = application
-        self.position = position
+        self.follower = NotificationFollower(
+            application,
+            LogPosition(application, RELAY_NAME),
+            self.envelope,
+            name=JOB_NAME,
+            page_size=batch_size,
+            stage_job=RELAY,
+            log=log,
+        )
+
+    @property
+    def position(self) -> LogPosition:
+        return self.follower.position
 
     @classmethod
     async def open(cls, settings: Settings, application: OkrApplication) -> OutboxRelay:
-        position = await asyncio.to_thread(RelayPosition, application)
-        return cls(settings, application, position)
+        """A relay at the recorded position."""
+        relay = cls(settings, application)
+        await asyncio.to_thread(relay.position.reload)
+        return relay
+
+    def envelope(self, notification: Notification) -> okr.OkrEventEnvelope:
+        """Blocking (in the read's worker thread): the stored event as its wire envelope."""
+        return to_envelope(cast(DomainEvent, self.application.mapper.to_domain_event(notification)))
+
+    def read_pending(self, limit: int) -> list[Pending]:
+        """Blocking: the next `limit` stored events after the position, as wire envelopes."""
+        return self.follower.read(limit)
 
     async def publish_pending(
         self, producer: AIOKafkaProducer, *, batch_size: int = BATCH_SIZE, limit: int | None = None
     ) -> int:
         """Publish what is stored after the position (at most `limit` events); returns how many."""
-        published = 0
-        while limit is None or published < limit:
-            size = batch_size if limit is None else min(batch_size, limit - published)
-            timer = current_stages().timer(RELAY)
-            with timer.stage("read"):
-                batch = await asyncio.to_thread(self.read_pending, size)
-            if not batch:
-                break
-            with timer.stage("publish"):
-                await self.publish_batch(producer, batch, timer)
-            timer.observe(len(batch))
-            published += len(batch)
-        return published
-
-    def read_pending(self, limit: int) -> list[Pending]:
-        """Blocking: the next `limit` stored events after the position, as wire envelopes."""
-        notifications = self.application.recorder.select_notifications(
-            start=self.position.last, limit=limit, inclusive_of_start=False
+        return await self.follower.catch_up(
+            partial(self.publish_page, producer), page_size=batch_size, limit=limit
         )
-        mapper = self.application.mapper
-        return [
-            (n.id, to_envelope(cast(DomainEvent, mapper.to_domain_event(n)))) for n in notifications
-        ]
+
+    async def publish_page(
+        self, producer: AIOKafkaProducer, page: Sequence[Pending], timer: StageTimer
+    ) -> None:
+        """The follower's `Handle`: the page published, then its position recorded."""
+        with timer.stage("publish"):
+            await self.publish_batch(producer, page, timer)
 
     async def publish_batch(
         self,
@@ -204,7 +167,7 @@ class OutboxRelay:
             acknowledged += 1
         if acknowledged:
             with timer.stage("record") if timer else contextlib.nullcontext():
-                await asyncio.to_thread(self.position.advance, batch[acknowledged - 1][0])
+                await asyncio.to_thread(self.position.advance, batch[acknowledged - 1][0].id)
         if failure is not None:
             raise failure
 
@@ -233,7 +196,8 @@ async def relay_once(
     batch_size: int = BATCH_SIZE,
     limit: int | None = None,
 ) -> int:
-    """Publish everything pending (at most `limit` events); returns how many, raises on failure."""
+    """Publish everything pending (at most `limit` events); returns how many, raises on failure.
+    For tests and tools: it does not take the relay lock."""
     relay = await OutboxRelay.open(settings, application)
     async with relay_producer(settings) as producer:
         return await relay.publish_pending(producer, batch_size=batch_size, limit=limit)
@@ -248,28 +212,19 @@ async def run_relay(
     backoff: Backoff = Backoff(),
 ) -> None:
     """Publish until cancelled. Any failure: log, back off, new producer, resume from the record
-    (`keep_running`: a relay that died quietly would leave writes that nobody ever sees)."""
-    relay: OutboxRelay | None = None
+    (the follower's `run`: a relay that died quietly would leave writes that nobody ever sees)."""
+    relay = OutboxRelay(settings, application, batch_size=batch_size)
 
-    async def attempt(succeeded: Callable[[], None]) -> None:
-        nonlocal relay
-        if relay is None:
-            relay = await OutboxRelay.open(settings, application)
-        else:
-            await asyncio.to_thread(relay.position.reload)
+    @contextlib.asynccontextmanager
+    async def publishing(
+        succeeded: Callable[[], None],
+    ) -> AsyncIterator[Handle[okr.OkrEventEnvelope]]:
         async with relay_producer(settings) as producer:
-            with application.saved.listen() as saved:
-                while True:
-                    saved.clear()
-                    published = await relay.publish_pending(producer, batch_size=batch_size)
-                    succeeded()
-                    if not published:
-                        await wait_for_wakeup(saved, idle_poll_s)
+            yield partial(relay.publish_page, producer)
 
-    await keep_running(
-        "okr.events relay",
-        attempt,
+    await relay.follower.run(
+        publishing,
         backoff=backoff,
         resuming="resuming from the recorded position",
-        log=log,
+        idle_poll_s=idle_poll_s,
     )

@@ -5,5 +5,5 @@ in worker processes: `worker`), the KPI series and the scorer's positions (`seri
 `series_queries`), the bindings follower (`bindings`) and the collector settings of batch
 processes (`gc_tuning`).
 May import: domain, events, projections, services.commands, services.kafka, services.relay
-(the wake-up and the tracking recorder), services.settings.
+(the log follower), services.settings.
 """

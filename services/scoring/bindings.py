@@ -4,7 +4,9 @@ It follows the event store's notification log, not Kafka: the event store is the
 and the scorer writes there anyway, so a binding is known (and back-filled) as soon as it is
 stored, with no `okr.events` lag in between (docs/decisions/0007-kpi-scorer.md). Its position is
 eventsourcing's tracking record "okr-scorer-bindings", written in the same transaction as what it
-changes, so a crash repeats nothing and skips nothing.
+changes, so a crash repeats nothing and skips nothing. Reading the log a page at a time, waking
+on saves, retrying and setting aside a stored event that fails alone are the log follower's
+(`services.relay.follower`); this module is what the bindings follower does with a page.
 
 For every objective named by a relevant event, the follower reconciles `kpi_bindings` with the
 objective as it stands now (idempotent, whatever events it is catching up on): a new binding, or
@@ -17,8 +19,9 @@ their rows, frozen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -39,15 +42,11 @@ from domain.objective import (
     record_kpi_progress,
 )
 from domain.objective_events import EVENTS, DomainEvent, KpiBinding
-from projections.backoff import Backoff, keep_running
-from projections.failures import SetAsideStreak, describe, is_transient
-from services.kafka.dead_letters import (
-    DeadLetterPublisher,
-    StoredEventRecord,
-    send_with_new_producer,
-)
-from services.relay.publisher import tracking_recorder
-from services.relay.wakeup import SAFETY_POLL_S, wait_for_wakeup
+from projections.backoff import Backoff
+from projections.stage_timings import StageTimer
+from services.kafka.dead_letters import DeadLetterPublisher, send_with_new_producer
+from services.relay.follower import Entry, LogPosition, NotificationFollower
+from services.relay.wakeup import SAFETY_POLL_S
 from services.scoring.scorer import ACTOR, kpi_reader
 from services.scoring.series_store import (
     Binding,
@@ -65,6 +64,8 @@ log = logging.getLogger(__name__)
 
 FOLLOWER_NAME = "okr-scorer-bindings"
 """Its row in the tracking table (the relay has "okr.events-relay")."""
+JOB_NAME = "bindings follower"
+"""Its entry on the job board."""
 
 RELEVANT_EVENTS: tuple[type[DomainEvent], ...] = tuple(
     event for event in EVENTS.values() if event.payload_model.changes_bindings
@@ -88,62 +89,64 @@ class _Reconciliation:
 
 
 class BindingsFollower:
-    """Blocking; call from a worker thread (`run_bindings_follower` does)."""
+    """Reconciles a page of the log at a time; blocking, but for `handle` (the log follower's
+    `Handle`, which `run_bindings_follower` gives it)."""
 
     def __init__(self, application: OkrApplication, *, actor: str = ACTOR) -> None:
         self.application = application
         self.reader: KpiReader = kpi_reader(application)
-        recorder = tracking_recorder(application)
-        assert isinstance(recorder, SQLiteTrackingRecorder | PostgresTrackingRecorder)
-        self.tracking_recorder = recorder
+        self.log = NotificationFollower(
+            application,
+            LogPosition(application, FOLLOWER_NAME),
+            _objective_id,
+            name=JOB_NAME,
+            page_size=BATCH_SIZE,
+            topics=RELEVANT_TOPICS,
+            log=log,
+        )
         self.actor = actor
 
-    def position(self) -> int:
-        return self.tracking_recorder.max_tracking_id(FOLLOWER_NAME) or 0
+    @property
+    def position(self) -> LogPosition:
+        return self.log.position
 
-    def follow(self, batch_size: int = BATCH_SIZE) -> int:
+    @property
+    def tracking_recorder(self) -> SQLiteTrackingRecorder | PostgresTrackingRecorder:
+        recorder = self.position.recorder
+        assert isinstance(recorder, SQLiteTrackingRecorder | PostgresTrackingRecorder)
+        return recorder
+
+    def follow(self) -> int:
         """Process everything stored so far; returns how many relevant notifications."""
+        self.position.reload()
         total = 0
-        while processed := self.follow_once(batch_size):
-            total += processed
+        while page := self.log.read():
+            self.reconcile(page)
+            total += len(page)
         return total
 
-    def follow_once(self, batch_size: int = BATCH_SIZE) -> int:
-        """Process the next relevant notifications (at most `batch_size`); 0 when caught up."""
-        start = self.position()
-        notifications = self.application.recorder.select_notifications(
-            start=start, limit=batch_size, topics=RELEVANT_TOPICS, inclusive_of_start=False
-        )
-        if not notifications:
-            return 0
-        objective_ids = list(dict.fromkeys(UUID(str(n.originator_id)) for n in notifications))
-        tracking = Tracking(FOLLOWER_NAME, notifications[-1].id)
+    async def handle(self, page: Sequence[Entry[UUID]], timer: StageTimer) -> None:
+        await asyncio.to_thread(self.reconcile, page)
+
+    def reconcile(self, page: Sequence[Entry[UUID]]) -> None:
+        """The objectives the page names, reconciled, with the position at the page's end
+        recorded in the same transaction."""
+        objective_ids = list(dict.fromkeys(objective_id for _, objective_id in page))
+        tracking = self.position.tracking(page[-1][0].id)
         for attempt in range(1, CONFLICT_RETRIES + 1):
             plan = _Reconciliation()
             try:
                 self._reconcile(objective_ids, tracking, plan)
             except IntegrityError as error:
                 self.application.evict(plan.objective_ids)
-                if self.position() >= tracking.notification_id:
-                    return len(notifications)  # another follower on this store did it
+                if self.position.reload() >= tracking.notification_id:
+                    return  # another follower on this store did it
                 log.info("bindings lost a race (%s); recomputing (attempt %d)", error, attempt)
                 continue
+            self.position.moved_to(tracking.notification_id)
             self.application.snapshot_due(plan.events)
-            return len(notifications)
+            return
         raise IntegrityError(f"bindings still conflicting after {CONFLICT_RETRIES} attempts")
-
-    def set_aside_next(self) -> Notification | None:
-        """Pass over the next relevant notification without processing it (it fails alone)."""
-        notifications = self.application.recorder.select_notifications(
-            start=self.position(), limit=1, topics=RELEVANT_TOPICS, inclusive_of_start=False
-        )
-        if not notifications:
-            return None
-        tracking = Tracking(FOLLOWER_NAME, notifications[0].id)
-        self.application.save(
-            kpi_batch=KpiBatch(tracking=TrackingWrite(self.tracking_recorder, tracking))
-        )
-        return notifications[0]
 
     def _reconcile(
         self, objective_ids: Sequence[UUID], tracking: Tracking, plan: _Reconciliation
@@ -258,6 +261,10 @@ def _bound(objective: Objective | None) -> list[KeyResult]:
     return [kr for kr in objective.key_results if kr.binding is not None]
 
 
+def _objective_id(notification: Notification) -> UUID:
+    return UUID(str(notification.originator_id))
+
+
 def follow_bindings(application: OkrApplication) -> int:
     """Blocking: bring `kpi_bindings` up to date with everything stored; for tests and tools."""
     return BindingsFollower(application).follow()
@@ -270,76 +277,17 @@ async def run_bindings_follower(
     idle_poll_s: float = SAFETY_POLL_S,
     backoff: Backoff = Backoff(),
 ) -> None:
-    """Follow the notification log until cancelled; woken at once by this process's saves.
-
-    Every exception is retried (`keep_running`): a follower that died quietly would leave new
-    bindings unscored.
-    """
-    follower: BindingsFollower | None = None
+    """Follow the notification log until cancelled (`services.relay.follower`: woken by saves,
+    every failure retried, a stored event that fails alone dead-lettered and passed over, so
+    that new bindings are never left unscored)."""
+    follower = BindingsFollower(application)
     dead_letters = DeadLetterPublisher(
         settings, send_with_new_producer(settings), consumer_group=FOLLOWER_NAME
     )
-    streak = SetAsideStreak()
-    suspects = 0
-    """Notifications still to follow one at a time, after a batch failed for good."""
-
-    async def follow_next() -> int:
-        """The next notifications; after a failure a retry cannot cure, one at a time, and the
-        one that fails alone is dead-lettered and passed over."""
-        nonlocal suspects
-        assert follower is not None
-        if not suspects:
-            try:
-                return await asyncio.to_thread(follower.follow_once)
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                log.warning("bindings follower: %s; following one at a time", describe(error))
-                suspects = BATCH_SIZE
-        try:
-            processed = await asyncio.to_thread(follower.follow_once, 1)
-        except Exception as error:
-            if is_transient(error):
-                raise
-            streak.setting_aside(error)
-            await set_aside(error)
-            processed = 1
-        else:
-            streak.processed()
-        suspects = max(0, suspects - 1) if processed else 0
-        return processed
-
-    async def set_aside(error: Exception) -> None:
-        assert follower is not None
-        notification = await asyncio.to_thread(follower.set_aside_next)
-        if notification is None:
-            return
-        log.error(
-            "bindings follower: stored event %d cannot be processed; dead-lettering it",
-            notification.id,
-            exc_info=error,
-        )
-        record = StoredEventRecord(
-            offset=notification.id,
-            key=str(notification.originator_id).encode(),
-            value=notification.state,
-            event_topic=notification.topic,
-        )
-        await dead_letters.publish(record, "processing_failed", error)
-
-    with application.saved.listen() as saved:
-
-        async def attempt(succeeded: Callable[[], None]) -> None:
-            nonlocal follower
-            if follower is None:
-                follower = await asyncio.to_thread(BindingsFollower, application)
-            while True:
-                saved.clear()
-                processed = await follow_next()
-                succeeded()
-                if not processed:
-                    await wait_for_wakeup(saved, idle_poll_s)
-
-        await keep_running(
-            "bindings follower", attempt, backoff=backoff, resuming="retrying", log=log
-        )
+    await follower.log.run(
+        lambda _: contextlib.nullcontext(follower.handle),
+        backoff=backoff,
+        resuming="retrying",
+        idle_poll_s=idle_poll_s,
+        dead_letters=dead_letters,
+    )
