@@ -16,7 +16,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from projections.sql import Json, SqlReadStore
+from projections.sql import SqlReadStore
 
 POOL_SIZE = 4
 
@@ -32,8 +32,8 @@ COLUMN_TYPES = {
 
 def adapt(value: Any) -> Any:
     """psycopg adapts UUID, date and datetime itself; enums are stored by value, JSON as JSONB."""
-    if isinstance(value, Json):
-        return Jsonb(value.value)
+    if isinstance(value, dict | list):
+        return Jsonb(value)
     if isinstance(value, Enum):
         return value.value
     return value
@@ -58,6 +58,17 @@ class PostgresSession:
     def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self._connection.cursor() as cursor:
             cursor.executemany(placeholders(sql), [[adapt(p) for p in row] for row in rows])
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """By `COPY`: the rows stream to the server in one statement, each value dumped by
+        psycopg's C adapters (an `INSERT` per row, even pipelined, costs a round of parsing,
+        planning and acknowledging each)."""
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with self._connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 class PostgresDialect:

@@ -16,7 +16,7 @@ from uuid import UUID
 from domain.errors import KeyResultNotFoundError, ObjectiveNotFoundError
 from domain.measures import KeyResultSpec
 from domain.objective import ObjectiveStatus
-from domain.scoring import Score, objective_score, score_key_result
+from domain.scoring import Score, Scorer, key_result_scorer, objective_score
 from events import okr
 from events.commands import KeyResultDefinition
 from projections.views import (
@@ -55,7 +55,7 @@ OBJECTIVE_AUDITED = (
 KEY_RESULT_AUDITED = (*DEFINITION_FIELDS, "current", "confidence", "kpi_key", "aggregation")
 """Decisions and reported values; scores are derived (timeline), timestamps are the row's own."""
 
-_definition_of = attrgetter(*DEFINITION_FIELDS)
+definition_of = attrgetter(*DEFINITION_FIELDS)
 _objective_audited_values = attrgetter(*OBJECTIVE_AUDITED)
 _key_result_audited_values = attrgetter(*KEY_RESULT_AUDITED)
 
@@ -98,23 +98,28 @@ def reduce_event(
 MEMO_SIZE = 4096
 """Rows remembered by the memos below: an event changes one key result, and a batch of a live
 stream brings many events per objective, so the other rows are scored and audited once."""
+SCORERS = 16_384
+"""Key result definitions whose scorer is kept: more than the key results of the objectives the
+read store keeps (`projections.sql.CACHE_SIZE`) at their usual few each, so a live stream over
+thousands of objectives does not validate its definitions again and again."""
 
 
-@lru_cache(maxsize=MEMO_SIZE)
-def _spec(definition: tuple[Any, ...]) -> KeyResultSpec:
-    """A key result's definition as the domain's spec, validated once per distinct definition."""
-    return KeyResultSpec.model_validate(dict(zip(DEFINITION_FIELDS, definition, strict=True)))
+@lru_cache(maxsize=SCORERS)
+def scorer(definition: tuple[Any, ...]) -> Scorer:
+    """A key result's definition as the domain scores it, validated once per distinct one."""
+    spec = KeyResultSpec.model_validate(dict(zip(DEFINITION_FIELDS, definition, strict=True)))
+    return key_result_scorer(spec)
 
 
 @lru_cache(maxsize=MEMO_SIZE)
 def _score(definition: tuple[Any, ...], current: float | None) -> Score:
-    """`score_key_result` is a pure function of the definition and the value: computed once."""
-    return score_key_result(_spec(definition), current)
+    """A pure function of the definition and the value: computed once."""
+    return scorer(definition)(current)
 
 
 @lru_cache(maxsize=MEMO_SIZE)
 def _objective_score(items: tuple[tuple[float, float], ...]) -> float:
-    """Exact (`Fraction`) weighted mean, computed once per distinct set of key result scores."""
+    """The exact weighted mean, computed once per distinct set of key result scores."""
     return objective_score(items)
 
 
@@ -126,7 +131,7 @@ def rescore(projected: ProjectedObjective) -> ProjectedObjective:
     """
     key_results = []
     for position, row in enumerate(projected.key_results):
-        result = _score(_definition_of(row), row.current)
+        result = _score(definition_of(row), row.current)
         if (
             row.position != position
             or row.score != result.score

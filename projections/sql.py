@@ -1,9 +1,11 @@
 """The read store in SQL that SQLite and PostgreSQL both speak; a `Dialect` supplies the rest.
 
-Statements use `?` placeholders and plain Python values (UUID, date, datetime, `Json`); the dialect
-translates placeholders, adapts values and maps the few column types that differ. Upserts use
-`INSERT ... ON CONFLICT ... DO UPDATE`, which both databases support with the same syntax. The
-column names are the row models' field names, so a row read back validates into its model.
+Statements use `?` placeholders and plain Python values (UUID, date, datetime; a dict or a list is
+a JSON column's value); the dialect translates placeholders, adapts values and maps the few column
+types that differ. Upserts use `INSERT ... ON CONFLICT ... DO UPDATE`, which both databases
+support with the same syntax. The column names are the row models' field names, so a row read
+back validates into its model. What the projector appends (timeline and audit entries) comes
+already in the text both databases read, and goes in by the fastest bulk path each has.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from projections.migrations import Migration, SchemaHistory, statements
 from projections.views import (
+    PROGRESS_FIELDS,
+    AuditEntry,
     AuditRow,
     KeyResultRow,
     ObjectiveDetail,
@@ -28,19 +31,13 @@ from projections.views import (
     ProjectedObjective,
     ReadStoreDump,
     Row,
+    TimelineEntry,
     TimelineRow,
     decode_cursor,
     encode_cursor,
 )
 
 MAX_PAGE = 1000
-
-
-@dataclass(frozen=True)
-class Json:
-    """A parameter stored in a JSON column (TEXT on SQLite, JSONB on PostgreSQL)."""
-
-    value: Any
 
 
 class Session(Protocol):
@@ -51,6 +48,13 @@ class Session(Protocol):
     def run(self, sql: str, params: Sequence[Any] = ()) -> None: ...
 
     def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[str | float | None]]
+    ) -> None:
+        """Append rows of plain values (text, numbers, nulls: the stored forms both databases
+        read, as `TimelineEntry` holds them) by `insert_statement`, or what the database does
+        faster."""
 
 
 class Dialect(Protocol):
@@ -173,25 +177,37 @@ def _columns(model: type[Row]) -> tuple[str, ...]:
     return tuple(model.model_fields)
 
 
-def _insert(table: str, columns: Sequence[str]) -> str:
+def insert_statement(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _update(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """The statement, and (`_params`) its parameters' order: `columns`, then `key`."""
+    assignments = ", ".join(f"{c} = ?" for c in columns)
+    return f"UPDATE {table} SET {assignments} WHERE {' AND '.join(f'{k} = ?' for k in key)}"
 
 
 def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    return f"{_insert(table, columns)} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    return (
+        f"{insert_statement(table, columns)} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
 
 
 OBJECTIVE_COLUMNS = _columns(ObjectiveRow)
 KEY_RESULT_COLUMNS = _columns(KeyResultRow)
-TIMELINE_COLUMNS = _columns(TimelineRow)
-AUDIT_COLUMNS = _columns(AuditRow)
+TIMELINE_COLUMNS = TimelineEntry._fields
+AUDIT_COLUMNS = AuditEntry._fields
 
-UPSERT_OBJECTIVE = _upsert("objectives", OBJECTIVE_COLUMNS, ("objective_id",))
-INSERT_KEY_RESULT = _insert("key_results", KEY_RESULT_COLUMNS)
-UPSERT_KEY_RESULT = _upsert("key_results", KEY_RESULT_COLUMNS, ("objective_id", "key_result_id"))
-INSERT_TIMELINE = _insert("score_timeline", TIMELINE_COLUMNS)
-INSERT_AUDIT = _insert("audit", AUDIT_COLUMNS)
+OBJECTIVE_KEY = ("objective_id",)
+KEY_RESULT_KEY = ("objective_id", "key_result_id")
+UPSERT_OBJECTIVE = _upsert("objectives", OBJECTIVE_COLUMNS, OBJECTIVE_KEY)
+INSERT_KEY_RESULT = insert_statement("key_results", KEY_RESULT_COLUMNS)
+UPSERT_KEY_RESULT = _upsert("key_results", KEY_RESULT_COLUMNS, KEY_RESULT_KEY)
+OBJECTIVE_PROGRESS = (*PROGRESS_FIELDS["objectives"], *OBJECTIVE_KEY)
+KEY_RESULT_PROGRESS = (*PROGRESS_FIELDS["key_results"], *KEY_RESULT_KEY)
+UPDATE_OBJECTIVE_PROGRESS = _update("objectives", PROGRESS_FIELDS["objectives"], OBJECTIVE_KEY)
+UPDATE_KEY_RESULT_PROGRESS = _update("key_results", PROGRESS_FIELDS["key_results"], KEY_RESULT_KEY)
 ADVANCE_POSITION = (
     "INSERT INTO projection_positions (topic, kafka_partition, next_offset) VALUES (?, ?, ?) "
     "ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = CASE "
@@ -211,7 +227,7 @@ def _params(row: Row, columns: Sequence[str]) -> list[Any]:
     for column in columns:
         value = getattr(row, column)
         if column in JSON_COLUMNS:
-            value = Json(row.model_dump(mode="json", include={column})[column])
+            value = row.model_dump(mode="json", include={column})[column]
         values.append(value)
     return values
 
@@ -287,24 +303,30 @@ class SqlProjectionWriter:
     def save(self, projected: ProjectedObjective) -> None:
         self.save_many([projected])
 
-    def save_many(self, projected: Sequence[ProjectedObjective]) -> None:
+    def save_many(
+        self, projected: Sequence[ProjectedObjective], *, progressed: Collection[UUID] = ()
+    ) -> None:
         if not projected:
             return
-        self._session.run_many(
-            UPSERT_OBJECTIVE, [_params(p.objective, OBJECTIVE_COLUMNS) for p in projected]
-        )
+        whole = [p for p in projected if p.objective.objective_id not in progressed]
+        moved = [p for p in projected if p.objective.objective_id in progressed]
+        if whole:
+            self._session.run_many(
+                UPSERT_OBJECTIVE, [_params(p.objective, OBJECTIVE_COLUMNS) for p in whole]
+            )
+        if moved:
+            self._session.run_many(
+                UPDATE_OBJECTIVE_PROGRESS,
+                [_params(p.objective, OBJECTIVE_PROGRESS) for p in moved],
+            )
         rewritten: list[ProjectedObjective] = []
         changed: list[KeyResultRow] = []
-        for p in projected:
+        for p in whole:
             loaded = self._loaded.get(p.objective.objective_id)
             if loaded is None or _ids(loaded) != _ids(p):
                 rewritten.append(p)  # key results added, removed or reordered: all rows anew
             else:
-                changed += [
-                    row
-                    for row, was in zip(p.key_results, loaded.key_results, strict=True)
-                    if row is not was
-                ]
+                changed += self._changed(p, loaded)
         if rewritten:
             self._session.run_many(
                 "DELETE FROM key_results WHERE objective_id = ?",
@@ -317,17 +339,33 @@ class SqlProjectionWriter:
             self._session.run_many(
                 UPSERT_KEY_RESULT, [_params(row, KEY_RESULT_COLUMNS) for row in changed]
             )
+        progress = [
+            row for p in moved for row in self._changed(p, self._loaded[p.objective.objective_id])
+        ]
+        if progress:
+            self._session.run_many(
+                UPDATE_KEY_RESULT_PROGRESS, [_params(row, KEY_RESULT_PROGRESS) for row in progress]
+            )
         for p in projected:
             self._loaded[p.objective.objective_id] = p
             self.saved[p.objective.objective_id] = p
 
-    def append_timeline(self, rows: Sequence[TimelineRow]) -> None:
-        if rows:
-            self._session.run_many(INSERT_TIMELINE, [_params(r, TIMELINE_COLUMNS) for r in rows])
+    @staticmethod
+    def _changed(projected: ProjectedObjective, loaded: ProjectedObjective) -> list[KeyResultRow]:
+        """The rows that are not the loaded ones (the key results being the same)."""
+        return [
+            row
+            for row, was in zip(projected.key_results, loaded.key_results, strict=True)
+            if row is not was
+        ]
 
-    def append_audit(self, rows: Sequence[AuditRow]) -> None:
-        if rows:
-            self._session.run_many(INSERT_AUDIT, [_params(r, AUDIT_COLUMNS) for r in rows])
+    def append_timeline(self, entries: Sequence[TimelineEntry]) -> None:
+        if entries:
+            self._session.insert_many("score_timeline", TIMELINE_COLUMNS, entries)
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            self._session.insert_many("audit", AUDIT_COLUMNS, entries)
 
     def advance(self, topic: str, partition: int, next_offset: int) -> None:
         self._session.run(ADVANCE_POSITION, [topic, partition, next_offset])

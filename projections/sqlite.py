@@ -14,8 +14,8 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from uuid import UUID
 
 import orjson
 
-from projections.sql import Json, SqlReadStore
+from projections.sql import SqlReadStore, insert_statement
+from projections.views import json_text, moment_text
 
 LOCK_TIMEOUT_S = 30.0
 CHECKPOINT_EVERY_S = 1.0
@@ -42,23 +43,38 @@ COLUMN_TYPES = {
 }
 
 
-STORED_AS_IS = frozenset({str, int, float, bool, type(None)})
-"""Exact types sqlite3 stores unchanged (subclasses, such as str enums, go through `adapt`)."""
+CONVERSIONS: dict[type, Callable[[Any], Any] | None] = {
+    **dict.fromkeys((str, int, float, bool, type(None))),
+    UUID: str,
+    datetime: moment_text,
+    date: date.isoformat,
+    dict: json_text,
+    list: json_text,
+}
+"""Exact type -> how sqlite3 stores it: None for as it is (the projector's writes are made of
+these; subclasses, such as str enums, go through `adapt`)."""
 
 
 def adapt(value: Any) -> Any:
     """Python value -> what sqlite3 stores (its own date adapters are deprecated)."""
-    if isinstance(value, Json):
-        return orjson.dumps(value.value).decode()
+    if type(value) in CONVERSIONS:
+        convert = CONVERSIONS[type(value)]
+        return value if convert is None else convert(value)
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(timespec="microseconds")
-    if isinstance(value, date):
-        return value.isoformat()
+    for kind, convert in CONVERSIONS.items():  # subclasses; `datetime` is tried before `date`
+        if convert is not None and isinstance(value, kind):
+            return convert(value)
     return value
+
+
+def stored(row: Sequence[Any]) -> list[Any]:
+    """`adapt` for each value, the common types looked up without a call."""
+    conversions = CONVERSIONS
+    return [
+        value if (convert := conversions.get(type(value), adapt)) is None else convert(value)
+        for value in row
+    ]
 
 
 class SQLiteSession:
@@ -73,9 +89,12 @@ class SQLiteSession:
         self._connection.execute(sql, [adapt(p) for p in params])
 
     def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._connection.executemany(
-            sql, [[p if type(p) in STORED_AS_IS else adapt(p) for p in row] for row in rows]
-        )
+        self._connection.executemany(sql, [stored(row) for row in rows])
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        self._connection.executemany(insert_statement(table, columns), rows)
 
 
 def private_directory(path: Path) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, NamedTuple, Protocol
 from uuid import UUID
 
 import orjson
@@ -126,6 +126,85 @@ class AuditRow(Row):
     changes: tuple[FieldChange, ...]
 
 
+def moment_text(moment: datetime) -> str:
+    """A moment as the read store writes it in text: UTC ISO 8601 to the microsecond (fixed
+    precision, so text order is time order; PostgreSQL reads it as its `timestamptz`)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+PROGRESS_FIELDS = {
+    "objectives": ("version", "updated_at", "score"),
+    "key_results": ("current", "last_update", "score", "attainment"),
+}
+"""Per table, the columns KPI progress moves (`KpiProgressRecorded`: a key result's value and
+scores, the objective's version and score)."""
+
+
+class TimelineEntry(NamedTuple):
+    """A `TimelineRow` as the projector appends it: the same fields in the same order, already
+    in the text both stores read (ids, the moment, `detail` as JSON). A plain tuple, not a
+    validated model: a live stream brings one per message, made from validated events."""
+
+    objective_id: str
+    version: int
+    occurred_at: str
+    key_result_id: str | None
+    value: float | None
+    kr_score: float | None
+    kr_attainment: float | None
+    objective_score: float
+    cause: str
+    actor: str
+    detail: str
+
+    @classmethod
+    def of(cls, row: TimelineRow) -> TimelineEntry:
+        return cls(
+            str(row.objective_id),
+            row.version,
+            moment_text(row.occurred_at),
+            None if row.key_result_id is None else str(row.key_result_id),
+            row.value,
+            row.kr_score,
+            row.kr_attainment,
+            row.objective_score,
+            row.cause,
+            row.actor,
+            json_text(row.model_dump(mode="json", include={"detail"})["detail"]),
+        )
+
+
+class AuditEntry(NamedTuple):
+    """An `AuditRow` as the projector appends it, in text as `TimelineEntry` (`changes`: the
+    JSON list of {field, before, after} objects)."""
+
+    objective_id: str
+    version: int
+    occurred_at: str
+    event_type: str
+    actor: str
+    command_id: str
+    reason: str | None
+    changes: str
+
+    @classmethod
+    def of(cls, row: AuditRow) -> AuditEntry:
+        return cls(
+            str(row.objective_id),
+            row.version,
+            moment_text(row.occurred_at),
+            row.event_type,
+            row.actor,
+            row.command_id,
+            row.reason,
+            json_text(row.model_dump(mode="json", include={"changes"})["changes"]),
+        )
+
+
 class PositionRow(Row):
     topic: str
     partition: int
@@ -214,12 +293,16 @@ class ProjectionWriter(Protocol):
     def save(self, projected: ProjectedObjective) -> None:
         """Upsert the objective and make its key result rows exactly `projected.key_results`."""
 
-    def save_many(self, projected: Sequence[ProjectedObjective]) -> None:
-        """`save` for each, in as few statements as the database allows."""
+    def save_many(
+        self, projected: Sequence[ProjectedObjective], *, progressed: Collection[UUID] = ()
+    ) -> None:
+        """`save` for each, in as few statements as the database allows. `progressed`: those
+        whose rows differ from the loaded ones only in `PROGRESS_FIELDS` (KPI progress), which
+        may then be all that is written."""
 
-    def append_timeline(self, rows: Sequence[TimelineRow]) -> None: ...
+    def append_timeline(self, entries: Sequence[TimelineEntry]) -> None: ...
 
-    def append_audit(self, rows: Sequence[AuditRow]) -> None: ...
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...
 
     def advance(self, topic: str, partition: int, next_offset: int) -> None:
         """Record the next offset to read; a position never moves backwards."""
