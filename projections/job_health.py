@@ -2,7 +2,8 @@
 
 `/health` and `/metrics` read this board instead of asking Kafka and the stores on every call: a
 job knows best whether it is working (its last attempt succeeded), retrying an outage (since
-when, how many attempts, the last error) or setting records aside (dead letters, by reason).
+when, how many attempts, the last error) or setting records aside (dead letters, by reason),
+and, for a job that one instance of a fleet runs at a time (the relay), who holds it (`Lease`).
 
 The board in force is a context variable: an app's lifespan sets its own before it starts its
 jobs, and every task they create inherits it, so two apps in one process (tests) never mix their
@@ -34,6 +35,29 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who runs a job that one instance of a fleet runs at a time (the relay), as this process
+    last saw it."""
+
+    instance: str
+    """This process's instance id (`OKR_INSTANCE_ID`, else host:pid)."""
+    holder: str | None
+    """The instance that holds the job's lock; None when nobody is known to."""
+    holding: bool
+    """Whether this process holds it (and runs the job)."""
+    since: datetime
+    """When this process saw the holder change."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "holder": self.holder,
+            "holding": self.holding,
+            "since": self.since.isoformat(),
+        }
+
+
 @dataclass
 class JobHealth:
     """One running job. Updated from its task (and dead letters from worker threads: locked)."""
@@ -49,6 +73,8 @@ class JobHealth:
     failures_total: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     """Records set aside, by dead-letter reason, since the job started."""
+    lease: Lease | None = None
+    """For a job only one instance runs at a time: who holds it."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def working(self) -> None:
@@ -70,6 +96,13 @@ class JobHealth:
         with self._lock:
             self.dead_letters[reason] += count
 
+    def leased(self, holder: str | None, holding: bool, instance: str) -> None:
+        """Who holds the job's lock now; `since` moves only when that changes."""
+        with self._lock:
+            lease = self.lease
+            if lease is None or (lease.holder, lease.holding) != (holder, holding):
+                self.lease = Lease(instance, holder, holding, self.clock())
+
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -80,6 +113,7 @@ class JobHealth:
                 "failures_total": self.failures_total,
                 **({"last_error": self.last_error} if self.last_error else {}),
                 "dead_letters": dict(sorted(self.dead_letters.items())),
+                **({"lease": self.lease.to_json()} if self.lease else {}),
             }
 
 

@@ -6,6 +6,8 @@ it down, so a test can run a whole process against other settings without patchi
 
 from __future__ import annotations
 
+import os
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,6 +181,13 @@ class Settings(BaseSettings):
         "past it each answer waits its turn, up to 2 s, then 429: a flood of callers cannot "
         "take the process's time from the writes.",
     )
+    instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="This process's name in a fleet, which /health shows as the holder of the "
+        "relay lock (63 bytes of it on PostgreSQL); default host:pid.",
+    )
 
     audit_log_origin: str = Field(
         "okr-ledger.local/events",
@@ -308,6 +317,11 @@ class Settings(BaseSettings):
     def consumer_group(self, name: str) -> str:
         """Group ids carry the topic prefix, so environments sharing a cluster never share one."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def instance(self) -> str:
+        """`instance_id`, else host:pid: unique among the processes that share a store."""
+        return self.instance_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def topic(self, name: str) -> str:
         """The concrete topic name for a logical one (see `events.topics`)."""

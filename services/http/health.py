@@ -13,7 +13,8 @@ state on the app's job board (`projections.job_health`). So a flood of callers c
   hangs to its timeout), so a served app says it only when the first round took longer.
 
 Anonymous callers (load balancers, orchestrators) get the status alone. A caller whose key
-grants `read` also gets each check with its time, the lag, and each job's entry on the board;
+grants `read` also gets each check with its time, the lag, and each job's entry on the board
+(the relay's says which instance holds the relay lock, and whether it is this one: `lease`);
 a key that is not valid is no key here (the status alone), so no probe ever gets a 401.
 """
 

@@ -1,4 +1,5 @@
-"""A job board in the Prometheus format: each job's state and dead letters, its stages' timings.
+"""A job board in the Prometheus format: each job's state, dead letters and lock (the relay's), its
+stages' timings.
 
 `okr serve` renders it in `GET /metrics` next to the health monitor's last round
 (`services.http.metrics`); `okr scorer`, which has no HTTP API, serves it alone on
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
 
 def board_families(board: JobBoard) -> tuple[Metric, ...]:
-    """Per job name (two entries of one name are summed; up only when both run), then the
-    `okr_stage_*` histograms of the board's jobs."""
+    """Per job name (two entries of one name are summed; up only when both run, holding when
+    either holds), then the `okr_stage_*` histograms of the board's jobs."""
     up = GaugeMetricFamily(
         "okr_job_up",
         "1 while the background job works, 0 while it is retrying (or not started yet).",
@@ -39,7 +40,14 @@ def board_families(board: JobBoard) -> tuple[Metric, ...]:
         "Records the background job set aside on okr.dlq, by reason, since the process started.",
         labels=("job", "reason"),
     )
+    lease_held = GaugeMetricFamily(
+        "okr_job_lease_held",
+        "1 while this process holds the lock of a job that one instance of a fleet runs at a "
+        "time (the relay), else 0.",
+        labels=("job",),
+    )
     running: dict[str, bool] = {}
+    holding: dict[str, bool] = {}
     failed: Counter[str] = Counter()
     set_aside: Counter[tuple[str, str]] = Counter()
     for job in board.jobs():
@@ -48,12 +56,16 @@ def board_families(board: JobBoard) -> tuple[Metric, ...]:
         failed[job.name] += entry["failures_total"]
         for reason, count in entry["dead_letters"].items():
             set_aside[(job.name, reason)] += count
+        if "lease" in entry:
+            holding[job.name] = holding.get(job.name, False) or entry["lease"]["holding"]
     for name, works in running.items():
         up.add_metric([name], 1 if works else 0)
         failures.add_metric([name], failed[name])
     for (name, reason), count in sorted(set_aside.items()):
         dead_letters.add_metric([name, reason], count)
-    return (up, failures, dead_letters, *board.stages.collect())
+    for name, holds in holding.items():
+        lease_held.add_metric([name], 1 if holds else 0)
+    return (up, failures, dead_letters, lease_held, *board.stages.collect())
 
 
 class JobBoardCollector(Collector):

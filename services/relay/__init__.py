@@ -1,7 +1,9 @@
 """The transactional outbox: stored events to `okr.events`, in order, at least once.
 
-Owns the relay (`publisher`), the follower of the notification log that the relay and the
-scorer's bindings follower share (`follower`), and the wake-up that lets such followers sleep
-until something is stored (`wakeup`).
-May import: domain, events, projections, services.commands, services.kafka, services.settings.
+Owns the relay (`publisher`), the one lock that lets a single relay of a fleet publish
+(`leadership`), the follower of the notification log that the relay and the scorer's bindings
+follower share (`follower`), and the wake-up that lets such followers sleep until something is
+stored (`wakeup`).
+May import: domain, events, projections, services.commands, services.kafka, services.settings,
+services.stores.
 """

@@ -8,7 +8,9 @@ acknowledged every event up to it: a crash or restart republishes at most the un
 Delivery is therefore at-least-once; consumers dedupe on (objective id, version).
 
 Reading the log page by page, the position, the wake-up and the retries are the log follower's
-(`services.relay.follower`); this module is what the relay does with a page.
+(`services.relay.follower`); this module is what the relay does with a page. However many
+processes share the store, one relay publishes at a time: the holder of the store's relay lock
+(`services.relay.leadership`).
 
 Each batch's stages are timed once (read, publish, record: the `okr_stage_*{job="relay"}`
 histograms of `projections.stage_timings`).
@@ -32,6 +34,7 @@ from events import okr, topics
 from projections.backoff import Backoff
 from projections.stage_timings import RELAY, StageTimer
 from services.relay.follower import Handle, LogPosition, NotificationFollower
+from services.relay.leadership import RETRY_S, RelayLease, RelayLock, relay_lock
 from services.relay.wakeup import SAFETY_POLL_S
 
 if TYPE_CHECKING:
@@ -210,16 +213,24 @@ async def run_relay(
     batch_size: int = BATCH_SIZE,
     idle_poll_s: float = SAFETY_POLL_S,
     backoff: Backoff = Backoff(),
+    lock: RelayLock | None = None,
+    lock_retry_s: float = RETRY_S,
 ) -> None:
-    """Publish until cancelled. Any failure: log, back off, new producer, resume from the record
-    (the follower's `run`: a relay that died quietly would leave writes that nobody ever sees)."""
+    """Publish until cancelled, while this process holds the store's relay lock
+    (`services.relay.leadership`: one relay publishes at a time, the others stand by).
+
+    An attempt takes the lock, opens a producer and follows the log; any failure (Kafka, the
+    store, the lock lost) is logged, backed off and retried from the recorded position, the lock
+    let go meanwhile so that another instance may publish.
+    """
     relay = OutboxRelay(settings, application, batch_size=batch_size)
+    lease = RelayLease(lock or relay_lock(settings, application), settings.instance, lock_retry_s)
 
     @contextlib.asynccontextmanager
     async def publishing(
         succeeded: Callable[[], None],
     ) -> AsyncIterator[Handle[okr.OkrEventEnvelope]]:
-        async with relay_producer(settings) as producer:
+        async with lease.held(succeeded), relay_producer(settings) as producer:
             yield partial(relay.publish_page, producer)
 
     await relay.follower.run(

@@ -187,9 +187,12 @@ def test_a_first_start_is_quiet_idle_and_private_and_its_stop_leaks_nothing(
     assert modes.pop("events.sqlite-doorbell") == 0o700
     assert modes == dict.fromkeys(
         [
-            f"{store}{suffix}"
-            for store in ("events", "read")
-            for suffix in (".sqlite", ".sqlite-wal", ".sqlite-shm")
+            *(
+                f"{store}{suffix}"
+                for store in ("events", "read")
+                for suffix in (".sqlite", ".sqlite-wal", ".sqlite-shm")
+            ),
+            "events.sqlite-relay.lock",  # the relay lock (docs/decisions/0023)
         ],
         0o600,
     )
