@@ -35,10 +35,7 @@ def test_the_fleet_runs_two_of_each_process_on_a_replicated_cluster() -> None:
     assert services["okr"]["deploy"]["replicas"] == 2
     assert services["scorer"]["deploy"]["replicas"] == 2
     settings = Settings(
-        **{
-            k.removeprefix(ENV_PREFIX).lower(): v
-            for k, v in services["okr"]["environment"].items()
-        }
+        **{k.removeprefix(ENV_PREFIX).lower(): v for k, v in services["okr"]["environment"].items()}
     )
     assert settings.topic_replication_factor == 3
     assert settings.topic_min_insync_replicas == 2
