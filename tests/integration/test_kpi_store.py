@@ -337,9 +337,11 @@ LEGACY_TABLE = (
 def legacy_series(
     store_settings: Settings, open_application: Callable[..., OkrApplication]
 ) -> tuple[str, list[tuple[Any, ...]]]:
-    """A store with this version's tables and an earlier version's series table holding a few
-    observations of a fresh KPI: (the KPI, its rows)."""
-    open_application()  # the tables of this version, as an upgrade finds them
+    """A store of the release before the series moved into chunks: its tables (migration 1),
+    and the series table of that release holding a few observations of a fresh KPI: (the KPI,
+    its rows)."""
+    open_application()  # the tables, as an upgrade finds them
+    execute(store_settings, "DELETE FROM event_store_migrations WHERE version >= 2")
     on_postgres = is_postgres(store_settings.event_store_url)
     execute(
         store_settings,
