@@ -55,7 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROJECTOR_GROUP = "okr-projector"
-MAX_RECORDS = 1000
+MAX_RECORDS = 10_000
+"""Messages a batch takes at most: a backlog (a rebuild, a projector catching up) goes faster in
+big batches, each objective's rows then written once for many of its events; a live stream
+brings what arrived since the last fetch."""
 POLL_TIMEOUT_MS = 500
 
 
