@@ -352,11 +352,16 @@ class Settings(BaseSettings):
         }[self.kafka_sasl_mechanism]
         return sasl_class(username, password, ssl_context=ssl_context, use_ssl=use_ssl)
 
+    def kafka_bootstrap_list(self) -> list[str]:
+        """The brokers as a list: FastStream takes a string for ONE address, so a cluster's
+        comma-separated list must be split before it reaches any client."""
+        return [server.strip() for server in self.kafka_bootstrap_servers.split(",")]
+
     def kafka_client_options(self) -> dict[str, Any]:
         """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
         from faststream.kafka.security import parse_security
 
-        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap_servers}
+        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap_list()}
         options.update(parse_security(self.kafka_security()))
         return options
 

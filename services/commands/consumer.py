@@ -296,7 +296,7 @@ def build_command_broker(settings: Settings, application: OkrApplication) -> Kaf
     """A broker with one subscriber on `okr.commands` and publishers of results and dead letters."""
     group_id = settings.consumer_group(GROUP_ID)
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        settings.kafka_bootstrap_list(),
         security=settings.kafka_security(),
         client_id=group_id,
         enable_idempotence=True,

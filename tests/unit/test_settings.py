@@ -75,3 +75,14 @@ def test_the_readme_documents_every_setting() -> None:
             assert "`KAFKA_HOME`" in readme
             continue
         assert f"`OKR_{name.upper()}`" in readme, f"README lacks OKR_{name.upper()}"
+
+
+def test_a_cluster_s_brokers_reach_every_client_as_a_list() -> None:
+    """FastStream takes a string as ONE address: "a:1,b:2" must reach it (and aiokafka) split."""
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092, 127.0.0.1:9094,127.0.0.1:9096")
+    assert settings.kafka_client_options()["bootstrap_servers"] == [
+        "127.0.0.1:9092",
+        "127.0.0.1:9094",
+        "127.0.0.1:9096",
+    ]
+    assert settings.kafka_bootstrap_list() == settings.kafka_client_options()["bootstrap_servers"]
