@@ -19,7 +19,7 @@ def test_defaults_run_on_sqlite_and_local_kafka(monkeypatch: pytest.MonkeyPatch)
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.event_store_url.startswith("sqlite:///")
     assert settings.read_store_url.startswith("sqlite:///")
-    assert settings.kafka_client_options() == {"bootstrap_servers": "127.0.0.1:9092"}
+    assert settings.kafka_client_options() == {"bootstrap_servers": ["127.0.0.1:9092"]}
 
 
 def test_every_invalid_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
