@@ -6,7 +6,10 @@ store's `LogWriter.append_events` replaced by a no-op in this process (the score
 worker processes only prepare batches). Each setup measures (a) the ceiling, raw aiokafka reading
 the same messages, and (b) the scorer, as `bench.kpi_scoring` does; the figure compared is each
 setup's scorer/ceiling ratio, so a busy moment of the machine moves both. The order of the two
-alternates from round to round. Prints each round and the medians; `--json PATH` writes them.
+alternates from round to round. The run with the log also counts the CPU seconds its appends took
+(thread CPU time), as a share of the scorer process's CPU: a figure the machine's load does not
+move, where the wall-clock ratios do. Prints each round and the medians; `--json PATH` writes
+them.
 
     .venv/bin/python -m bench.tlog_scorer_cost --json var/bench/tlog_scorer_cost.json
 """
@@ -19,6 +22,7 @@ import contextlib
 import json
 import os
 import statistics
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,14 +44,28 @@ from services.settings import Settings
 from services.transparency.log_store import LogWriter
 
 
+class AppendCpu:
+    """CPU seconds the scorer's process spent appending to the log (thread CPU time, so it holds
+    on a busy machine where wall-clock ratios wobble)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
 @contextlib.contextmanager
-def log_appends(enabled: bool) -> Iterator[None]:
-    """The baseline: the same store, its events never joining the Merkle log."""
-    if enabled:
-        yield
-        return
+def log_appends(enabled: bool, cpu: AppendCpu) -> Iterator[None]:
+    """With the log: its appends timed in CPU. The baseline: the same store, its events never
+    joining the Merkle log."""
     original = LogWriter.append_events
-    LogWriter.append_events = lambda *_, **__: None  # type: ignore[method-assign]
+
+    def timed(self: LogWriter, *args: Any, **kwargs: Any) -> None:
+        began = time.thread_time()
+        try:
+            original(self, *args, **kwargs)
+        finally:
+            cpu.seconds += time.thread_time() - began
+
+    LogWriter.append_events = timed if enabled else (lambda *_, **__: None)  # type: ignore[assignment, method-assign]
     try:
         yield
     finally:
@@ -55,7 +73,8 @@ def log_appends(enabled: bool) -> Iterator[None]:
 
 
 async def one_setup(arguments: argparse.Namespace, *, with_log: bool) -> dict[str, Any]:
-    with stores(arguments.store) as (event_store_url, read_store_url), log_appends(with_log):
+    cpu = AppendCpu()
+    with stores(arguments.store) as (event_store_url, read_store_url), log_appends(with_log, cpu):
         settings = Settings(
             kafka_bootstrap_servers=arguments.bootstrap,
             topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
@@ -72,7 +91,10 @@ async def one_setup(arguments: argparse.Namespace, *, with_log: bool) -> dict[st
             expected = expected_values(bound, stream)
             await produce_all(settings, stream)
             ceiling = await measure_ceiling(settings, arguments.events)
+            cpu.seconds = 0.0
+            process_began = time.process_time()
             scorer, _ = await measure_scorer(settings, application, arguments.events, expected)
+            process_cpu = time.process_time() - process_began
             leaves = application.receipts.log.size()
             stored = application.last_notification_id()
         finally:
@@ -85,6 +107,9 @@ async def one_setup(arguments: argparse.Namespace, *, with_log: bool) -> dict[st
         "ratio": round(scorer / ceiling, 3),
         "stored_events": stored,
         "leaves": leaves,
+        "scorer_process_cpu_s": round(process_cpu, 3),
+        "log_append_cpu_s": round(cpu.seconds, 4),
+        "log_cpu_share": round(cpu.seconds / process_cpu, 4) if process_cpu else 0.0,
     }
 
 
@@ -99,6 +124,7 @@ def summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "scorer_without_log": statistics.median(
             r["without_log"]["scorer_msgs_per_s"] for r in rounds
         ),
+        "log_cpu_share": statistics.median(r["with_log"]["log_cpu_share"] for r in rounds),
     }
 
 
@@ -124,12 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{number + 1:>5}  {on['scorer_msgs_per_s']:>14,} ({on['ratio']:.3f})"
             f"          {off['scorer_msgs_per_s']:>14,} ({off['ratio']:.3f})"
-            f"   leaves {on['leaves']:,} / {off['leaves']:,}"
+            f"   leaves {on['leaves']:,} / {off['leaves']:,}; appends took "
+            f"{on['log_append_cpu_s']:.3f} s of the scorer process's "
+            f"{on['scorer_process_cpu_s']:.2f} CPU s ({on['log_cpu_share']:.2%})"
         )
     result = summary(rounds)
     print(
         f"median ratio to the ceiling: {result['ratio_with_log']:.3f} with the log, "
-        f"{result['ratio_without_log']:.3f} without: the log costs {result['cost']:.1%}"
+        f"{result['ratio_without_log']:.3f} without: the log costs {result['cost']:.1%}; "
+        f"its appends took {result['log_cpu_share']:.2%} of the scorer process's CPU (median)"
     )
     print(f"load average before {load_before}, after {os.getloadavg()}")
     if arguments.json:
