@@ -65,7 +65,7 @@ def log_appends(enabled: bool, cpu: AppendCpu) -> Iterator[None]:
         finally:
             cpu.seconds += time.thread_time() - began
 
-    LogWriter.append_events = timed if enabled else (lambda *_, **__: None)  # type: ignore[assignment, method-assign]
+    LogWriter.append_events = timed if enabled else (lambda *_, **__: None)  # type: ignore[method-assign]
     try:
         yield
     finally:
