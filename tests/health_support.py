@@ -26,6 +26,7 @@ from services.commands.application import OkrApplication
 from services.http.app import BackgroundJob, create_app
 from services.kafka import admin as kafka_admin
 from services.kafka import lag
+from services.relay import publisher
 from services.settings import Settings
 from tests.auth_support import auth_headers
 from tests.kafka_support import eventually
@@ -59,7 +60,7 @@ PROBES: dict[str, tuple[Any, str]] = {
     "probe_kafka": (kafka_admin, "probe_kafka"),
     "probe_store": (stores, "probe_store"),
     "kafka_lag": (lag, "kafka_lag"),
-    "relay_lag": (lag, "relay_lag"),
+    "relay_lag": (publisher, "relay_lag"),
 }
 """The functions that do a probe's I/O, where they are defined."""
 

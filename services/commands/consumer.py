@@ -63,11 +63,12 @@ from services.commands.application import OkrApplication
 from services.commands.rejections import REJECTABLE, Rejection, reject
 from services.kafka.admin import ensure_topics
 from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_broker
+from services.kafka.groups import COMMAND_HANDLER_GROUP as GROUP_ID
+from services.kafka.groups import PRINCIPAL_HEADER
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "okr-command-handler"
 ACK_POLICY = AckPolicy.NACK_ON_ERROR
 """Commit only after the handler returned, i.e. after the outcome is on Kafka; anything that
 escapes the handler rewinds to the message instead (FastStream's default commits first)."""
@@ -79,8 +80,6 @@ RECONNECT = Backoff(first_s=1.0, max_s=10.0)
 MAX_COMMAND_ID_LENGTH = 200
 MAX_PROBLEMS = 50
 MAX_PROBLEM_TEXT = 500
-PRINCIPAL_HEADER = "principal"
-"""The Kafka header naming the service that sends a command (UTF-8)."""
 
 
 COMMAND_TYPES: frozenset[str] = frozenset(

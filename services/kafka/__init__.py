@@ -1,7 +1,8 @@
 """Kafka plumbing shared by every consumer and producer.
 
-Owns dead letters (`dead_letters`), topic administration (`admin`), consumer lag (`lag`) and the
-AsyncAPI document (`asyncapi`).
-May import: events, projections, services.settings; for lag, the groups' names and the relay's
-position: services.commands, services.relay, services.scoring.
+Owns dead letters (`dead_letters`), topic administration (`admin`), consumer lag (`lag`), the
+consumers' group names (`groups`) and the AsyncAPI document (`asyncapi`). The relay's lag belongs
+to the relay (`services.relay.publisher`): everything that consumes imports this package, so it
+imports none of them.
+May import: events, projections, services.settings.
 """

@@ -26,8 +26,7 @@ from events.dead_letters import DeadLetter
 from events.kpi import KpiEvent
 from events.okr import PAYLOADS, OkrEventEnvelope
 from projections.projector import PROJECTOR_GROUP
-from services.commands.consumer import GROUP_ID as COMMAND_HANDLER_GROUP
-from services.commands.consumer import PRINCIPAL_HEADER
+from services.kafka.groups import COMMAND_HANDLER_GROUP, PRINCIPAL_HEADER, SCORER_GROUP
 from services.settings import Settings
 
 TITLE = "OKR Ledger"
@@ -38,7 +37,6 @@ DESCRIPTION = (
 )
 CONTRACT_BOOTSTRAP_SERVERS: str = Settings.model_fields["kafka_bootstrap_servers"].default
 SCHEMA_REF = "#/components/schemas/{model}"
-SCORER_GROUP = "okr-scorer"
 
 
 def describing_broker(topic_prefix: str = "", bootstrap_servers: str | None = None) -> KafkaBroker:

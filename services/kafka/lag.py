@@ -1,4 +1,4 @@
-"""How far behind each consumer is: Kafka consumer groups per partition, and the outbox relay.
+"""How far behind each consumer is: Kafka consumer groups per partition.
 
 Measured by the health monitor (`services.operations.health_monitor`) on its timer, never per
 request: its
@@ -24,13 +24,10 @@ from aiokafka.errors import KafkaError
 
 from events import topics
 from projections.projector import PROJECTOR_GROUP
-from services.commands.consumer import GROUP_ID as COMMAND_HANDLER_GROUP
 from services.kafka.admin import HeldClients
-from services.relay.publisher import relay_position
-from services.scoring.scorer import GROUP_ID as SCORER_GROUP
+from services.kafka.groups import COMMAND_HANDLER_GROUP, SCORER_GROUP
 
 if TYPE_CHECKING:
-    from services.commands.application import OkrApplication
     from services.settings import Settings
 
 LAG_TIMEOUT_S = 3.0
@@ -80,18 +77,6 @@ class KafkaLag:
             **({"error": self.error} if self.error else {}),
             "partitions": [asdict(partition) for partition in self.partitions],
         }
-
-
-@dataclass(frozen=True)
-class RelayLag:
-    """Stored events the relay has not seen acknowledged on `okr.events` yet."""
-
-    position: int
-    stored: int
-
-    @property
-    def pending(self) -> int:
-        return max(0, self.stored - self.position)
 
 
 async def kafka_lag(
@@ -163,11 +148,3 @@ async def _partitions(
         )
         for described in await admin.describe_topics(sorted(existing))
     }
-
-
-def relay_lag(application: OkrApplication) -> RelayLag:
-    """Blocking (two event store reads): call it through `asyncio.to_thread`."""
-    return RelayLag(
-        position=relay_position(application),
-        stored=application.recorder.max_notification_id() or 0,
-    )

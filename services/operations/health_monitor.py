@@ -30,7 +30,9 @@ from projections.failures import describe
 from services import stores
 from services.kafka import admin as kafka_admin
 from services.kafka import lag
-from services.kafka.lag import KafkaLag, RelayLag
+from services.kafka.lag import KafkaLag
+from services.relay import publisher
+from services.relay.publisher import RelayLag
 
 if TYPE_CHECKING:
     from services.commands.application import OkrApplication
@@ -161,7 +163,7 @@ class HealthMonitor:
         if self.application is None:
             return None, None
         try:
-            return await asyncio.to_thread(lag.relay_lag, self.application), None
+            return await asyncio.to_thread(publisher.relay_lag, self.application), None
         except (PersistenceError, OSError) as error:
             return None, describe(error)
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -72,6 +73,26 @@ def to_envelope(event: DomainEvent) -> okr.OkrEventEnvelope:
 def relay_position(application: OkrApplication) -> int:
     """The recorded position (0 before anything was published); blocking, for tests and health."""
     return LogPosition(application, RELAY_NAME).reload()
+
+
+@dataclass(frozen=True)
+class RelayLag:
+    """Stored events the relay has not seen acknowledged on `okr.events` yet."""
+
+    position: int
+    stored: int
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.stored - self.position)
+
+
+def relay_lag(application: OkrApplication) -> RelayLag:
+    """Blocking (two event store reads): call it through `asyncio.to_thread`."""
+    return RelayLag(
+        position=relay_position(application),
+        stored=application.recorder.max_notification_id() or 0,
+    )
 
 
 # --- publishing -----------------------------------------------------------------------------------

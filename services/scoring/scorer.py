@@ -59,6 +59,7 @@ from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from projections.stage_timings import SCORER, StageTimer
 from services.kafka.admin import ensure_topics
 from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_producer
+from services.kafka.groups import SCORER_GROUP as GROUP_ID
 from services.scoring.decoding import NotAKpiEventError
 from services.scoring.gc_tuning import freeze_start_up_objects
 from services.scoring.preparation import (
@@ -87,9 +88,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "okr-scorer"
-"""Consumer group, after the deployment's topic prefix (environments sharing a cluster must not
-share a group: a rebalance would hand one environment's partitions to another's scorer)."""
 ACTOR = "okr-scorer"
 MAX_RECORDS = 50_000
 """Records per batch at most. Much of a batch's cost is per key result moved (~0.15 ms: read its
