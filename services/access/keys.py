@@ -21,16 +21,26 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from services.access.principals import Principal, Role, check_principal_name
 
-if TYPE_CHECKING:
-    from services.settings import Settings
-
 log = logging.getLogger(__name__)
+
+
+class KeySettings(Protocol):
+    """What `ApiKeys.from_settings` reads of `services.settings.Settings`: said here rather than
+    imported, because the settings validate `OKR_API_KEYS` with this package's parser, so
+    importing them back would make `access` and `settings` a cycle."""
+
+    @property
+    def api_keys_file(self) -> Path: ...
+
+    @property
+    def api_keys(self) -> str: ...
+
 
 KEY_PREFIX = "okr_"
 """Makes a leaked key recognisable (secret scanners, logs) and tells it apart from other tokens."""
@@ -180,7 +190,7 @@ class ApiKeys:
         _refuse_duplicate_digests([*self.inline, *self._from_file], f"{path} with the inline keys")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ApiKeys:
+    def from_settings(cls, settings: KeySettings) -> ApiKeys:
         """Raises `ApiKeysError` at start for a malformed file or inline entry."""
         return cls(settings.api_keys_file, parse_inline_keys(settings.api_keys))
 
