@@ -31,6 +31,7 @@ from .tlog_check import (
     SignedNote,
     VerifierKey,
     note_key_id,
+    parse_verifier_keys,
     valid_key_name,
 )
 
@@ -207,16 +208,10 @@ def _read_verifiers(path: Path) -> list[VerifierKey]:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
-    keys = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            keys.append(VerifierKey.parse(line))
-        except CheckError as error:
-            raise SigningKeyError(f"{file}:{number}: {error}") from None
-    return keys
+    try:
+        return parse_verifier_keys(text, file)
+    except CheckError as error:
+        raise SigningKeyError(str(error)) from None
 
 
 def rotate_signing_key(path: Path, name: str) -> tuple[CheckpointSigner, VerifierKey]:

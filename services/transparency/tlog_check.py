@@ -716,17 +716,25 @@ def _read_text(path: str, what: str) -> str:
         raise CheckError(f"{what} {path} is not UTF-8") from None
 
 
+def parse_verifier_keys(text: str, where: object) -> list[VerifierKey]:
+    """A key file's verifier keys, one a line; blank lines and `#` comments are skipped. A bad
+    line fails as `<where>:<line number>: ...`, so the auditor and the operator find it."""
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            keys.append(VerifierKey.parse(line))
+        except CheckError as error:
+            raise CheckError(f"{where}:{number}: {error}") from None
+    return keys
+
+
 def _verifiers_from(args: argparse.Namespace) -> list[VerifierKey]:
     keys = [VerifierKey.parse(text) for text in args.key]
     for path in args.key_file:
-        for number, line in enumerate(_read_text(path, "key file").splitlines(), start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            try:
-                keys.append(VerifierKey.parse(line))
-            except CheckError as error:
-                raise CheckError(f"{path}:{number}: {error}") from None
+        keys.extend(parse_verifier_keys(_read_text(path, "key file"), path))
     if not keys:
         raise CheckError("no verifier key given (--key or --key-file)")
     return keys
