@@ -38,16 +38,14 @@ from domain.objective import (
     KeyResult,
     Objective,
     ObjectiveStatus,
-    evolve,
-    record_kpi_progress,
 )
-from domain.objective_events import EVENTS, DomainEvent, KpiBinding
+from domain.objective_events import EVENTS, DomainEvent
 from projections.backoff import Backoff
 from projections.stage_timings import StageTimer
 from services.kafka.dead_letters import DeadLetterPublisher, send_with_new_producer
 from services.relay.follower import Entry, LogPosition, NotificationFollower
 from services.relay.wakeup import SAFETY_POLL_S
-from services.scoring.scorer import ACTOR, kpi_reader
+from services.scoring.scorer import ACTOR, kpi_reader, move_key_result
 from services.scoring.series_store import (
     Binding,
     KpiBatch,
@@ -237,20 +235,17 @@ class BindingsFollower:
             now=self.application.clock(),
         )
         try:
-            events = record_kpi_progress(
+            objective, events = move_key_result(
                 objective,
                 decision,
-                binding.key_result_id,
+                binding,
                 value,
                 observations=binding.aggregate.count,
                 last_kpi_event_id=latest.event_id,
-                binding=KpiBinding(kpi_key=binding.kpi_key, aggregation=binding.aggregation),
             )
         except NotScorableError as error:
             log.warning("key result %s not back-filled: %s", binding.key_result_id, error)
             return objective
-        for event in events:
-            objective = evolve(event, objective)
         plan.events.extend(events)
         return objective
 

@@ -283,21 +283,18 @@ class KpiScorer:
                 now=now,
             )
             try:
-                events = record_kpi_progress(
+                objective, events = move_key_result(
                     objective,
                     decision,
-                    binding.key_result_id,
+                    binding,
                     value,
                     observations=moved.observations,
                     last_kpi_event_id=moved.last_event_id,
                     last_offset=moved.last_offset,
-                    binding=KpiBinding(kpi_key=binding.kpi_key, aggregation=binding.aggregation),
                 )
             except NotScorableError as error:
                 log.warning("key result %s not moved: %s", binding.key_result_id, error)
                 continue
-            for event in events:
-                objective = evolve(event, objective)
             plan.events.extend(events)
             plan.objectives[binding.objective_id] = objective
         plan.report.progress_events = len(plan.events)
@@ -347,6 +344,36 @@ class _Plan:
     events: list[DomainEvent] = field(default_factory=list)
     objectives: dict[UUID, Objective] = field(default_factory=dict)
     objective_ids: set[UUID] = field(default_factory=set)
+
+
+def move_key_result(
+    objective: Objective,
+    decision: Decision,
+    binding: Binding,
+    value: float,
+    *,
+    observations: int,
+    last_kpi_event_id: str,
+    last_offset: int | None = None,
+) -> tuple[Objective, list[DomainEvent]]:
+    """The bound key result takes its KPI's value: the events, and the objective after them.
+
+    Shared by the scorer (a batch moved the KPI) and the bindings follower (a key result was just
+    bound, so it takes what is stored); both name the binding the value was computed for, so a
+    key result rebound since takes nothing. Raises `NotScorableError` as `record_kpi_progress`."""
+    events = record_kpi_progress(
+        objective,
+        decision,
+        binding.key_result_id,
+        value,
+        observations=observations,
+        last_kpi_event_id=last_kpi_event_id,
+        last_offset=last_offset,
+        binding=KpiBinding(kpi_key=binding.kpi_key, aggregation=binding.aggregation),
+    )
+    for event in events:
+        objective = evolve(event, objective)
+    return objective, events
 
 
 @dataclass(frozen=True, slots=True)
