@@ -69,12 +69,14 @@ from services.commands.application import OkrApplication
 from services.commands.rejections import REJECTABLE, TRANSIENT, Rejection, reject
 from services.http import lint as api_lint
 from services.http.auth import accept_guard
-from services.http.commands import CommandRunner
+from services.http.commands import CommandRunner, get_application
 from services.http.docs import swagger_document
 from services.http.errors import outage_rejection
 from services.http.kpis import _all_kpis, _known, _stats_and_bindings
 from services.http.reads import (
     final_score_of,
+    get_read_store,
+    get_settings,
     objective_view,
     pace_of,
     period_bounds,
@@ -255,21 +257,6 @@ def ui(permission: Permission) -> Callable[..., Any]:
 Reader = Annotated[Session, Depends(ui("read"))]
 Writer = Annotated[Session, Depends(ui("write"))]
 Auditor = Annotated[Session, Depends(ui("audit"))]
-
-
-def store_of(request: Request) -> ReadStore:
-    store: ReadStore = request.app.state.read_store
-    return store
-
-
-def application_of(request: Request) -> OkrApplication:
-    application: OkrApplication = request.app.state.application
-    return application
-
-
-def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -498,7 +485,7 @@ async def overview(
     now = datetime.now(UTC)
     chosen = views.parse_period(period, now.date())
     statuses = ("draft", "active", "closed", "archived")
-    store, settings = store_of(request), settings_of(request)
+    store, settings = get_read_store(request), get_settings(request)
     everyone = ObjectiveFilter(period_from=chosen.start, period_to=chosen.end)
     in_period = await asyncio.to_thread(_all_objectives, store, everyone)
     # One read of the period; the other filters are plain equalities, applied here (the
@@ -575,7 +562,7 @@ def _integrity(request: Request, objective_id: UUID, version: int) -> CheckedCha
         found.version == version or time.monotonic() - found.at < RECHECK_S
     )
     if found is None or not fresh:
-        integrity = check_integrity(application_of(request), objective_id)
+        integrity = check_integrity(get_application(request), objective_id)
         found = CheckedChain(integrity, version, time.monotonic())
         with INTEGRITY_LOCK:
             cache_[objective_id] = found
@@ -614,7 +601,8 @@ async def objective_page(
     form_errors: Mapping[str, Sequence[str]] | None = None,
     form_values: Mapping[str, str] | None = None,
 ) -> Response:
-    store, settings, application = store_of(request), settings_of(request), application_of(request)
+    store, settings = get_read_store(request), get_settings(request)
+    application = get_application(request)
     _ = translator(language(request))
     if min_version is not None:
         await wait_for_version(store, objective_id, min_version, WAIT_FOR_WRITE_S)
@@ -799,7 +787,7 @@ async def send_command(
     """The API's command path itself: its `CommandRunner` (the same `Command` envelope, thread
     hop and `OkrApplication.handle`), and its error table for refusals."""
     runner = CommandRunner(
-        application=application_of(request),
+        application=get_application(request),
         command_id=command_id or str(uuid4()),
         actor=session.name,
         reason=reason or None,
@@ -939,7 +927,7 @@ async def _action_body(
     if action == "unbind":
         return UnbindKpi(key_result_id=key_result_id), reason, "unbound"
     # revise: the definition as it stands, with the new target
-    current = await asyncio.to_thread(store_of(request).key_results, objective_id)
+    current = await asyncio.to_thread(get_read_store(request).key_results, objective_id)
     kr = next((k for k in current if k.key_result_id == key_result_id), None)
     if kr is None:
         raise ValueError(_("No such key result."))
@@ -1116,7 +1104,7 @@ async def _new_objective_page(
 ) -> Response:
     now = datetime.now(UTC)
     quarter = views.quarter_of(now.date())
-    store = store_of(request)
+    store = get_read_store(request)
     parents = await asyncio.to_thread(
         _all_objectives, store, ObjectiveFilter(period_from=quarter.start, period_to=quarter.end)
     )
@@ -1191,7 +1179,7 @@ async def create_objective(request: Request, session: Writer) -> Response:
 
 @router.get("/kpis")
 async def kpi_list(request: Request, session: Reader) -> Response:
-    kpis = await asyncio.to_thread(_all_kpis, kpi_reader(application_of(request)))
+    kpis = await asyncio.to_thread(_all_kpis, kpi_reader(get_application(request)))
     return render(request, "kpis.html", session, kpis=kpis, live_scope="*")
 
 
@@ -1227,7 +1215,7 @@ async def kpi_page(request: Request, session: Reader, kpi_key: str, days: int = 
     _ = translator(language(request))
     days = min(max(days, 1), 3660)
     since = datetime.now(UTC) - timedelta(days=days)
-    found = await asyncio.to_thread(_kpi_detail, application_of(request), kpi_key, since)
+    found = await asyncio.to_thread(_kpi_detail, get_application(request), kpi_key, since)
     if found is None:
         return render(
             request, "refused.html", session, 404, message=_("No KPI {key}.").format(key=kpi_key)
@@ -1251,7 +1239,7 @@ async def kpi_page(request: Request, session: Reader, kpi_key: str, days: int = 
     )
     titles = {}
     for binding in found["bindings"]:
-        row = await asyncio.to_thread(store_of(request).get_objective, binding.objective_id)
+        row = await asyncio.to_thread(get_read_store(request).get_objective, binding.objective_id)
         titles[binding.objective_id] = row.title if row else str(binding.objective_id)
     return render(
         request,
@@ -1282,7 +1270,7 @@ async def audit_verify(request: Request, session: Auditor) -> Response:
     check_topic = form.get("topic") == "on"
     started = time.perf_counter()
     report: VerifyReport = await verify(
-        settings_of(request), application_of(request), check_topic=check_topic
+        get_settings(request), get_application(request), check_topic=check_topic
     )
     return render(
         request,
@@ -1310,7 +1298,7 @@ async def audit_export(
         start = _parse_moment(since, tz)
         stop = _parse_moment(until, tz)
         return await export_events(
-            application_of(request),
+            get_application(request),
             since=start,
             until=stop,
             export_format=ExportFormat(format if format in ("jsonl", "csv") else "jsonl"),
