@@ -13,7 +13,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from events import okr
 from events.commands import KeyResultDefinition
@@ -21,6 +24,7 @@ from projections.postgres import PostgresReadStore
 from projections.projector import Message, apply_batch
 from projections.sql import SqlReadStore
 from projections.sqlite import SQLiteReadStore
+from projections.views import TimelineEntry, json_text, moment_text
 
 START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
 
@@ -138,3 +142,61 @@ def test_only_the_changed_row_is_written_and_the_rest_are_kept(open_store: Opene
     assert [row.position for row in store.key_results(stream.objective_id)] == [0, 1]
     history = store.timeline(stream.objective_id)
     assert [entry.value for entry in history if entry.key_result_id == kr_a] == [25.0, 75.0]
+
+
+@pytest.fixture
+def store(open_store: Opener) -> SqlReadStore:
+    """One store for all of a property's examples (each writes an objective of its own)."""
+    return open_store()
+
+
+doubles = st.floats(allow_nan=False) | st.sampled_from([-0.0, 5e-324, 1.7976931348623157e308])
+texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+offsets = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rows=st.lists(
+        st.tuples(doubles, st.floats(0, 100), doubles, texts, texts, st.none() | offsets),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_appended_entries_read_back_exactly(
+    store: SqlReadStore, rows: list[tuple[float, float, float, str, str, int | None]]
+) -> None:
+    """Every double (infinite attainments, subnormals, the largest) and any text come back as
+    they were appended, whichever bulk path took them."""
+    objective_id = uuid4()
+    entries = [
+        TimelineEntry(
+            str(objective_id),
+            version,
+            moment_text(START + timedelta(microseconds=version)),
+            None,
+            value,
+            score,
+            attainment,
+            score,
+            "kpi",
+            actor,
+            json_text({"kpi_key": "sales.units", "note": note, "last_offset": offset}),
+        )
+        for version, (value, score, attainment, actor, note, offset) in enumerate(rows, 1)
+    ]
+    with store.transaction() as writer:
+        writer.append_timeline(entries)
+
+    read = store.timeline(objective_id)
+
+    assert [
+        (row.value, row.kr_score, row.kr_attainment, row.actor, row.detail) for row in read
+    ] == [(e.value, e.kr_score, e.kr_attainment, e.actor, orjson.loads(e.detail)) for e in entries]
+    assert [row.occurred_at for row in read] == [
+        START + timedelta(microseconds=v) for v in range(1, len(rows) + 1)
+    ]
