@@ -26,7 +26,7 @@ from domain.objective_events import DomainEvent
 from events import topics
 from events.dead_letters import EVENT_STORE_ORIGIN, DeadLetter
 from events.okr import OkrEventEnvelope, OkrPayload
-from projections import projector as projector_module
+from projections import folding
 from projections.backoff import Backoff
 from projections.job_health import JobBoard, context_reporting_to
 from projections.views import ProjectedObjective, ReadStore
@@ -277,7 +277,7 @@ async def test_an_event_that_breaks_the_projector_is_set_aside_once_and_the_rest
         for _ in range(12)
     ]
     doomed = objectives[0]
-    reduce = projector_module.reduce_event
+    reduce = folding.reduce_event  # every event but a KPI progress folds through it
 
     def breaks_on_doomed(
         state: ProjectedObjective | None, envelope: OkrEventEnvelope, payload: OkrPayload
@@ -286,7 +286,7 @@ async def test_an_event_that_breaks_the_projector_is_set_aside_once_and_the_rest
             raise ArithmeticError("this event breaks the read model")
         return reduce(state, envelope, payload)
 
-    monkeypatch.setattr(projector_module, "reduce_event", breaks_on_doomed)
+    monkeypatch.setattr(folding, "reduce_event", breaks_on_doomed)
     store: ReadStore = open_read_store(store_settings)
     board = JobBoard()
     try:
