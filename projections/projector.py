@@ -26,6 +26,7 @@ Each batch's stages are timed once (fetch, decode, apply, save, commit: the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -60,6 +61,7 @@ MAX_RECORDS = 10_000
 big batches, each objective's rows then written once for many of its events; a live stream
 brings what arrived since the last fetch."""
 POLL_TIMEOUT_MS = 500
+COMMIT_STOP_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -405,6 +407,7 @@ async def run_projector(
         listener = SeekToStoredPositions(
             consumer, partial(stored_positions, store), name="projector"
         )
+        commits = KafkaCommits(consumer)
         try:
             consumer.subscribe([topic], listener=listener)
             await consumer.start()
@@ -429,10 +432,9 @@ async def run_projector(
                 log.debug("projector: %s", report)
                 if on_batch is not None:
                     on_batch(report)
-                committing = perf_counter()
-                await _commit(consumer, fetched)
-                stages.observe(PROJECTOR, "commit", perf_counter() - committing, len(messages))
+                commits.follow(fetched, len(messages))
         finally:
+            await commits.stop()
             await consumer.stop()  # leave the group while pausing, so others can take over
 
     await keep_running(
@@ -444,12 +446,42 @@ async def run_projector(
     )
 
 
-async def _commit(
-    consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
-) -> None:
-    """Tell Kafka too, for lag monitoring; failing here loses nothing (the database decides)."""
-    offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
-    try:
-        await consumer.commit(offsets)
-    except KafkaError as error:
-        log.info("projector: Kafka commit skipped (%s: %s)", type(error).__name__, error)
+class KafkaCommits:
+    """Tells Kafka the offsets of the batches applied, for lag tools only, without holding up
+    the next batch: one commit in flight at a time, in a task of its own, with the latest
+    offsets of each partition (a commit round trip took ~7 ms a batch, during which what had
+    arrived waited). A failed commit loses nothing: the database decides where to resume."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self._offsets: dict[TopicPartition, int] = {}
+        self._messages = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def follow(
+        self, fetched: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]], messages: int
+    ) -> None:
+        self._offsets.update(
+            {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
+        )
+        self._messages += messages
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._commit())
+
+    async def _commit(self) -> None:
+        stages = current_stages()
+        while self._offsets:
+            offsets, messages = self._offsets, self._messages
+            self._offsets, self._messages = {}, 0
+            committing = perf_counter()
+            try:
+                await self._consumer.commit(offsets)
+            except KafkaError as error:
+                log.info("projector: Kafka commit skipped (%s: %s)", type(error).__name__, error)
+            stages.observe(PROJECTOR, "commit", perf_counter() - committing, messages)
+
+    async def stop(self) -> None:
+        """Give the commit in flight a moment to finish (the consumer is stopped next)."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, COMMIT_STOP_WAIT_S)
