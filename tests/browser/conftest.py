@@ -26,6 +26,7 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -254,6 +255,11 @@ def wait(
     timeout: float = 10.0,
     poll: float = 0.05,
 ) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=poll).until(
-        condition, message=f"waiting for: {what}"
-    )
+    """Poll `condition`; an element the live page replaced between finding and reading it
+    (stale) is polled again, like one not there yet."""
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=poll,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(condition, message=f"waiting for: {what}")

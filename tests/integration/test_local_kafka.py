@@ -181,9 +181,15 @@ async def test_a_three_node_cluster_takes_acks_all_writes_with_one_node_killed(
         )
         names = [spec.name for spec in topic_specs(settings)]
         assert sorted(await ensure_topics(settings)) == sorted(names)
-        placement = await replicas_and_isr(settings, names)
-        assert len(placement) == 3 * len(names)
-        assert all(len(replicas) == len(isr) == 3 for replicas, isr in placement.values())
+
+        async def placed_on_every_node() -> bool:
+            """Each node learns of new topics from the controller a moment after they exist."""
+            placement = await replicas_and_isr(settings, names)
+            return len(placement) == 3 * len(names) and all(
+                len(replicas) == len(isr) == 3 for replicas, isr in placement.values()
+            )
+
+        await eventually(placed_on_every_node, "3 in-sync replicas of every partition")
         assert set((await min_insync_replicas(settings, names)).values()) == {"2"}
 
         group = settings.consumer_group("cluster-test")
