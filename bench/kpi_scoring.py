@@ -317,21 +317,32 @@ class CpuBusy:
 # --- (a) the ceiling ------------------------------------------------------------------------------
 
 
-async def measure_ceiling(settings: Settings, events: int) -> float:
-    """Raw aiokafka consumption of the stream with pydantic parsing, as the scorer fetches it."""
-    topic = settings.topic(topics.KPI_EVENTS)
+@contextlib.asynccontextmanager
+async def from_the_start(
+    settings: Settings, topic: str, **options: Any
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of no group assigned every partition of `topic`, at its first offsets."""
     consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(),
-        group_id=None,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
+        **settings.kafka_client_options(), group_id=None, enable_auto_commit=False, **options
     )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def measure_ceiling(settings: Settings, events: int) -> float:
+    """Raw aiokafka consumption of the stream with pydantic parsing, as the scorer fetches it."""
+    async with from_the_start(
+        settings,
+        settings.topic(topics.KPI_EVENTS),
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    ) as consumer:
         parsed = 0
         started = time.perf_counter()
         while parsed < events:
@@ -341,8 +352,6 @@ async def measure_ceiling(settings: Settings, events: int) -> float:
                     KpiEvent.model_validate_json(record.value)
                     parsed += 1
         return parsed / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 # --- (b) the scorer -------------------------------------------------------------------------------
@@ -732,14 +741,8 @@ async def run(arguments: argparse.Namespace) -> Results:
             results.p50_ms = percentile(latencies["read_store"], 0.50)
             results.p99_ms = percentile(latencies["read_store"], 0.99)
             results.context = {
-                "cores": os.cpu_count(),
-                "machine": platform.machine(),
-                "python": platform.python_version(),
-                "versions": {
-                    name: importlib.metadata.version(name)
-                    for name in ("aiokafka", "pydantic", "eventsourcing", "orjson", "psycopg")
-                },
-                "store": "sqlite" if arguments.store == "sqlite" else "postgres",
+                **machine("aiokafka", "pydantic", "eventsourcing", "orjson", "psycopg"),
+                "store": store_kind(arguments.store),
                 "events": arguments.events,
                 "kpis": arguments.kpis,
                 "key_results_per_objective": arguments.per_objective,
@@ -774,6 +777,20 @@ async def run(arguments: argparse.Namespace) -> Results:
             application.close()
             await delete_topics(settings)
     return results
+
+
+def machine(*packages: str) -> dict[str, Any]:
+    """What a benchmark ran on: cores, architecture, Python and the packages' versions."""
+    return {
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "versions": {name: importlib.metadata.version(name) for name in packages},
+    }
+
+
+def store_kind(store: str) -> str:
+    return "sqlite" if store == "sqlite" else "postgres"
 
 
 async def delete_topics(settings: Settings) -> None:

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
+import contextlib
 import itertools
 import os
-import platform
 import random
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -44,9 +43,9 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from bench.kpi_scoring import delete_topics, stores
+from bench.kpi_scoring import delete_topics, from_the_start, machine, store_kind, stores
 from bench.stages import aligned, snapshot, summary
 from events import okr, topics
 from events.commands import KeyResultDefinition
@@ -174,34 +173,18 @@ async def produce(settings: Settings, messages: Iterator[tuple[bytes, bytes]]) -
 
 async def raw_read(settings: Settings, expected: int) -> float:
     """Messages per second of aiokafka `getmany` over the whole topic (no group, no parsing)."""
-    topic = settings.topic(topics.EVENTS)
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(), group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+    async with from_the_start(settings, settings.topic(topics.EVENTS)) as consumer:
         read = 0
         started = time.perf_counter()
         while read < expected:
             fetched = await consumer.getmany(timeout_ms=500, max_records=1000)
             read += sum(len(records) for records in fetched.values())
         return read / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 async def end_positions(settings: Settings) -> dict[tuple[str, int], int]:
-    topic = settings.topic(topics.EVENTS)
-    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
+    async with from_the_start(settings, settings.topic(topics.EVENTS)) as consumer:
+        ends = await consumer.end_offsets(list(consumer.assignment()))
     return {(tp.topic, tp.partition): end for tp, end in ends.items() if end > 0}
 
 
@@ -256,63 +239,61 @@ async def rebuild_rate(settings: Settings, store: ReadStore, messages: int) -> f
     return messages / elapsed
 
 
-def bench_settings(bootstrap: str, read_store_url: str) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=bootstrap,
-        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
-        read_store_url=read_store_url,
-    )
+@dataclass
+class Published:
+    """A run's own topics and read store, with `messages` published on its `okr.events`."""
+
+    settings: Settings
+    store: ReadStore
+    messages: int
+
+
+@contextlib.asynccontextmanager
+async def published(
+    arguments: argparse.Namespace, events: int, seed: int
+) -> AsyncIterator[Published]:
+    """Fresh topics and an empty read store, the objectives' creations and `events` progress
+    events published; the topics are deleted afterwards."""
+    with stores(arguments.store) as (_, read_store_url):
+        settings = Settings(
+            kafka_bootstrap_servers=arguments.bootstrap,
+            topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+            read_store_url=read_store_url,
+        )
+        await ensure_topics(settings)
+        try:
+            messages = await produce(
+                settings, stream(arguments.objectives, arguments.key_results, events, seed)
+            )
+            store = await asyncio.to_thread(open_read_store, settings)
+            try:
+                yield Published(settings, store, messages)
+            finally:
+                await asyncio.to_thread(store.close)
+        finally:
+            await delete_topics(settings)
 
 
 async def one_run(arguments: argparse.Namespace, number: int) -> dict[str, Any]:
     load_before = os.getloadavg()
     figures: dict[str, Any] = {}
-    with stores(arguments.store) as (_, read_store_url):
-        settings = bench_settings(arguments.bootstrap, read_store_url)
-        await ensure_topics(settings)
-        try:
-            messages = await produce(
-                settings,
-                stream(arguments.objectives, arguments.key_results, arguments.events, number),
-            )
-            figures["raw_msgs_per_s"] = await raw_read(settings, messages)
-            store = await asyncio.to_thread(open_read_store, settings)
-            try:
-                projected = await project(settings, store, messages)
-            finally:
-                await asyncio.to_thread(store.close)
-            figures |= {
-                "messages": messages,
-                "projector_msgs_per_busy_s": projected.busy_msgs_per_s,
-                "projector_busy_s": projected.busy_s,
-                "projector_msgs_per_wall_s": projected.wall_msgs_per_s,
-                "projector_stages": projected.stages.get("projector", {}),
-            }
-        finally:
-            await delete_topics(settings)
+    async with published(arguments, arguments.events, number) as run:
+        figures["raw_msgs_per_s"] = await raw_read(run.settings, run.messages)
+        projected = await project(run.settings, run.store, run.messages)
+        figures |= {
+            "messages": run.messages,
+            "projector_msgs_per_busy_s": projected.busy_msgs_per_s,
+            "projector_busy_s": projected.busy_s,
+            "projector_msgs_per_wall_s": projected.wall_msgs_per_s,
+            "projector_stages": projected.stages.get("projector", {}),
+        }
     if arguments.rebuild_events:
-        with stores(arguments.store) as (_, read_store_url):
-            settings = bench_settings(arguments.bootstrap, read_store_url)
-            await ensure_topics(settings)
-            try:
-                messages = await produce(
-                    settings,
-                    stream(
-                        arguments.objectives,
-                        arguments.key_results,
-                        arguments.rebuild_events,
-                        1000 + number,
-                    ),
-                )
-                figures["rebuild_messages"] = messages
-                figures["rebuild_raw_msgs_per_s"] = await raw_read(settings, messages)
-                store = await asyncio.to_thread(open_read_store, settings)
-                try:
-                    figures["rebuild_msgs_per_s"] = await rebuild_rate(settings, store, messages)
-                finally:
-                    await asyncio.to_thread(store.close)
-            finally:
-                await delete_topics(settings)
+        async with published(arguments, arguments.rebuild_events, 1000 + number) as run:
+            figures["rebuild_messages"] = run.messages
+            figures["rebuild_raw_msgs_per_s"] = await raw_read(run.settings, run.messages)
+            figures["rebuild_msgs_per_s"] = await rebuild_rate(
+                run.settings, run.store, run.messages
+            )
     figures["load_average"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     return figures
 
@@ -374,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({last['messages']:,} messages for (b): {arguments.objectives:,} objectives x "
         f"{arguments.key_results} key results created and activated, then {arguments.events:,} "
         f"KpiProgressRecorded; (c) {arguments.rebuild_events:,} more; store "
-        f"{'sqlite' if arguments.store == 'sqlite' else 'postgres'}, {os.cpu_count()} cores; "
+        f"{store_kind(arguments.store)}, {os.cpu_count()} cores; "
         f"target >= {TARGET_MSGS_PER_BUSY_S:,} msg per busy s)"
     )
     print("projector stages of the last run (b):")
@@ -390,14 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "target_msgs_per_busy_s": TARGET_MSGS_PER_BUSY_S,
             "runs": runs,
             "context": {
-                "cores": os.cpu_count(),
-                "machine": platform.machine(),
-                "python": platform.python_version(),
-                "versions": {
-                    name: importlib.metadata.version(name)
-                    for name in ("aiokafka", "pydantic", "msgspec", "orjson", "psycopg")
-                },
-                "store": "sqlite" if arguments.store == "sqlite" else "postgres",
+                **machine("aiokafka", "pydantic", "msgspec", "orjson", "psycopg"),
+                "store": store_kind(arguments.store),
                 "objectives": arguments.objectives,
                 "key_results_per_objective": arguments.key_results,
                 "events": arguments.events,

@@ -163,19 +163,7 @@ class TimelineEntry(NamedTuple):
 
     @classmethod
     def of(cls, row: TimelineRow) -> TimelineEntry:
-        return cls(
-            str(row.objective_id),
-            row.version,
-            moment_text(row.occurred_at),
-            None if row.key_result_id is None else str(row.key_result_id),
-            row.value,
-            row.kr_score,
-            row.kr_attainment,
-            row.objective_score,
-            row.cause,
-            row.actor,
-            json_text(row.model_dump(mode="json", include={"detail"})["detail"]),
-        )
+        return cls(*_in_text(row, cls._fields))
 
 
 class AuditEntry(NamedTuple):
@@ -193,16 +181,23 @@ class AuditEntry(NamedTuple):
 
     @classmethod
     def of(cls, row: AuditRow) -> AuditEntry:
-        return cls(
-            str(row.objective_id),
-            row.version,
-            moment_text(row.occurred_at),
-            row.event_type,
-            row.actor,
-            row.command_id,
-            row.reason,
-            json_text(row.model_dump(mode="json", include={"changes"})["changes"]),
-        )
+        return cls(*_in_text(row, cls._fields))
+
+
+def _in_text(row: Row, fields: tuple[str, ...]) -> list[Any]:
+    """A row's values as an entry holds them: ids and moments in text, the last field (its JSON
+    column) as JSON text."""
+    *plain, json_field = fields
+    values: list[Any] = []
+    for name in plain:
+        value = getattr(row, name)
+        if isinstance(value, UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = moment_text(value)
+        values.append(value)
+    values.append(json_text(row.model_dump(mode="json", include={json_field})[json_field]))
+    return values
 
 
 class PositionRow(Row):

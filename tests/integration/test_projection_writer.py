@@ -9,7 +9,7 @@ than fold the next event onto its stale copy (which would look like a gap and be
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -18,15 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import okr
-from events.commands import KeyResultDefinition
 from projections.postgres import PostgresReadStore
 from projections.projector import Message, apply_batch
 from projections.sql import SqlReadStore
 from projections.sqlite import SQLiteReadStore
 from projections.views import TimelineEntry, json_text, moment_text
-
-START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+from tests.okr_stream_support import START, TOPIC, ObjectiveStream, definition
 
 Opener = Callable[[], SqlReadStore]
 
@@ -54,71 +51,31 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
         store.close()
 
 
-class Stream:
+class Stream(ObjectiveStream):
     """Messages of one objective with two key results, numbered like `okr.events` offsets."""
 
     def __init__(self) -> None:
-        self.objective_id = uuid4()
-        self.key_results = [uuid4(), uuid4()]
-        self.version = 0
+        super().__init__(key_results=[uuid4(), uuid4()])
 
-    def message(self, payload: okr.OkrPayload) -> Message:
-        self.version += 1
-        envelope = okr.okr_event(
-            payload,
-            objective_id=self.objective_id,
-            version=self.version,
-            occurred_at=START + timedelta(minutes=self.version),
-            actor="okr-scorer",
-            command_id=f"test-{self.version}",
-        )
-        return Message("okr.events", 0, self.version - 1, envelope.to_bytes())
+    def message(self, value: bytes) -> Message:
+        return Message(TOPIC, self.partition, self.version - 1, value)
 
-    def created(self) -> Message:
-        return self.message(
-            okr.ObjectiveCreated(
-                title="Grow",
-                owner="alice@example.com",
-                team="growth",
-                period_start=date(2026, 7, 1),
-                period_end=date(2026, 9, 30),
-                key_results=[
-                    okr.KeyResult(
-                        key_result_id=key_result_id,
-                        **KeyResultDefinition(
-                            title=f"Key result {index}",
-                            metric="units",
-                            baseline=0,
-                            target=100,
-                        ).model_dump(),
-                    )
-                    for index, key_result_id in enumerate(self.key_results)
-                ],
-            )
-        )
+    def create(self) -> Message:
+        return self.message(self.created([definition(0), definition(1)], self.key_results))
 
-    def progress(self, key_result_id: UUID, value: float) -> Message:
-        return self.message(
-            okr.KpiProgressRecorded(
-                key_result_id=key_result_id,
-                value=value,
-                kpi_key="sales.units",
-                observations=1,
-                last_kpi_event_id=f"kpi-{self.version}",
-                last_offset=self.version,
-            )
-        )
+    def move(self, key_result_id: UUID, value: float) -> Message:
+        return self.message(self.progress(key_result_id, value))
 
 
 def test_a_copy_older_than_the_stored_version_is_read_again(open_store: Opener) -> None:
     first, second = open_store(), open_store()
     stream = Stream()
     kr_a, kr_b = stream.key_results
-    assert apply_batch(first, [stream.created(), stream.progress(kr_a, 10.0)]).applied == 2
+    assert apply_batch(first, [stream.create(), stream.move(kr_a, 10.0)]).applied == 2
     # The other projector moves the objective on: `first` still holds version 2.
-    assert apply_batch(second, [stream.progress(kr_b, 20.0)]).applied == 1
+    assert apply_batch(second, [stream.move(kr_b, 20.0)]).applied == 1
 
-    report = apply_batch(first, [stream.progress(kr_a, 30.0)])
+    report = apply_batch(first, [stream.move(kr_a, 30.0)])
 
     assert (report.applied, report.gaps) == (1, 0)
     rows = {row.key_result_id: row.current for row in first.key_results(stream.objective_id)}
@@ -131,10 +88,10 @@ def test_only_the_changed_row_is_written_and_the_rest_are_kept(open_store: Opene
     store = open_store()
     stream = Stream()
     kr_a, kr_b = stream.key_results
-    apply_batch(store, [stream.created(), stream.progress(kr_b, 50.0)])
+    apply_batch(store, [stream.create(), stream.move(kr_b, 50.0)])
     untouched = next(r for r in store.key_results(stream.objective_id) if r.key_result_id == kr_b)
 
-    apply_batch(store, [stream.progress(kr_a, 25.0), stream.progress(kr_a, 75.0)])
+    apply_batch(store, [stream.move(kr_a, 25.0), stream.move(kr_a, 75.0)])
 
     rows = {row.key_result_id: row for row in store.key_results(stream.objective_id)}
     assert rows[kr_b] == untouched

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -40,10 +38,9 @@ from projections.views import (
     TimelineEntry,
     TimelineRow,
 )
+from tests.okr_stream_support import TOPIC, ObjectiveStream, definition
 
-TOPIC = "okr.events"
-START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
-
+ids = st.builds(lambda n: UUID(int=n, version=4), st.integers(1, 2**64))
 values = st.one_of(
     st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
     st.sampled_from([0.0, -0.0, 1.0, 50.0, 100.0, 150.0, 3.5, 1e300, -1e300, 5e-324]),
@@ -71,62 +68,17 @@ def definitions(draw: st.DrawFn) -> KeyResultDefinition:
     )
 
 
-@dataclass
-class Objective:
-    """One objective's stream as the relay would publish it, and the key results it has."""
-
-    objective_id: UUID
-    partition: int
-    key_results: list[UUID] = field(default_factory=list)
-    version: int = 0
-    published: list[bytes] = field(default_factory=list)
-
-    def publish(self, payload: okr.OkrPayload, **envelope: Any) -> bytes:
-        self.version += 1
-        message = okr.okr_event(
-            payload,
-            objective_id=self.objective_id,
-            version=self.version,
-            occurred_at=START + timedelta(seconds=self.version, microseconds=self.version * 7),
-            actor=envelope.get("actor", "okr-scorer"),
-            command_id=f"command-{self.objective_id}-{self.version}",
-            reason=envelope.get("reason"),
-            chain_hash=f"{self.version:064x}",
-        ).to_bytes()
-        self.published.append(message)
-        return message
-
-
 @st.composite
 def streams(draw: st.DrawFn) -> list[tuple[int, bytes | None]]:
     """(partition, value) of each message, objectives interleaved, mostly KPI progress."""
     objectives = [
-        Objective(UUID(int=draw(st.integers(1, 2**64)), version=4), partition)
-        for partition in range(draw(st.integers(1, 3)))
+        ObjectiveStream(draw(ids), partition) for partition in range(draw(st.integers(1, 3)))
     ]
     stream: list[tuple[int, bytes | None]] = []
     for objective in objectives:
-        created = [draw(definitions()) for _ in range(draw(st.integers(1, 4)))]
-        ids = [UUID(int=draw(st.integers(1, 2**64)), version=4) for _ in created]
-        objective.key_results = list(ids)
-        stream.append(
-            (
-                objective.partition,
-                objective.publish(
-                    okr.ObjectiveCreated(
-                        title="Grow",
-                        owner="alice@example.com",
-                        team="growth",
-                        period_start=date(2026, 7, 1),
-                        period_end=date(2026, 9, 30),
-                        key_results=[
-                            okr.KeyResult(key_result_id=kr, **d.model_dump())
-                            for kr, d in zip(ids, created, strict=True)
-                        ],
-                    )
-                ),
-            )
-        )
+        key_result_ids = draw(st.lists(ids, min_size=1, max_size=4, unique=True))
+        created = [draw(definitions()) for _ in key_result_ids]
+        stream.append((objective.partition, objective.created(created, key_result_ids)))
     for _ in range(draw(st.integers(0, 60))):
         objective = draw(st.sampled_from(objectives))
         step = draw(
@@ -142,19 +94,15 @@ def streams(draw: st.DrawFn) -> list[tuple[int, bytes | None]]:
     return stream
 
 
-def _step(draw: st.DrawFn, objective: Objective, step: str) -> bytes | None:
+def _step(draw: st.DrawFn, objective: ObjectiveStream, step: str) -> bytes | None:
     key_results = objective.key_results
     some = draw(st.sampled_from(key_results)) if key_results else None
     if step == "progress" and some is not None:
-        return objective.publish(
-            okr.KpiProgressRecorded(
-                key_result_id=some,
-                value=draw(values),
-                kpi_key="sales.units",
-                observations=draw(st.integers(1, 5)),
-                last_kpi_event_id=f"kpi-{objective.version}",
-                last_offset=draw(st.none() | st.integers(0, 10**6)),
-            )
+        return objective.progress(
+            some,
+            draw(values),
+            observations=draw(st.integers(1, 5)),
+            last_offset=draw(st.none() | st.integers(0, 10**6)),
         )
     if step == "check_in" and some is not None:
         return objective.publish(
@@ -164,7 +112,7 @@ def _step(draw: st.DrawFn, objective: Objective, step: str) -> bytes | None:
             actor="bob@example.com",
         )
     if step == "add":
-        added = UUID(int=draw(st.integers(1, 2**64)), version=4)
+        added = draw(ids)
         key_results.append(added)
         definition = draw(definitions())
         return objective.publish(
@@ -196,15 +144,7 @@ def _step(draw: st.DrawFn, objective: Objective, step: str) -> bytes | None:
         objective.version += 1  # an event lost on its way: what follows is a gap
         return None
     if step == "unknown":  # progress on a key result the objective does not have
-        return objective.publish(
-            okr.KpiProgressRecorded(
-                key_result_id=UUID(int=draw(st.integers(1, 2**64)), version=4),
-                value=1.0,
-                kpi_key="sales.units",
-                observations=1,
-                last_kpi_event_id="stray",
-            )
-        )
+        return objective.progress(draw(ids), 1.0)
     if step == "garbage":
         return draw(st.sampled_from([b"{not json", b"[]", b"{}"]))
     return None
@@ -309,23 +249,10 @@ def test_a_batch_of_one_objectives_progress_lands_what_one_by_one_does(
 ) -> None:
     """The live stream's shape: many progress events of one objective in one batch, then a
     check-in among them (the reducer's path, from the state progress left)."""
-    objective = Objective(UUID(int=7, version=4), 0, key_results=[])
+    objective = ObjectiveStream()
     stream = [(0, _created(objective))]
     for index in range(200):
-        stream.append(
-            (
-                0,
-                objective.publish(
-                    okr.KpiProgressRecorded(
-                        key_result_id=objective.key_results[index % 2],
-                        value=float(index % 37),
-                        kpi_key="sales.units",
-                        observations=1,
-                        last_kpi_event_id=f"kpi-{index}",
-                    )
-                ),
-            )
-        )
+        stream.append((0, objective.progress(objective.key_results[index % 2], index % 37)))
         if index == 120:
             check_in = okr.ProgressCheckedIn(key_result_id=objective.key_results[1], value=9.0)
             stream.append((0, objective.publish(check_in)))
@@ -341,28 +268,9 @@ def test_a_batch_of_one_objectives_progress_lands_what_one_by_one_does(
     assert report.objective_ids == {objective.objective_id}
 
 
-def _created(objective: Objective) -> bytes:
-    objective.key_results = [UUID(int=11, version=4), UUID(int=12, version=4)]
-    return objective.publish(
-        okr.ObjectiveCreated(
-            title="Grow",
-            owner="alice@example.com",
-            team="growth",
-            period_start=date(2026, 7, 1),
-            period_end=date(2026, 9, 30),
-            key_results=[
-                okr.KeyResult(
-                    key_result_id=key_result_id,
-                    title=f"Key result {index}",
-                    metric="units",
-                    baseline=0,
-                    target=36,
-                    weight=index + 1.0,
-                )
-                for index, key_result_id in enumerate(objective.key_results)
-            ],
-        )
-    )
+def _created(objective: ObjectiveStream) -> bytes:
+    """Two key results from 0 to 36, weights 1 and 2."""
+    return objective.created([definition(index, target=36, weight=index + 1.0) for index in (0, 1)])
 
 
 def test_a_batch_retried_after_a_failed_write_folds_from_the_stored_rows_again(
@@ -370,9 +278,10 @@ def test_a_batch_retried_after_a_failed_write_folds_from_the_stored_rows_again(
 ) -> None:
     """The folds a projector keeps between batches are ahead of the store when a batch fails
     after folding: the retry must start again from what the store holds."""
-    objective = Objective(UUID(int=8, version=4), 0)
-    first = [_created(objective)] + [_progress(objective, index) for index in range(3)]
-    second = [_progress(objective, index) for index in range(3, 9)]
+    objective = ObjectiveStream()
+    first = [_created(objective)]
+    first += [objective.progress(objective.key_results[index % 2], index) for index in range(3)]
+    second = [objective.progress(objective.key_results[i % 2], i) for i in range(3, 9)]
     messages = messages_of([(0, value) for value in first + second])
     store, undisturbed = next(stores), next(stores)
     apply_batch(store, messages[: len(first)])
@@ -392,18 +301,6 @@ def test_a_batch_retried_after_a_failed_write_folds_from_the_stored_rows_again(
 
     assert report == BatchReport(applied=len(second))
     assert store.dump() == undisturbed.dump()
-
-
-def _progress(objective: Objective, index: int) -> bytes:
-    return objective.publish(
-        okr.KpiProgressRecorded(
-            key_result_id=objective.key_results[index % 2],
-            value=float(index),
-            kpi_key="sales.units",
-            observations=1,
-            last_kpi_event_id=f"kpi-{index}",
-        )
-    )
 
 
 def test_entries_are_the_rows_fields_in_order() -> None:

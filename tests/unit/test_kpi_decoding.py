@@ -11,7 +11,6 @@ where orjson cannot (NaN, 1e400, -0, huge integers, duplicate keys, escaped surr
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -29,6 +28,7 @@ from services.scoring.decoding import (
     decode_kpi_event,
     reading_of,
 )
+from tests.json_support import JsonText, fragment
 
 # --- the check ---------------------------------------------------------------------------------
 
@@ -68,29 +68,11 @@ def assert_agrees_with_the_model(raw: bytes) -> None:
 # --- JSON written by hand ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JsonText:
-    """A JSON value spelled by hand: what orjson cannot emit, or emits only one way."""
-
-    text: str
-
-
 class _Absent:
     """A field left out of the message."""
 
 
 ABSENT = _Absent()
-
-
-def fragment(value: object) -> str:
-    """The JSON text of a value, hand-spelled parts included (nested too)."""
-    if isinstance(value, JsonText):
-        return value.text
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{fragment(k)}:{fragment(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(fragment(item) for item in value) + "]"
-    return orjson.dumps(value).decode()
 
 
 def hand_spelled(value: object) -> bool:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from events import okr
 from projections.decoding import ProgressRecorded, _fast_progress, decode_okr_event
+from tests.json_support import JsonText, fragment
 
 START = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
 
@@ -102,24 +103,9 @@ def valid_envelope(draw: st.DrawFn) -> dict[str, Any]:
     return orjson.loads(envelope.to_bytes())
 
 
-class Raw:
-    """A JSON value spelled by hand."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def text_of(value: Any) -> str:
-    if isinstance(value, Raw):
-        return value.text
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{text_of(k)}:{text_of(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(text_of(item) for item in value) + "]"
-    return orjson.dumps(value).decode()
-
-
-NUMBERS = [Raw(text) for text in ["-0", "-0.0", "1e400", "-1e400", "1E2", "5e-324", "1" + "0" * 30]]
+NUMBERS = [
+    JsonText(text) for text in ["-0", "-0.0", "1e400", "-1e400", "1E2", "5e-324", "1" + "0" * 30]
+]
 MOMENTS = [
     "2026-07-01T09:00:00Z", "2026-07-01T09:00:00.123456+02:00", "2026-07-01T09:00:00",
     "2026-07-01 09:00:00Z", "2026-07-01T09:00:00.1234567Z", "2026-07-01T24:00:00Z",
@@ -128,11 +114,12 @@ MOMENTS = [
     "9999-12-31T23:59:59.999999-01:00", "2026-07-01T09:00:00+00:00\n", "1782896400",
 ]  # fmt: skip
 ODD = [
-    None, True, 0, -1, 1.5, "", "x", [], {}, Raw("NaN"), Raw('"\\ud800"'), Raw('"a\\u0000"'),
+    None, True, 0, -1, 1.5, "", "x", [], {},
+    JsonText("NaN"), JsonText('"\\ud800"'), JsonText('"a\\u0000"'),
     *NUMBERS, "sales units", "sales.units\n", "é", "x" * 201, "AB" * 32, "ab" * 31, "ab" * 33,
     "00000000-0000-0000-0000-00000000000", "{00000000-0000-0000-0000-000000000000}",
     "urn:uuid:00000000-0000-0000-0000-000000000000", "00000000000000000000000000000000",
-    "KpiProgressRecorded", "ProgressCheckedIn", 2, 2**63, Raw(str(2**64)), *MOMENTS,
+    "KpiProgressRecorded", "ProgressCheckedIn", 2, 2**63, JsonText(str(2**64)), *MOMENTS,
 ]  # fmt: skip
 ENVELOPE_FIELDS = [
     "event_id", "type", "schema_version", "objective_id", "version", "occurred_at", "actor",
@@ -159,8 +146,8 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif change == "extra":
             target[f"{name}_too"] = 1
         else:  # the same member twice: JSON readers keep the last
-            target[Raw(f'"{name}"')] = draw(st.sampled_from(ODD))
-    return text_of(message).encode()
+            target[JsonText(f'"{name}"')] = draw(st.sampled_from(ODD))
+    return fragment(message).encode()
 
 
 @settings(max_examples=3000)
@@ -169,7 +156,7 @@ def test_the_fast_path_never_disagrees_with_the_models(raw: bytes) -> None:
     assert_agrees_with_the_models(raw)
 
 
-@given(raw=st.builds(lambda d: text_of(d).encode(), st.builds(dict)) | st.binary(max_size=40))
+@given(raw=st.builds(lambda d: fragment(d).encode(), st.builds(dict)) | st.binary(max_size=40))
 def test_anything_else_is_left_to_the_models(raw: bytes) -> None:
     assert_agrees_with_the_models(raw)
 
