@@ -16,6 +16,8 @@ from functools import singledispatch
 from typing import Any, cast
 from uuid import UUID, uuid4
 
+from pydantic import BaseModel
+
 from domain.chain import GENESIS_HASH, seal
 from domain.errors import (
     InvalidTransitionError,
@@ -60,11 +62,16 @@ class KeyResult(Immutable):
         return score_key_result(self.spec, self.current)
 
 
-class Objective(Immutable):
-    id: UUID
-    version: int
-    created_on: datetime
-    modified_on: datetime
+class ObjectiveDetails(BaseModel):
+    """What an objective says of itself, declared once for every model that shows it: the
+    aggregate, the read model's row (`projections.views.ObjectiveRow`) and the as-of document
+    (`services.audit.past_state_view.ObjectiveAsOfBody`). Each adds its own fields around these.
+
+    Pydantic orders a model's fields base by base, the last base first, then the model's own: a
+    model that lists its leading fields in a base after this one keeps them first, so its JSON and
+    columns keep their order. No configuration here: each model keeps its own.
+    """
+
     title: str
     description: str
     owner: str
@@ -72,6 +79,16 @@ class Objective(Immutable):
     period_start: date
     period_end: date
     parent_id: UUID | None
+
+
+class _ObjectiveHeader(Immutable):
+    id: UUID
+    version: int
+    created_on: datetime
+    modified_on: datetime
+
+
+class Objective(ObjectiveDetails, _ObjectiveHeader):
     status: ObjectiveStatus
     key_results: tuple[KeyResult, ...]
     final_score: float | None = None

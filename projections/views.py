@@ -20,7 +20,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domain.measures import KeyResultKind
-from domain.objective import ObjectiveStatus
+from domain.objective import ObjectiveDetails, ObjectiveStatus
 from domain.objective_events import Aggregation
 from events import okr
 
@@ -30,15 +30,11 @@ class Row(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=True)
 
 
-class ObjectiveRow(Row):
+class _ObjectiveKey(Row):
     objective_id: UUID
-    title: str
-    description: str
-    owner: str
-    team: str
-    period_start: date
-    period_end: date
-    parent_id: UUID | None
+
+
+class ObjectiveRow(ObjectiveDetails, _ObjectiveKey):
     status: ObjectiveStatus
     score: float = Field(ge=0, le=100, description="Weighted mean of the key results' scores.")
     final_score: float | None = Field(None, description="Frozen when the objective was closed.")

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from domain.measures import KeyResultKind
-from domain.objective import ObjectiveStatus
+from domain.objective import ObjectiveDetails, ObjectiveStatus
 from domain.objective_events import Aggregation
 from services.audit.past_states import ObjectiveAsOf
 
@@ -36,19 +36,15 @@ class KeyResultAsOfBody(BaseModel):
     attainment: float | None = Field(description="Unclamped percent; null before any value.")
 
 
-class ObjectiveAsOfBody(BaseModel):
+class _AsOfHeader(BaseModel):
     objective_id: UUID
     version: int = Field(description="The version the answer describes.")
     as_of: datetime = Field(description="When that version came to be (its last event).")
     created_on: datetime
     status: ObjectiveStatus
-    title: str
-    description: str
-    owner: str
-    team: str
-    period_start: date
-    period_end: date
-    parent_id: UUID | None
+
+
+class ObjectiveAsOfBody(ObjectiveDetails, _AsOfHeader):
     score: float = Field(description="Weighted mean of the key results' scores (0..100).")
     final_score: float | None = Field(description="The score frozen when it was closed.")
     retrospective: str | None
@@ -88,13 +84,7 @@ def as_of_body(found: ObjectiveAsOf) -> ObjectiveAsOfBody:
         as_of=objective.modified_on,
         created_on=objective.created_on,
         status=objective.status,
-        title=objective.title,
-        description=objective.description,
-        owner=objective.owner,
-        team=objective.team,
-        period_start=objective.period_start,
-        period_end=objective.period_end,
-        parent_id=objective.parent_id,
+        **objective.model_dump(include=set(ObjectiveDetails.model_fields)),
         score=found.score,
         final_score=objective.final_score,
         retrospective=objective.retrospective,
