@@ -65,6 +65,10 @@ class ExportedEvent(BaseModel):
 
 COLUMNS = tuple(ExportedEvent.model_fields)
 
+FROM_ENVELOPE = set(COLUMNS) - {"notification_id"}
+"""An exported event is its envelope on `okr.events` (`to_envelope`), less the `event_id` and
+`schema_version` a reader of the store does not need, plus its place in the store."""
+
 
 # --- reading --------------------------------------------------------------------------------------
 
@@ -118,16 +122,7 @@ def exported_event(application: OkrApplication, notification: Notification) -> E
     event = cast(DomainEvent, application.mapper.to_domain_event(notification))
     envelope = to_envelope(event)
     return ExportedEvent(
-        notification_id=notification.id,
-        objective_id=envelope.objective_id,
-        version=envelope.version,
-        type=envelope.type,
-        occurred_at=envelope.occurred_at,
-        actor=envelope.actor,
-        command_id=envelope.command_id,
-        reason=envelope.reason,
-        chain_hash=event.chain_hash or None,
-        payload=envelope.payload,
+        notification_id=notification.id, **envelope.model_dump(include=FROM_ENVELOPE)
     )
 
 

@@ -107,15 +107,15 @@ def from_epoch_us(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
 
 
+KPI_COUNTERS = ("accepted", "duplicates", "stale", "outside_period", "unbound")
+"""The counters the scorer keeps of a KPI (`KpiStats`) that `KpiView` shows as they are."""
+
+
 def kpi_view(stats: KpiStats, key_results: int) -> KpiView:
     latest = stats.latest
     return KpiView(
         kpi_key=stats.kpi_key,
-        accepted=stats.accepted,
-        duplicates=stats.duplicates,
-        stale=stats.stale,
-        outside_period=stats.outside_period,
-        unbound=stats.unbound,
+        **{name: getattr(stats, name) for name in KPI_COUNTERS},
         latest_value=latest.value if latest else None,
         latest_observed_at=from_epoch_us(latest.observed_at_us) if latest else None,
         latest_event_id=latest.event_id if latest else None,
@@ -127,15 +127,8 @@ def kpi_view(stats: KpiStats, key_results: int) -> KpiView:
 
 
 def observation_view(observation: StoredObservation) -> KpiObservationView:
-    return KpiObservationView(
-        event_id=observation.event_id,
-        value=observation.value,
-        observed_at=observation.observed_at,
-        source=observation.source,
-        unit=observation.unit,
-        dimensions=observation.dimensions,
-        received_at=observation.received_at,
-    )
+    """The stored observation's fields of the same names (not its `observed_at_us`)."""
+    return KpiObservationView.model_validate(observation, from_attributes=True)
 
 
 def key_result_view(binding: Binding) -> KpiKeyResultView:
