@@ -40,6 +40,7 @@ from services.access.principals import (
 )
 from services.commands.rejections import Rejection, reject
 from services.http.errors import RejectionBody, rejection_response
+from services.http.middleware import HttpMiddleware
 
 __all__ = [
     "ACCESS_RESPONSES",
@@ -306,7 +307,7 @@ def install_access_error_handler(app: FastAPI) -> None:
     app.add_exception_handler(DuplicateCredentialsError, on_duplicate_credentials)
 
 
-class AuthenticateFirstMiddleware:
+class AuthenticateFirstMiddleware(HttpMiddleware):
     """400 for a credential header sent twice, then 401 for a request without a valid key,
     before anything else reads the request.
 
@@ -318,14 +319,11 @@ class AuthenticateFirstMiddleware:
     """
 
     def __init__(self, app: ASGIApp, own_guard_prefixes: tuple[str, ...] = ()) -> None:
-        self.app = app
+        super().__init__(app)
         self.own_guard_prefixes = own_guard_prefixes
         """Paths whose routes check access themselves (the dashboard's session cookie)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             credentials = presented_credentials(scope.get("headers", ()))
             path = scope["path"]

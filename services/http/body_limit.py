@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from events.commands import Issue
 from services.commands.rejections import Rejection
 from services.http.errors import rejection_response
+from services.http.middleware import HttpMiddleware
 
 
 def body_too_large(max_body_bytes: int) -> Rejection:
@@ -36,17 +37,14 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """413 for any HTTP request whose body is over `max_body_bytes`; others pass unchanged."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = declared_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self.refuse(scope, receive, send)
