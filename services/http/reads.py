@@ -37,7 +37,7 @@ from services.http.commands import get_application
 from services.http.errors import REJECTION_RESPONSES, rejection_response
 from services.settings import Settings
 
-router = APIRouter(prefix="/objectives", tags=["reads"])
+router = APIRouter(prefix="/objectives", tags=["reads"], responses=REJECTION_RESPONSES)
 
 WAIT_POLL_S = 0.02
 MAX_WAIT_S = 30.0
@@ -186,7 +186,6 @@ def projection_behind(objective_id: UUID, wanted: int, projected: int | None) ->
     "",
     response_model=ObjectiveListView,
     summary="List objectives, filtered, in a stable order, page by page",
-    responses=REJECTION_RESPONSES,
 )
 async def list_objectives(
     store: ReadStoreDep,
@@ -221,7 +220,6 @@ async def list_objectives(
     "/{objective_id}",
     response_model=ObjectiveView,
     summary="One objective with its key results, pace and aligned children",
-    responses=REJECTION_RESPONSES,
 )
 async def get_objective(
     objective_id: UUID,
@@ -258,7 +256,6 @@ async def get_objective(
 @router.get(
     "/{objective_id}/timeline",
     summary="Every score change with its time and cause",
-    responses=REJECTION_RESPONSES,
 )
 async def get_timeline(
     objective_id: UUID, store: ReadStoreDep, key_result_id: UUID | None = None
@@ -270,7 +267,6 @@ async def get_timeline(
 @router.get(
     "/{objective_id}/history",
     summary="Every decision: who, when, what changed (before -> after) and why",
-    responses=REJECTION_RESPONSES,
 )
 async def get_history(objective_id: UUID, store: ReadStoreDep) -> list[AuditRow]:
     await require_projected(store, objective_id)
