@@ -132,16 +132,13 @@ def observation_view(observation: StoredObservation) -> KpiObservationView:
 
 
 def key_result_view(binding: Binding) -> KpiKeyResultView:
-    return KpiKeyResultView(
-        objective_id=binding.objective_id,
-        key_result_id=binding.key_result_id,
-        aggregation=binding.aggregation,
-        period_start=binding.period_start,
-        period_end=binding.period_end,
-        objective_status=ObjectiveStatus(binding.objective_status),
-        observations=binding.aggregate.count,
-        value=binding.value,
-    )
+    """The binding's fields (and `value`) of the same names; `observations` counts what the value
+    aggregates."""
+    named = {
+        name: getattr(binding, name)
+        for name in KpiKeyResultView.model_fields.keys() - {"observations"}
+    }
+    return KpiKeyResultView(**named, observations=binding.aggregate.count)
 
 
 # --- refusals -------------------------------------------------------------------------------------
