@@ -148,15 +148,9 @@ class Decision:
 
 def create_objective(
     decision: Decision,
-    *,
-    title: str,
-    owner: str,
-    team: str,
-    period_start: date,
-    period_end: date,
+    details: ObjectiveDetails,
     key_results: Sequence[KeyResultSpec],
-    description: str = "",
-    parent_id: UUID | None = None,
+    *,
     objective_id: UUID | None = None,
 ) -> tuple[list[DomainEvent], QualityReport]:
     """A new objective, in draft, with its key results; rejected unless every KR is measurable.
@@ -164,47 +158,27 @@ def create_objective(
     The specs are linted as written and resolved only once they pass: resolving first would stop
     at an unreadable relative target and hide every other problem.
     """
-    report = lint_objective(title, period_start, period_end, key_results)
+    report = lint_objective(details.title, details.period_start, details.period_end, key_results)
     require_quality(report)
     resolved = [spec.resolved() for spec in key_results]
     created = stored(
         okr.ObjectiveCreated,
         **decision.header(objective_id or uuid4(), 1),
-        title=title,
-        description=description,
-        owner=owner,
-        team=team,
-        period_start=period_start,
-        period_end=period_end,
-        parent_id=parent_id,
+        **details.model_dump(),
         key_results=[_new_key_result(uuid4(), spec) for spec in resolved],
     )
     return [created], report
 
 
 def revise_objective(
-    objective: Objective,
-    decision: Decision,
-    *,
-    title: str | None = None,
-    description: str | None = None,
-    owner: str | None = None,
-    team: str | None = None,
-    period_start: date | None = None,
-    period_end: date | None = None,
+    objective: Objective, decision: Decision, requested: okr.ObjectiveRevised
 ) -> tuple[list[DomainEvent], QualityReport]:
+    """`requested` names the fields to change (None: unchanged); the event records only those
+    that differ from what the objective says now."""
     _require_open(objective, "revise")
-    requested = {
-        "title": title,
-        "description": description,
-        "owner": owner,
-        "team": team,
-        "period_start": period_start,
-        "period_end": period_end,
-    }
     changes = {
         name: value
-        for name, value in requested.items()
+        for name, value in requested.model_dump().items()
         if value is not None and getattr(objective, name) != value
     }
     if not changes:

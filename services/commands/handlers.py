@@ -14,7 +14,7 @@ from uuid import UUID
 from domain import objective as decide
 from domain.chain import GENESIS_HASH, seal
 from domain.errors import RuleViolationError
-from domain.objective import Decision, Objective, require_objective
+from domain.objective import Decision, Objective, ObjectiveDetails, require_objective
 from domain.objective_events import Aggregation, DomainEvent, KpiBinding, spec_of
 from domain.quality import QualityReport
 from events import commands as wire
@@ -32,14 +32,8 @@ def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outc
     command: wire.CreateObjective = body
     events, report = decide.create_objective(
         decision,
-        title=command.title,
-        description=command.description,
-        owner=command.owner,
-        team=command.team,
-        period_start=command.period_start,
-        period_end=command.period_end,
-        parent_id=command.parent_id,
-        key_results=[spec_of(kr) for kr in command.key_results],
+        ObjectiveDetails.model_validate(command, from_attributes=True),
+        [spec_of(kr) for kr in command.key_results],
         objective_id=command.objective_id,
     )
     [created] = events
@@ -50,8 +44,8 @@ def create_objective(_: Objective | None, decision: Decision, body: Any) -> Outc
 
 def revise_objective(objective: Objective, decision: Decision, body: Any) -> Outcome:
     command: wire.ReviseObjective = body
-    changes = command.model_dump(exclude={"type"})
-    events, report = decide.revise_objective(objective, decision, **changes)
+    requested = okr.ObjectiveRevised.model_validate(command, from_attributes=True)
+    events, report = decide.revise_objective(objective, decision, requested)
     return Outcome(events, report)
 
 

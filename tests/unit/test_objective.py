@@ -30,7 +30,14 @@ from domain.errors import (
     RuleViolationError,
 )
 from domain.measures import KeyResultKind, KeyResultSpec
-from domain.objective import Decision, Objective, ObjectiveStatus, evolve, replay
+from domain.objective import (
+    Decision,
+    Objective,
+    ObjectiveDetails,
+    ObjectiveStatus,
+    evolve,
+    replay,
+)
 from domain.objective_events import (
     Aggregation,
     DomainEvent,
@@ -106,17 +113,23 @@ def create(
     key_results: Sequence[KeyResultSpec] = GOOD_EXAMPLES,
     *,
     made: Decision | None = None,
+    objective_id: UUID | None = None,
     **fields: Any,
 ) -> tuple[list[DomainEvent], QualityReport]:
     """`create_objective` for alice's sales team in Q3; `fields` override or add to that."""
     defaults: dict[str, Any] = {
         "title": "Win the mid-market",
+        "description": "",
         "owner": "alice",
         "team": "sales",
         "period_start": Q3_START,
         "period_end": Q3_END,
+        "parent_id": None,
     }
-    return decide.create_objective(made or decision(), key_results=key_results, **defaults | fields)
+    details = ObjectiveDetails(**defaults | fields)
+    return decide.create_objective(
+        made or decision(), details, key_results, objective_id=objective_id
+    )
 
 
 def created(*key_results: KeyResultSpec, **fields: Any) -> History:
@@ -222,7 +235,9 @@ def test_revise_records_only_the_fields_that_change() -> None:
     history = created()
     before = history.objective
     events, _ = decide.revise_objective(
-        before, decision(), title=before.title, owner="bob", period_end=date(2025, 10, 15)
+        before,
+        decision(),
+        okr.ObjectiveRevised(title=before.title, owner="bob", period_end=date(2025, 10, 15)),
     )
     [event] = events
     assert isinstance(event, ObjectiveRevised)
@@ -234,7 +249,9 @@ def test_revise_records_only_the_fields_that_change() -> None:
 
 def test_revise_with_nothing_new_records_nothing() -> None:
     objective = created().objective
-    events, _ = decide.revise_objective(objective, decision(), title=objective.title, team="sales")
+    events, _ = decide.revise_objective(
+        objective, decision(), okr.ObjectiveRevised(title=objective.title, team="sales")
+    )
     assert events == []
 
 
@@ -247,7 +264,7 @@ def test_revise_with_nothing_new_records_nothing() -> None:
 )
 def test_revise_is_linted_again(changes: dict[str, object], problem: tuple[str, str]) -> None:
     with pytest.raises(QualityRejectedError) as raised:
-        decide.revise_objective(created().objective, decision(), **changes)  # type: ignore[arg-type]
+        decide.revise_objective(created().objective, decision(), okr.ObjectiveRevised(**changes))
     assert problem in located(raised.value)
 
 
@@ -255,7 +272,7 @@ def test_revise_is_linted_again(changes: dict[str, object], problem: tuple[str, 
 def test_a_finished_objective_cannot_be_revised_or_aligned(history: Callable[[], History]) -> None:
     objective = history().objective
     with pytest.raises(InvalidTransitionError):
-        decide.revise_objective(objective, decision(), title="New title")
+        decide.revise_objective(objective, decision(), okr.ObjectiveRevised(title="New title"))
     with pytest.raises(InvalidTransitionError):
         decide.align_objective(objective, decision(), uuid4())
 
@@ -659,7 +676,11 @@ def test_every_event_records_who_when_under_which_command_and_why() -> None:
     events, _ = create([NPS, SALES], made=take(), title="Win")
     objective = history.record(events)
     nps_id, sales_id = kr_id(objective, 0), kr_id(objective, 1)
-    history.record(decide.revise_objective(history.objective, take(actor="bob"), team="growth")[0])
+    history.record(
+        decide.revise_objective(
+            history.objective, take(actor="bob"), okr.ObjectiveRevised(team="growth")
+        )[0]
+    )
     history.record(decide.align_objective(history.objective, take(), uuid4()))
     history.record(decide.add_key_result(history.objective, take(), LAUNCH)[0])
     higher = NPS.model_copy(update={"target": 85.0})
@@ -775,7 +796,9 @@ def random_step(data: st.DataObject, objective: Objective, made: Decision) -> li
         return decide.revise_key_result(objective, made, kr, spec.model_copy(update=update))[0]
     if action == "revise":
         description = data.draw(st.text(max_size=30), label="description")
-        return decide.revise_objective(objective, made, description=description)[0]
+        return decide.revise_objective(
+            objective, made, okr.ObjectiveRevised(description=description)
+        )[0]
     if action == "bind" and key_result.binding is None:
         return decide.bind_kpi(objective, made, kr, SALES_KPI)
     if action == "bind":

@@ -19,9 +19,9 @@ import orjson
 import pytest
 
 from domain import objective as decide
-from domain.objective import Decision, Objective, ObjectiveStatus, evolve
+from domain.objective import Decision, Objective, ObjectiveDetails, ObjectiveStatus, evolve
 from domain.objective_events import Aggregation, DomainEvent, KpiBinding
-from events.okr import OkrEventEnvelope
+from events.okr import ObjectiveRevised, OkrEventEnvelope
 from projections.projector import BatchReport, Message, apply_batch
 from projections.sql import SqlProjectionWriter
 from projections.sqlite import SQLiteReadStore
@@ -54,14 +54,19 @@ class History:
         self.events: list[DomainEvent] = []
         self.states: list[Objective] = []
         defaults: dict[str, Any] = {
+            "description": "",
+            "parent_id": None,
             "owner": ALICE,
             "team": "growth",
             "period_start": date(2026, 7, 1),
             "period_end": date(2026, 9, 30),
             "key_results": [NPS, PURCHASE_PATH],
         }
+        fields = defaults | create
+        key_results = fields.pop("key_results")
+        details = ObjectiveDetails(title=title, **fields)
         events, _ = decide.create_objective(
-            self.decision(), title=title, objective_id=uuid4(), **(defaults | create)
+            self.decision(), details, key_results, objective_id=uuid4()
         )
         self.record(events)
 
@@ -110,7 +115,9 @@ def store(tmp_path: Path) -> Iterator[SQLiteReadStore]:
 def full_history() -> History:
     """Every kind of event an objective lives through, two people deciding."""
     history = History()
-    history.do(decide.revise_objective, title="Win the whole mid-market", team="sales")
+    history.do(
+        decide.revise_objective, ObjectiveRevised(title="Win the whole mid-market", team="sales")
+    )
     history.do(decide.activate_objective)
     history.do(decide.check_in, history.kr(0), 71, confidence=0.6, note="survey in", actor=BOB)
     history.do(decide.check_in, history.kr(1), 5)
