@@ -23,6 +23,7 @@ from domain.measures import KeyResultKind
 from domain.objective import ObjectiveDetails, ObjectiveStatus
 from domain.objective_events import Aggregation
 from events import okr
+from events.commands import ShortText
 
 
 class Row(BaseModel):
@@ -233,12 +234,13 @@ class ReadStoreDump(Row):
 
 
 class ObjectiveFilter(Row):
-    """Filters of `list_objectives`; the period filters keep objectives overlapping the window."""
+    """Filters of `list_objectives`; the period filters keep objectives overlapping the window.
+    The read API takes them as they are declared here, as query parameters."""
 
-    period_from: date | None = None
-    period_to: date | None = None
-    owner: str | None = None
-    team: str | None = None
+    period_from: date | None = Field(None, description="Overlapping periods from this day.")
+    period_to: date | None = Field(None, description="Overlapping periods up to this day.")
+    owner: ShortText | None = None
+    team: ShortText | None = None
     status: ObjectiveStatus | None = None
     parent_id: UUID | None = None
 

@@ -16,12 +16,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import ObjectiveNotFoundError
-from domain.objective import ObjectiveStatus
 from domain.pace import PaceStatus, PaceThresholds, pace_status
-from events.commands import Issue, ShortText
+from events.commands import Issue
 from projections.views import (
     AuditRow,
     InvalidCursorError,
@@ -182,33 +181,27 @@ def projection_behind(objective_id: UUID, wanted: int, projected: int | None) ->
     return response
 
 
+class ObjectiveListQuery(ObjectiveFilter):
+    """The query of `GET /objectives`: the filters, then the page. Parameters it does not know
+    are ignored, as FastAPI ignores them on any route."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
+
+
 @router.get(
     "",
     response_model=ObjectiveListView,
     summary="List objectives, filtered, in a stable order, page by page",
 )
 async def list_objectives(
-    store: ReadStoreDep,
-    period_from: date | None = Query(None, description="Overlapping periods from this day."),
-    period_to: date | None = Query(None, description="Overlapping periods up to this day."),
-    owner: Annotated[ShortText | None, Query()] = None,
-    team: Annotated[ShortText | None, Query()] = None,
-    status: ObjectiveStatus | None = None,
-    parent_id: UUID | None = None,
-    limit: int = Query(50, ge=1, le=500),
-    cursor: str | None = Query(None, description="`next_cursor` of the previous page."),
+    store: ReadStoreDep, query: Annotated[ObjectiveListQuery, Query()]
 ) -> ObjectiveListView | JSONResponse:
-    filters = ObjectiveFilter(
-        period_from=period_from,
-        period_to=period_to,
-        owner=owner,
-        team=team,
-        status=status,
-        parent_id=parent_id,
-    )
     try:
         page = await asyncio.to_thread(
-            store.list_objectives, filters, limit=limit, after_cursor=cursor
+            store.list_objectives, query, limit=query.limit, after_cursor=query.cursor
         )
     except InvalidCursorError as error:
         problem = Issue(code="invalid_cursor", field="cursor", message=str(error))
