@@ -115,8 +115,7 @@ def stream(
     def message(objective_id: UUID, payload: okr.OkrPayload) -> tuple[bytes, bytes]:
         versions[objective_id] += 1
         version = versions[objective_id]
-        envelope = okr.okr_event(
-            payload,
+        header = okr.EventHeader(
             objective_id=objective_id,
             version=version,
             occurred_at=START + timedelta(milliseconds=next(moments)),
@@ -124,6 +123,7 @@ def stream(
             command_id=f"bench-{objective_id}-{version}",
             chain_hash=f"{rng.getrandbits(256):064x}",
         )
+        envelope = okr.okr_event(payload, header)
         return str(objective_id).encode(), envelope.to_bytes()
 
     for number, objective in enumerate(made):

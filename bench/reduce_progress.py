@@ -65,14 +65,14 @@ def messages(events: int) -> list[tuple[okr.OkrEventEnvelope, okr.OkrPayload]]:
     ]
     parsed = []
     for version, payload in enumerate(payloads, start=1):
-        envelope = okr.okr_event(
-            payload,
+        header = okr.EventHeader(
             objective_id=objective_id,
             version=version,
             occurred_at=START + timedelta(seconds=version),
             actor="okr-scorer",
             command_id=f"bench-{version}",
         )
+        envelope = okr.okr_event(payload, header)
         parsed.append(okr.parse_okr_event(envelope.to_bytes()))
     return parsed
 

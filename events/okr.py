@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
 
@@ -34,12 +34,10 @@ def event_id_for(objective_id: UUID, version: int) -> UUID:
     return uuid5(EVENT_ID_NAMESPACE, f"{objective_id}/{version}")
 
 
-class OkrEventEnvelope(Contract):
-    """What every message on `okr.events` is; `payload` is read with `parse_okr_event`."""
+class EventHeader(Contract):
+    """What the envelope says of every event, whatever its payload: its place in the objective's
+    history, and who decided it, when, under which command and why (`okr_event` takes it)."""
 
-    event_id: UUID = Field(description="uuid5 of (objective id, version): stable across resends.")
-    type: str = Field(description="Event type, e.g. 'ObjectiveCreated'; names the payload model.")
-    schema_version: int = Field(ge=1, description="Version of this type's payload schema.")
     objective_id: UUID = Field(description="The objective, also the message key.")
     version: int = Field(ge=1, description="The objective's version after this event (1, 2, …).")
     occurred_at: AwareDatetime = Field(description="When the decision was taken.")
@@ -52,6 +50,19 @@ class OkrEventEnvelope(Contract):
         description="SHA-256 chaining this event to the objective's previous one, as stored in "
         "the event store; `okr audit verify` checks the topic against it.",
     )
+
+
+class _EventIdentity(Contract):
+    event_id: UUID = Field(description="uuid5 of (objective id, version): stable across resends.")
+    type: str = Field(description="Event type, e.g. 'ObjectiveCreated'; names the payload model.")
+    schema_version: int = Field(ge=1, description="Version of this type's payload schema.")
+
+
+class OkrEventEnvelope(EventHeader, _EventIdentity):
+    """What every message on `okr.events` is; `payload` is read with `parse_okr_event`."""
+
+    # Pydantic lists the bases' fields from the last base: event_id, type, schema_version, then
+    # the header's, then payload, the order the JSON has always had.
     payload: dict[str, Any] = Field(description="The event's own fields, per `type`.")
 
     def to_bytes(self) -> bytes:
@@ -243,29 +254,13 @@ class UnknownOkrEventError(ValueError):
         self.schema_version = schema_version
 
 
-def okr_event(
-    payload: OkrPayload,
-    *,
-    objective_id: UUID,
-    version: int,
-    occurred_at: datetime,
-    actor: str,
-    command_id: str,
-    reason: str | None = None,
-    chain_hash: str | None = None,
-) -> OkrEventEnvelope:
+def okr_event(payload: OkrPayload, header: EventHeader) -> OkrEventEnvelope:
     """Wrap a payload; its type, schema version and event id follow from the arguments."""
     return OkrEventEnvelope(
-        event_id=event_id_for(objective_id, version),
+        event_id=event_id_for(header.objective_id, header.version),
         type=type(payload).__name__,
         schema_version=payload.schema_version,
-        objective_id=objective_id,
-        version=version,
-        occurred_at=occurred_at,
-        actor=actor,
-        command_id=command_id,
-        reason=reason,
-        chain_hash=chain_hash,
+        **dict(header),
         payload=payload.model_dump(mode="json"),
     )
 

@@ -37,8 +37,7 @@ class ObjectiveStream:
         self, payload: okr.OkrPayload, *, actor: str = "okr-scorer", reason: str | None = None
     ) -> bytes:
         self.version += 1
-        value = okr.okr_event(
-            payload,
+        header = okr.EventHeader(
             objective_id=self.objective_id,
             version=self.version,
             occurred_at=START + timedelta(seconds=self.version, microseconds=self.version * 7),
@@ -46,7 +45,8 @@ class ObjectiveStream:
             command_id=f"command-{self.objective_id}-{self.version}",
             reason=reason,
             chain_hash=f"{self.version:064x}",
-        ).to_bytes()
+        )
+        value = okr.okr_event(payload, header).to_bytes()
         self.published.append(value)
         return value
 

@@ -58,8 +58,7 @@ BATCH_SIZE = 500
 def to_envelope(event: DomainEvent) -> okr.OkrEventEnvelope:
     """The one place a domain event becomes the contract other services read: its declared
     payload (`DomainEvent.payload`), in the envelope its header fills."""
-    return okr.okr_event(
-        event.payload(),
+    header = okr.EventHeader(
         objective_id=event.originator_id,
         version=event.originator_version,
         occurred_at=event.timestamp,
@@ -68,6 +67,7 @@ def to_envelope(event: DomainEvent) -> okr.OkrEventEnvelope:
         reason=event.reason,
         chain_hash=event.chain_hash or None,
     )
+    return okr.okr_event(event.payload(), header)
 
 
 def relay_position(application: OkrApplication) -> int:

@@ -16,8 +16,8 @@ from typer.testing import CliRunner, Result
 
 from events import commands as wire
 from events import topics
+from events.okr import EventHeader, okr_event, parse_okr_event
 from events.okr import ProgressCheckedIn as ProgressCheckedInPayload
-from events.okr import okr_event, parse_okr_event
 from services.audit.history import read_audit_history
 from services.audit.verify import VerifyReport, verify
 from services.cli.main import app as cli
@@ -317,21 +317,25 @@ async def test_a_forged_event_on_the_topic_is_named(
     assert objective is not None
     forged = okr_event(
         ProgressCheckedInPayload(key_result_id=objective.key_results[0].key_result_id, value=100),
-        objective_id=objective_id,
-        version=6,
-        occurred_at=objective.modified_on,
-        actor="alice",
-        command_id="forged",
-        chain_hash="f" * 64,
+        EventHeader(
+            objective_id=objective_id,
+            version=6,
+            occurred_at=objective.modified_on,
+            actor="alice",
+            command_id="forged",
+            chain_hash="f" * 64,
+        ),
     )
     rewritten = okr_event(
         ProgressCheckedInPayload(key_result_id=objective.key_results[0].key_result_id, value=100),
-        objective_id=objective_id,
-        version=3,
-        occurred_at=objective.modified_on,
-        actor="alice",
-        command_id="forged-again",
-        chain_hash=objective.chain_hash,
+        EventHeader(
+            objective_id=objective_id,
+            version=3,
+            occurred_at=objective.modified_on,
+            actor="alice",
+            command_id="forged-again",
+            chain_hash=objective.chain_hash,
+        ),
     )
     key = str(objective_id).encode()
     await produce(

@@ -90,8 +90,7 @@ def valid_envelope(draw: st.DrawFn) -> dict[str, Any]:
         last_kpi_event_id=draw(st.text(max_size=20)),
         last_offset=draw(st.none() | st.integers(0, 2**62)),
     )
-    envelope = okr.okr_event(
-        payload,
+    header = okr.EventHeader(
         objective_id=UUID(int=draw(st.integers(0, 2**128 - 1))),
         version=draw(st.integers(1, 2**62)),
         occurred_at=START + timedelta(microseconds=draw(st.integers(0, 10**13))),
@@ -100,6 +99,7 @@ def valid_envelope(draw: st.DrawFn) -> dict[str, Any]:
         reason=draw(st.none() | st.text(max_size=20)),
         chain_hash=draw(st.none() | st.just("ab" * 32)),
     )
+    envelope = okr.okr_event(payload, header)
     return orjson.loads(envelope.to_bytes())
 
 
@@ -169,15 +169,15 @@ def test_the_relays_messages_take_the_fast_path() -> None:
         observations=3,
         last_kpi_event_id="kpi-1",
     )
-    raw = okr.okr_event(
-        payload,
+    header = okr.EventHeader(
         objective_id=UUID(int=2),
         version=7,
         occurred_at=START,
         actor="okr-scorer",
         command_id="c",
         chain_hash="0" * 64,
-    ).to_bytes()
+    )
+    raw = okr.okr_event(payload, header).to_bytes()
 
     decoded = _fast_progress(raw)
 
