@@ -23,7 +23,7 @@ from fastapi import Depends, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from services.access.keys import ApiKeys, hash_key
-from services.access.principals import Permission, Principal, Role
+from services.access.principals import Permission, Principal
 from services.http.auth import Credentials, principal_for
 
 log = logging.getLogger(__name__)
@@ -38,23 +38,16 @@ SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
-class Session:
-    """A signed-in person: the principal and role of their key, and their CSRF token."""
+class Session(Principal):
+    """A signed-in person: the principal of their key (its name and role), their CSRF token and
+    the key's digest."""
 
-    principal: Principal
     csrf: str
     digest: str
 
-    def can(self, permission: Permission) -> bool:
-        return self.principal.can(permission)
-
-    @property
-    def name(self) -> str:
-        return self.principal.name
-
-    @property
-    def role(self) -> Role:
-        return self.principal.role
+    @classmethod
+    def of(cls, principal: Principal, csrf: str, digest: str) -> Session:
+        return cls(principal.name, principal.role, csrf, digest)
 
 
 class LoginRequiredError(Exception):
@@ -112,7 +105,7 @@ class Sessions:
     def sign_in(self, api_key: str) -> tuple[Session, str]:
         """The session of a key and its cookie value; `UnauthenticatedError` for a wrong key."""
         principal = principal_for(self.keys, Credentials(bearer=api_key.strip(), api_key=None))
-        session = Session(principal, secrets.token_urlsafe(24), hash_key(api_key.strip()))
+        session = Session.of(principal, secrets.token_urlsafe(24), hash_key(api_key.strip()))
         cookie = self._serializer.dumps({"d": session.digest, "c": session.csrf})
         return session, cookie
 
@@ -130,7 +123,7 @@ class Sessions:
         principal = self._principal_of(str(data["d"]))
         if principal is None:
             raise LoginRequiredError("the key of this session was revoked: sign in again")
-        return Session(principal, str(data["c"]), str(data["d"]))
+        return Session.of(principal, str(data["c"]), str(data["d"]))
 
     def _principal_of(self, digest: str) -> Principal | None:
         found = None
