@@ -476,12 +476,16 @@ class KpiWriter:
             f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) VALUES ({_placeholders(CHUNK_COLUMNS)})"
         )
         self.insert_event_ids_postgres = d.sql(
-            "INSERT INTO {event_ids} (event_id) SELECT unnest(?::text[])"
+            "INSERT INTO {event_ids} (event_id) "
+            "SELECT json_array_elements_text(ids::json) FROM unnest(%b::text[]) AS ids"
         )
         self.insert_chunks_postgres = d.sql(
-            f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) SELECT * FROM unnest(?::text[], "
-            "?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[])"
+            f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) SELECT * FROM unnest(%b::text[], "
+            "%b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[])"
         )
+        """Arrays in PostgreSQL's binary format (`%b`): psycopg writes a text array element by
+        element in Python, escaping each quote of the chunks' JSON through a regular
+        expression's callback; binary elements are copied as they are."""
         self.insert_stats = d.sql(
             f"INSERT INTO {{stats}} (kpi_key, version, {STATS_COLUMNS}) "
             f"VALUES (?, 1, {_placeholders(STATS_COLUMNS)})"
@@ -624,8 +628,10 @@ class KpiWriter:
         curs.fetchall()
 
     def _series_postgres(self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk]) -> None:
-        event_ids = [event_id for chunk in chunks for event_id in chunk.event_id_list]
-        curs.execute(self.insert_event_ids_postgres, [event_ids])
+        """The event ids go as the chunks' JSON arrays, one text per chunk, for the server to
+        take apart: psycopg adapts a list element by element in Python, and a batch's 50,000
+        ids, one element each, took a third of the scorer's thread."""
+        curs.execute(self.insert_event_ids_postgres, [[chunk.event_ids for chunk in chunks]])
         columns = [list(column) for column in zip(*(chunk[:7] for chunk in chunks), strict=True)]
         curs.execute(self.insert_chunks_postgres, columns)
 
