@@ -37,7 +37,6 @@ from services.settings import Settings
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
-    from faststream.kafka import KafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -234,15 +233,6 @@ class DeadLetterPublisher:
         if job is not None:
             job.dead_lettered(reason)
         return letter
-
-
-def send_with_broker(broker: KafkaBroker) -> Send:
-    """A `Send` over a connected FastStream broker (it waits for Kafka's acknowledgement)."""
-
-    async def send(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-        await broker.publish(value, topic, key=key, headers=headers)
-
-    return send
 
 
 def send_with_producer(producer: AIOKafkaProducer) -> Send:

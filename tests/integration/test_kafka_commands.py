@@ -418,7 +418,9 @@ async def test_a_restarted_consumer_neither_repeats_nor_misses_a_command(
         )
 
     group = settings.consumer_group(GROUP_ID)
-    assert await committed_offsets(settings, group, topics.COMMANDS) == await end_offsets(
+    committed = await committed_offsets(settings, group, topics.COMMANDS)
+    # A partition no command went to has nothing to commit (None: lag tools count it as 0).
+    assert {p: committed[p] or 0 for p in committed} == await end_offsets(
         settings, topics.COMMANDS
     ), "everything processed is committed"
     for sent in before + after:
