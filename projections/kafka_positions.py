@@ -2,7 +2,9 @@
 
 The projector and the KPI scorer both keep their Kafka positions in the transaction of their
 effects, so those are the authority; Kafka's committed offsets are written afterwards, for lag
-tools only, and can lag behind (a crash in between) or be missing.
+tools only, and can lag behind (a crash in between) or be missing. The service's one Kafka
+consumer (`services.kafka.consumer`) subscribes with this listener, and makes every consumer
+quiet while idle (`IdleFetchWait`).
 """
 
 from __future__ import annotations
