@@ -36,6 +36,7 @@ from projections.views import ReadStore
 from services.kafka.consumer import (
     Consumer,
     Subscription,
+    just,
     new_acknowledged_producer,
     offsets_after,
     run_consumer,
@@ -166,7 +167,7 @@ async def run_projector(
 
     await run_consumer(
         subscription,
-        project,
+        just(project),
         backoff=backoff,
         resuming="restarting from the stored positions",
         log=log,

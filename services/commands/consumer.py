@@ -46,8 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from functools import partial
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from itertools import count
 from typing import Any, get_args
 
@@ -70,6 +69,7 @@ from services.kafka.consumer import (
     Consumer,
     Fetched,
     Subscription,
+    Work,
     acknowledged_producer,
     run_consumer,
 )
@@ -345,7 +345,9 @@ async def run_command_consumer(
     group_id = settings.consumer_group(GROUP_ID)
     principals = allowed_principals(settings)
 
-    async def answer(consumer: Consumer, succeeded: Callable[[], None]) -> None:
+    @contextlib.asynccontextmanager
+    async def opening() -> AsyncIterator[Work]:
+        await ensure_topics(settings)
         async with acknowledged_producer(settings.kafka_client_options(), group_id) as producer:
             commands = CommandConsumer(
                 application,
@@ -355,17 +357,16 @@ async def run_command_consumer(
                 ),
                 principals,
             )
-            while True:
-                fetched = await consumer.fetch(POLL_TIMEOUT_MS, MAX_RECORDS)
-                if fetched:
-                    await answer_batch(commands, consumer, fetched)
-                    succeeded()
+
+            async def answer(consumer: Consumer, succeeded: Callable[[], None]) -> None:
+                while True:
+                    fetched = await consumer.fetch(POLL_TIMEOUT_MS, MAX_RECORDS)
+                    if fetched:
+                        await answer_batch(commands, consumer, fetched)
+                        succeeded()
+
+            yield answer
 
     await run_consumer(
-        command_subscription(settings),
-        answer,
-        backoff=backoff,
-        resuming="reconnecting",
-        log=log,
-        before=partial(ensure_topics, settings),
+        command_subscription(settings), opening, backoff=backoff, resuming="reconnecting", log=log
     )

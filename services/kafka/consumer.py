@@ -18,7 +18,8 @@ module owns the rest:
   stage observed. A committed-offset job's commits are flushed when its partitions are revoked;
 - closing within `CLOSE_TIMEOUT_S`;
 - supervision (`run_consumer`): `keep_running`, so the job backs off with one `Backoff`, has its
-  entry on the job board (`/health`, `/metrics`), and restarts from its positions;
+  entry on the job board (`/health`, `/metrics`), and restarts from its positions; what an
+  attempt holds besides (`Opening`) is opened before the consumer joins its group;
 - the producer of its outcomes (`acknowledged_producer`): `acks=all`, idempotent.
 """
 
@@ -267,26 +268,31 @@ async def consuming(subscription: Subscription) -> AsyncIterator[Consumer]:
 
 Work = Callable[[Consumer, Callable[[], None]], Awaitable[None]]
 """A job's loop over a started consumer; calls `succeeded()` after each batch done."""
+Opening = Callable[[], contextlib.AbstractAsyncContextManager[Work]]
+"""What an attempt holds besides the consumer (a producer, worker processes), opened before the
+consumer joins its group so that nothing is left to start once partitions are assigned: a
+context that yields the job's loop."""
+
+
+def just(work: Work) -> Opening:
+    """The opening of a job that holds nothing but its consumer."""
+    return lambda: contextlib.nullcontext(work)
 
 
 async def run_consumer(
     subscription: Subscription,
-    work: Work,
+    opening: Opening,
     *,
     backoff: Backoff,
     resuming: str,
     log: logging.Logger,
-    before: Callable[[], Awaitable[object]] | None = None,
 ) -> NoReturn:
-    """Run `work` on a new consumer until cancelled, under the one supervision: any failure
-    closes the consumer, backs off and starts again from the positions (`keep_running`: the
-    job's entry on the board says `retrying` meanwhile). `before` runs at each attempt's start
-    (topics created, state warmed)."""
+    """Run the job's loop on a new consumer until cancelled, under the one supervision: any
+    failure closes what the attempt opened, backs off and starts again from the positions
+    (`keep_running`: the job's entry on the board says `retrying` meanwhile)."""
 
     async def attempt(succeeded: Callable[[], None]) -> None:
-        if before is not None:
-            await before()
-        async with consuming(subscription) as consumer:
+        async with opening() as work, consuming(subscription) as consumer:
             succeeded()
             await work(consumer, succeeded)
 

@@ -56,7 +56,13 @@ from projections.failures import SetAsideStreak, describe, is_transient
 from projections.job_health import current_stages
 from projections.stage_timings import SCORER, StageTimer
 from services.kafka.admin import ensure_topics
-from services.kafka.consumer import Consumer, Subscription, acknowledged_producer, run_consumer
+from services.kafka.consumer import (
+    Consumer,
+    Subscription,
+    Work,
+    acknowledged_producer,
+    run_consumer,
+)
 from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.kafka.groups import SCORER_GROUP as GROUP_ID
 from services.scoring.decoding import NotAKpiEventError
@@ -662,11 +668,11 @@ async def run_scorer(
 
     suspects = Suspects()
 
-    async def before() -> None:
+    @contextlib.asynccontextmanager
+    async def opening() -> AsyncIterator[Work]:
+        """The producer and the worker processes, started before the consumer joins."""
         await ensure_topics(settings)
         await asyncio.to_thread(scorer.binding_periods)
-
-    async def score(consumer: Consumer, succeeded: Callable[[], None]) -> None:
         async with (
             acknowledged_producer(settings.kafka_client_options(), group) as producer,
             preparation_worker(settings) as worker,
@@ -674,32 +680,35 @@ async def run_scorer(
             dead_letters = DeadLetterPublisher(
                 settings, send_with_producer(producer), consumer_group=group
             )
-            try:
-                await _consume(
-                    settings,
-                    scorer,
-                    consumer,
-                    dead_letters,
-                    worker,
-                    max_records,
-                    window_s,
-                    succeeded,
-                    suspects,
-                )
-            except Exception as error:
-                if not is_transient(error):
-                    await suspects.arm(consumer.kafka, error)
-                raise
-            finally:
-                scorer.assigned.clear()
+
+            async def score(consumer: Consumer, succeeded: Callable[[], None]) -> None:
+                try:
+                    await _consume(
+                        settings,
+                        scorer,
+                        consumer,
+                        dead_letters,
+                        worker,
+                        max_records,
+                        window_s,
+                        succeeded,
+                        suspects,
+                    )
+                except Exception as error:
+                    if not is_transient(error):
+                        await suspects.arm(consumer.kafka, error)
+                    raise
+                finally:
+                    scorer.assigned.clear()
+
+            yield score
 
     await run_consumer(
         subscription(settings, group, scorer),
-        score,
+        opening,
         backoff=backoff,
         resuming="resuming from the stored positions",
         log=log,
-        before=before,
     )
 
 

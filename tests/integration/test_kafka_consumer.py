@@ -24,6 +24,7 @@ from services.kafka.consumer import (
     Fetched,
     Subscription,
     consuming,
+    just,
     offsets_after,
     run_consumer,
 )
@@ -202,7 +203,7 @@ async def test_a_job_is_on_the_board_and_restarts_from_its_positions_after_a_fai
 
     job = run_consumer(
         subscription(settings, stored, name="block test"),
-        work,
+        just(work),
         backoff=FAST,
         resuming="from the stored positions",
         log=logging.getLogger("tests.block"),
