@@ -268,15 +268,9 @@ def send_with_new_producer(settings: Settings) -> Send:
     holds no Kafka client of its own."""
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-        from aiokafka import AIOKafkaProducer
+        from services.kafka.consumer import acknowledged_producer
 
-        producer = AIOKafkaProducer(
-            **settings.kafka_client_options(), enable_idempotence=True, acks="all"
-        )
-        await producer.start()
-        try:
+        async with acknowledged_producer(settings.kafka_client_options()) as producer:
             await send_with_producer(producer)(topic, key, value, headers)
-        finally:
-            await producer.stop()
 
     return send
