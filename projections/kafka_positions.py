@@ -2,7 +2,9 @@
 
 The projector and the KPI scorer both keep their Kafka positions in the transaction of their
 effects, so those are the authority; Kafka's committed offsets are written afterwards, for lag
-tools only, and can lag behind (a crash in between) or be missing.
+tools only, and can lag behind (a crash in between) or be missing. The service's one Kafka
+consumer (`services.kafka.consumer`) subscribes with this listener, and makes every consumer
+quiet while idle (`IdleFetchWait`).
 """
 
 from __future__ import annotations
@@ -67,29 +69,6 @@ class IdleFetchWait:
             return fetched
 
         consumer.getmany = getmany
-
-    @classmethod
-    def of_single_records(
-        cls, consumer: AIOKafkaConsumer, clock: Callable[[], float] = time.monotonic
-    ) -> IdleFetchWait:
-        """For a consumer read one record at a time (`getone`, as FastStream's subscriber
-        does): `getone` blocks until a record comes, so quiet is found by `watch_for_quiet`."""
-        fetch_wait = cls(consumer, clock)
-        read_one = consumer.getone
-
-        async def getone(*partitions: TopicPartition) -> Any:
-            record = await read_one(*partitions)
-            fetch_wait.saw(records=True)
-            return record
-
-        consumer.getone = getone
-        return fetch_wait
-
-    async def watch_for_quiet(self) -> None:
-        """Until cancelled: every `IDLE_AFTER_S`, quiet the consumer if nothing came since."""
-        while True:
-            await asyncio.sleep(IDLE_AFTER_S)
-            self.saw(records=False)
 
     def saw(self, *, records: bool) -> None:
         now = self._clock()

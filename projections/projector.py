@@ -15,9 +15,10 @@ Within a batch each message is checked against the objective's projected version
   projected state): logged, counted, skipped, and dead-lettered on `okr.dlq` with the reason. One
   bad message must not stall the read models.
 
-`run_projector` is the Kafka side: a consumer group that seeks each assigned partition to the
-position stored in the database (the authority), and commits the same offsets to Kafka afterwards
-only so that lag tools see them. docs/decisions/0006-projection-store.md.
+The Kafka side, a consumer group that seeks each assigned partition to the position stored in
+the database (the authority) and commits the same offsets to Kafka afterwards only so that lag
+tools see them, is `services.projector_service.run_projector`, on the service's one Kafka consumer
+(docs/decisions/0006-projection-store.md, 0026-one-kafka-consumer.md).
 
 Each batch's stages are timed once (fetch, decode, apply, save, commit: the
 `okr_stage_*{job="projector"}` histograms of `projections.stage_timings`).
@@ -25,28 +26,19 @@ Each batch's stages are timed once (fetch, decode, apply, save, commit: the
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-
 from events.okr import NotAnObjectError, NotJsonError, UnknownOkrEventError, parse_okr_event
-from projections.backoff import Backoff, keep_running
 from projections.decoding import PROGRESS, Decoded, ProgressRecorded, decode_okr_event
 from projections.failures import SetAsideStreak, describe, is_transient
 from projections.folding import Folds, ObjectiveFold
 from projections.job_health import current_stages
-from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from projections.stage_timings import PROJECTOR
 from projections.views import AuditEntry, ProjectedObjective, ReadStore, TimelineEntry
 
@@ -60,8 +52,6 @@ MAX_RECORDS = 10_000
 """Messages a batch takes at most: a backlog (a rebuild, a projector catching up) goes faster in
 big batches, each objective's rows then written once for many of its events; a live stream
 brings what arrived since the last fetch."""
-POLL_TIMEOUT_MS = 500
-COMMIT_STOP_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -357,131 +347,3 @@ def _reason(error: ValueError) -> RejectionReason:
     if isinstance(error, UnknownOkrEventError):
         return "unknown_type"
     return "schema_violation"
-
-
-# --- the Kafka side -------------------------------------------------------------------------------
-
-
-def stored_positions(
-    store: ReadStore, partitions: Sequence[TopicPartition]
-) -> dict[TopicPartition, int]:
-    """The read store's next offset of each partition it has a position for."""
-    positions = store.positions()
-    return {
-        tp: positions[(tp.topic, tp.partition)]
-        for tp in partitions
-        if (tp.topic, tp.partition) in positions
-    }
-
-
-async def run_projector(
-    store: ReadStore,
-    *,
-    topic: str,
-    client_options: Mapping[str, Any],
-    group_id: str = PROJECTOR_GROUP,
-    max_records: int = MAX_RECORDS,
-    backoff: Backoff = Backoff(),
-    on_batch: Callable[[BatchReport], None] | None = None,
-    dead_letters: Callable[[Sequence[Rejected]], Awaitable[None]] | None = None,
-) -> None:
-    """Project `topic` until cancelled. A failure restarts the consumer from the stored positions.
-
-    `client_options` are aiokafka's connection keywords (bootstrap servers, security). Records
-    fetched but not applied when a batch fails are simply read again after the re-seek.
-    `on_batch` sees each applied batch's report (metrics, tests); `dead_letters` is handed the
-    messages a batch skipped as unusable, to publish them on `okr.dlq`.
-    """
-
-    streak = SetAsideStreak()
-
-    async def attempt(succeeded: Callable[[], None]) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options,
-            group_id=group_id,
-            client_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        )
-        listener = SeekToStoredPositions(
-            consumer, partial(stored_positions, store), name="projector"
-        )
-        commits = KafkaCommits(consumer)
-        try:
-            consumer.subscribe([topic], listener=listener)
-            await consumer.start()
-            succeeded()
-            stages = current_stages()
-            while True:
-                fetching = perf_counter()
-                fetched = await consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=max_records
-                )
-                listener.raise_if_failed()
-                messages = [Message.of(r) for records in fetched.values() for r in records]
-                if not messages:
-                    continue
-                stages.observe(PROJECTOR, "fetch", perf_counter() - fetching, len(messages))
-                report = await asyncio.to_thread(apply_isolating, store, messages, streak)
-                if report.rejected and dead_letters is not None:
-                    # After the batch's commit: the rejected messages stay on okr.events (kept
-                    # forever), so a crash before this only loses the notice, never the message.
-                    await dead_letters(report.rejected)
-                succeeded()
-                log.debug("projector: %s", report)
-                if on_batch is not None:
-                    on_batch(report)
-                commits.follow(fetched, len(messages))
-        finally:
-            await commits.stop()
-            await consumer.stop()  # leave the group while pausing, so others can take over
-
-    await keep_running(
-        "projector",
-        attempt,
-        backoff=backoff,
-        resuming="restarting from the stored positions",
-        log=log,
-    )
-
-
-class KafkaCommits:
-    """Tells Kafka the offsets of the batches applied, for lag tools only, without holding up
-    the next batch: one commit in flight at a time, in a task of its own, with the latest
-    offsets of each partition (a commit round trip took ~7 ms a batch, during which what had
-    arrived waited). A failed commit loses nothing: the database decides where to resume."""
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self._consumer = consumer
-        self._offsets: dict[TopicPartition, int] = {}
-        self._messages = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def follow(
-        self, fetched: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]], messages: int
-    ) -> None:
-        self._offsets.update(
-            {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
-        )
-        self._messages += messages
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._commit())
-
-    async def _commit(self) -> None:
-        stages = current_stages()
-        while self._offsets:
-            offsets, messages = self._offsets, self._messages
-            self._offsets, self._messages = {}, 0
-            committing = perf_counter()
-            try:
-                await self._consumer.commit(offsets)
-            except KafkaError as error:
-                log.info("projector: Kafka commit skipped (%s: %s)", type(error).__name__, error)
-            stages.observe(PROJECTOR, "commit", perf_counter() - committing, messages)
-
-    async def stop(self) -> None:
-        """Give the commit in flight a moment to finish (the consumer is stopped next)."""
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, COMMIT_STOP_WAIT_S)

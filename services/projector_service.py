@@ -1,29 +1,54 @@
-"""Wires the projections to the process's `Settings`: which read store, which topic, which group.
+"""The projector as a service: which read store, which topic, which group, and its Kafka loop.
 
-`projections/` may not import `services/`, so it takes plain values; this is the one place that
-turns settings into them.
+`projections/` may not import `services/`, so it is the pure side (fold a batch into the store
+with its positions, `projections.projector.apply_isolating`); this module turns settings into its
+values and runs it on the service's one Kafka consumer (`services.kafka.consumer`, ADR 26), which
+seeks to the read store's positions and commits the same offsets to Kafka afterwards, for lag
+tools only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from events import topics
+from projections.backoff import Backoff
+from projections.failures import SetAsideStreak
 from projections.postgres import PostgresReadStore
-from projections.projector import PROJECTOR_GROUP, BatchReport, Rejected, run_projector
+from projections.projector import (
+    MAX_RECORDS,
+    PROJECTOR_GROUP,
+    BatchReport,
+    Message,
+    Rejected,
+    apply_isolating,
+)
 from projections.rebuild import RebuildReport, projector_members, rebuild
 from projections.sqlite import SQLiteReadStore
+from projections.stage_timings import PROJECTOR
 from projections.views import ReadStore
+from services.kafka.consumer import (
+    Consumer,
+    Subscription,
+    just,
+    new_acknowledged_producer,
+    offsets_after,
+    run_consumer,
+)
 from services.kafka.dead_letters import DeadLetterPublisher, send_with_producer
 from services.scoring.gc_tuning import freeze_start_up_objects
 from services.settings import Settings
 from services.stores import is_postgres, sqlite_path
 
 log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 500
 
 
 def open_read_store(settings: Settings) -> ReadStore:
@@ -67,9 +92,7 @@ class ProjectorDeadLetters:
 
     async def _started(self) -> DeadLetterPublisher:
         if self._publisher is None:
-            producer = AIOKafkaProducer(
-                **self.settings.kafka_client_options(), enable_idempotence=True, acks="all"
-            )
+            producer = new_acknowledged_producer(self.settings.kafka_client_options())
             await producer.start()
             self._producer = producer
             self._publisher = DeadLetterPublisher(
@@ -83,6 +106,72 @@ class ProjectorDeadLetters:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = self._publisher = None
+
+
+def stored_positions(
+    store: ReadStore, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The read store's next offset of each partition it has a position for."""
+    positions = store.positions()
+    return {
+        tp: positions[(tp.topic, tp.partition)]
+        for tp in partitions
+        if (tp.topic, tp.partition) in positions
+    }
+
+
+async def run_projector(
+    store: ReadStore,
+    *,
+    topic: str,
+    client_options: Mapping[str, Any],
+    group_id: str = PROJECTOR_GROUP,
+    max_records: int = MAX_RECORDS,
+    backoff: Backoff = Backoff(),
+    on_batch: Callable[[BatchReport], None] | None = None,
+    dead_letters: Callable[[Sequence[Rejected]], Awaitable[None]] | None = None,
+) -> None:
+    """Project `topic` until cancelled. A failure restarts the consumer from the stored positions.
+
+    `client_options` are aiokafka's connection keywords (bootstrap servers, security). Records
+    fetched but not applied when a batch fails are simply read again after the re-seek.
+    `on_batch` sees each applied batch's report (metrics, tests); `dead_letters` is handed the
+    messages a batch skipped as unusable, to publish them on `okr.dlq`.
+    """
+    streak = SetAsideStreak()
+    subscription = Subscription(
+        name="projector",
+        topics=(topic,),
+        group_id=group_id,
+        client_options=client_options,
+        stored_positions=partial(stored_positions, store),
+        stage_job=PROJECTOR,
+    )
+
+    async def project(consumer: Consumer, succeeded: Callable[[], None]) -> None:
+        while True:
+            fetched = await consumer.fetch(POLL_TIMEOUT_MS, max_records)
+            messages = [Message.of(r) for records in fetched.values() for r in records]
+            if not messages:
+                continue
+            report = await asyncio.to_thread(apply_isolating, store, messages, streak)
+            if report.rejected and dead_letters is not None:
+                # After the batch's commit: the rejected messages stay on okr.events (kept
+                # forever), so a crash before this only loses the notice, never the message.
+                await dead_letters(report.rejected)
+            succeeded()
+            log.debug("projector: %s", report)
+            if on_batch is not None:
+                on_batch(report)
+            consumer.commit(offsets_after(fetched), len(messages))
+
+    await run_consumer(
+        subscription,
+        just(project),
+        backoff=backoff,
+        resuming="restarting from the stored positions",
+        log=log,
+    )
 
 
 async def run_projector_service(

@@ -32,51 +32,61 @@ after Kafka acknowledged the result or dead letter. A command redelivered after 
 once: its receipt, stored in the transaction of its events, makes `OkrApplication.handle` return
 the first response with `replayed=true`, which is published again. Outages (event store or Kafka
 unreachable) are retried in place with backoff, in order, never skipped. docs/decisions/0003.
+
+It runs on the service's one Kafka consumer (`services.kafka.consumer`, docs/decisions/0005 and
+0026): a fetched batch is processed record by record, each partition in offset order, and each
+record's offset is committed (in the background, one commit in flight) once its outcome is
+acknowledged. Its positions are Kafka's committed offsets: what a crash or a rebalance hands out
+again is answered from the receipts. A record's headers reach it as Kafka sent them, binary or
+null values included; it publishes through an idempotent `acks=all` producer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from itertools import count
 from typing import Any, get_args
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from faststream.kafka import KafkaBroker, Topic
-from faststream.kafka.annotations import KafkaMessage
-from faststream.message import StreamMessage
-from faststream.middlewares import AckPolicy
+from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from events.commands import SCHEMA_VERSION, Command, CommandResult, Issue
 from events.dead_letters import DeadLetterReason
 from events.topics import COMMAND_RESULTS, COMMANDS
-from projections.backoff import Backoff, Outage, keep_running
+from projections.backoff import Backoff, Outage
 from projections.failures import is_transient
 from projections.job_health import current_job
-from projections.kafka_positions import IdleFetchWait
 from services.access.principals import AccessError, ImpersonationError, UnknownPrincipalError
 from services.commands.application import OkrApplication
 from services.commands.rejections import REJECTABLE, Rejection, reject
 from services.kafka.admin import ensure_topics
-from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_broker
+from services.kafka.consumer import (
+    CLOSE_TIMEOUT_S,
+    Consumer,
+    Fetched,
+    Subscription,
+    Work,
+    acknowledged_producer,
+    run_consumer,
+)
+from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.kafka.groups import COMMAND_HANDLER_GROUP as GROUP_ID
 from services.kafka.groups import PRINCIPAL_HEADER
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ACK_POLICY = AckPolicy.NACK_ON_ERROR
-"""Commit only after the handler returned, i.e. after the outcome is on Kafka; anything that
-escapes the handler rewinds to the message instead (FastStream's default commits first)."""
-
 RETRY = Backoff(first_s=0.2, max_s=30.0)
 """Between attempts at one message while the event store or Kafka is unreachable."""
 RECONNECT = Backoff(first_s=1.0, max_s=10.0)
 """Between attempts to start the consumer while Kafka is away."""
+POLL_TIMEOUT_MS = 500
+MAX_RECORDS = 100
+"""Commands a fetch takes at most; they are processed one by one all the same."""
 MAX_COMMAND_ID_LENGTH = 200
 MAX_PROBLEMS = 50
 MAX_PROBLEM_TEXT = 500
@@ -271,105 +281,92 @@ class CommandConsumer:
         await self.publish_result(result)
 
 
-async def parse_tolerating_headers(
-    record: Any, parse: Callable[[Any], Awaitable[StreamMessage[Any]]]
-) -> StreamMessage[Any]:
-    """FastStream decodes every header as UTF-8 before the handler runs; a binary or null header
-    would fail there, and the message would be neither processed nor dead-lettered. It gets
-    readable copies of the headers; the handler still sees the original record."""
-    readable = copy.copy(record)
-    readable.headers = [
-        (name, (value or b"").decode("utf-8", "replace").encode()) for name, value in record.headers
-    ]
-    message = await parse(readable)
-    message.raw_message = record
-    return message
-
-
-def keep_raw_bytes(message: StreamMessage[Any]) -> bytes:
-    """No JSON decoding by FastStream: bad JSON must reach the handler to be dead-lettered."""
-    return message.body
-
-
-def build_command_broker(settings: Settings, application: OkrApplication) -> KafkaBroker:
-    """A broker with one subscriber on `okr.commands` and publishers of results and dead letters."""
-    group_id = settings.consumer_group(GROUP_ID)
-    broker = KafkaBroker(
-        settings.kafka_bootstrap_list(),
-        security=settings.kafka_security(),
-        client_id=group_id,
-        enable_idempotence=True,
-        acks="all",
-        description="OKR Ledger command handler",
+def command_subscription(settings: Settings) -> Subscription:
+    """`okr.commands` as the command handler's group, from Kafka's committed offsets."""
+    return Subscription(
+        name="command consumer",
+        topics=(settings.topic(COMMANDS),),
+        group_id=settings.consumer_group(GROUP_ID),
+        client_options=settings.kafka_client_options(),
     )
-    results = broker.publisher(
-        settings.topic(COMMAND_RESULTS),
-        title="command results",
-        description="The outcome of every readable command, keyed by command id.",
-        schema=CommandResult,
-    )
+
+
+def result_publisher(
+    settings: Settings, producer: AIOKafkaProducer
+) -> Callable[[CommandResult], Awaitable[object]]:
+    """Publishes a result on `okr.command-results`, keyed by command id; returns once Kafka
+    acknowledged it."""
+    topic = settings.topic(COMMAND_RESULTS)
+    headers = [("content-type", b"application/json")]
 
     async def publish_result(result: CommandResult) -> None:
-        await results.publish(
+        await producer.send_and_wait(
+            topic,
             result.model_dump_json().encode(),
             key=result.command_id.encode(),
-            headers={"content-type": "application/json"},
+            headers=headers,
         )
 
-    consumer = CommandConsumer(
-        application,
-        publish_result,
-        DeadLetterPublisher(settings, send_with_broker(broker), consumer_group=group_id),
-        allowed_principals(settings),
-    )
-
-    @broker.subscriber(
-        Topic(settings.topic(COMMANDS), declare=False),
-        group_id=group_id,
-        auto_offset_reset="earliest",
-        ack_policy=ACK_POLICY,
-        no_reply=True,
-        parser=parse_tolerating_headers,
-        decoder=keep_raw_bytes,
-        title="commands",
-        description="Commands keyed by objective id (events.commands.Command), each with a "
-        "`principal` header naming its allow-listed sender.",
-    )
-    async def handle_command(message: KafkaMessage) -> None:
-        record = message.raw_message
-        assert not isinstance(record, tuple), "one record per call: not a batch subscriber"
-        await consumer.process_until_done(record)
-
-    return broker
+    return publish_result
 
 
-async def _quiet_while_idle(broker: KafkaBroker) -> None:
-    """Until cancelled: the subscriber's consumer fetches seldom while no command comes
-    (`IdleFetchWait`); an idle `okr serve` would otherwise spend most of its CPU asking."""
-    [subscriber] = broker.subscribers
-    consumer = getattr(subscriber, "consumer", None)
-    if not isinstance(consumer, AIOKafkaConsumer):
-        await asyncio.Event().wait()
-        return
-    await IdleFetchWait.of_single_records(consumer).watch_for_quiet()
+async def answer_batch(commands: CommandConsumer, consumer: Consumer, fetched: Fetched) -> None:
+    """Each record's outcome, partition after partition, in offset order; each offset handed to
+    the commits once the outcome is acknowledged. A partition revoked meanwhile is left to its
+    new holder, which starts after the last offset committed here."""
+    for tp, records in fetched.items():
+        for record in records:
+            if tp not in consumer.assigned():
+                break
+            await _finishing(commands.process_until_done(record), consumer, tp, record.offset)
+            consumer.commit({tp: record.offset + 1}, 1)
+
+
+async def _finishing(
+    answering: Coroutine[Any, Any, None], consumer: Consumer, tp: TopicPartition, offset: int
+) -> None:
+    """Answer one record; if the consumer is stopped meanwhile, let the answer finish first
+    (within `CLOSE_TIMEOUT_S`) and commit it, so a graceful stop repeats nothing. Outages being
+    waited out are abandoned at the bound: nothing of theirs is committed."""
+    task = asyncio.ensure_future(answering)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, CLOSE_TIMEOUT_S)
+            consumer.commit({tp: offset + 1}, 1)
+        raise
 
 
 async def run_command_consumer(
     settings: Settings, application: OkrApplication, *, backoff: Backoff = RECONNECT
 ) -> None:
     """Consume `okr.commands` until cancelled; Kafka being down at start is waited for."""
+    group_id = settings.consumer_group(GROUP_ID)
+    principals = allowed_principals(settings)
 
-    async def attempt(succeeded: Callable[[], None]) -> None:
+    @contextlib.asynccontextmanager
+    async def opening() -> AsyncIterator[Work]:
         await ensure_topics(settings)
-        broker = build_command_broker(settings, application)
-        try:
-            await broker.start()
-            log.info("command consumer started on %s", settings.topic(COMMANDS))
-            succeeded()
-            await _quiet_while_idle(broker)
-        finally:
-            await broker.stop()
+        async with acknowledged_producer(settings.kafka_client_options(), group_id) as producer:
+            commands = CommandConsumer(
+                application,
+                result_publisher(settings, producer),
+                DeadLetterPublisher(
+                    settings, send_with_producer(producer), consumer_group=group_id
+                ),
+                principals,
+            )
 
-    await keep_running(
-        "command consumer", attempt, backoff=backoff, resuming="reconnecting", log=log
+            async def answer(consumer: Consumer, succeeded: Callable[[], None]) -> None:
+                while True:
+                    fetched = await consumer.fetch(POLL_TIMEOUT_MS, MAX_RECORDS)
+                    if fetched:
+                        await answer_batch(commands, consumer, fetched)
+                        succeeded()
+
+            yield answer
+
+    await run_consumer(
+        command_subscription(settings), opening, backoff=backoff, resuming="reconnecting", log=log
     )

@@ -2,9 +2,10 @@
 
 FastStream derives AsyncAPI from a broker's subscribers and publishers, so this module declares a
 broker that is never started: one endpoint per channel, each typed with its `events/` contract,
-so the document and the wire models cannot drift apart. The running command consumer's own
-subscriber (`services.commands.consumer`) is not reused: its handler takes the raw Kafka message
-(bad JSON must reach it to be dead-lettered), so FastStream would document an empty payload.
+so the document and the wire models cannot drift apart. This is FastStream's place in the
+service (docs/decisions/0026-one-kafka-consumer.md): the consumers themselves run on aiokafka
+through `services.kafka.consumer`, and take raw records (bad JSON must reach them to be
+dead-lettered), which FastStream could only document as an empty payload.
 
 By default the document is the contract (logical topic names, the default broker); given a
 deployment's settings it names that deployment's prefixed topics and brokers.

@@ -37,7 +37,6 @@ from services.settings import Settings
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
-    from faststream.kafka import KafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -236,15 +235,6 @@ class DeadLetterPublisher:
         return letter
 
 
-def send_with_broker(broker: KafkaBroker) -> Send:
-    """A `Send` over a connected FastStream broker (it waits for Kafka's acknowledgement)."""
-
-    async def send(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-        await broker.publish(value, topic, key=key, headers=headers)
-
-    return send
-
-
 def send_with_producer(producer: AIOKafkaProducer) -> Send:
     """A `Send` over a started `aiokafka.AIOKafkaProducer`."""
 
@@ -278,15 +268,9 @@ def send_with_new_producer(settings: Settings) -> Send:
     holds no Kafka client of its own."""
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
-        from aiokafka import AIOKafkaProducer
+        from services.kafka.consumer import acknowledged_producer
 
-        producer = AIOKafkaProducer(
-            **settings.kafka_client_options(), enable_idempotence=True, acks="all"
-        )
-        await producer.start()
-        try:
+        async with acknowledged_producer(settings.kafka_client_options()) as producer:
             await send_with_producer(producer)(topic, key, value, headers)
-        finally:
-            await producer.stop()
 
     return send

@@ -34,7 +34,7 @@ import contextlib
 import contextvars
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -44,20 +44,25 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import NotScorableError
 from domain.objective import Decision, Objective, ObjectiveStatus, evolve, record_kpi_progress
 from domain.objective_events import DomainEvent, KpiBinding
 from events.topics import KPI_EVENTS
-from projections.backoff import Backoff, keep_running
+from projections.backoff import Backoff
 from projections.failures import SetAsideStreak, describe, is_transient
 from projections.job_health import current_stages
-from projections.kafka_positions import FETCH_MAX_WAIT_MS, SeekToStoredPositions
 from projections.stage_timings import SCORER, StageTimer
 from services.kafka.admin import ensure_topics
+from services.kafka.consumer import (
+    Consumer,
+    Subscription,
+    Work,
+    acknowledged_producer,
+    run_consumer,
+)
 from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.kafka.groups import SCORER_GROUP as GROUP_ID
 from services.scoring.decoding import NotAKpiEventError
@@ -98,12 +103,6 @@ FETCH_TIMEOUT_MS = 500
 SESSION_TIMEOUT_MS = 6000
 """A scorer that died without leaving the group holds its partitions until this passes; 6 s is
 the broker's default minimum (`group.min.session.timeout.ms`)."""
-CLOSE_TIMEOUT_S = 5.0
-"""Longest wait for the consumer (leaving the group) or the producer to close. aiokafka's close
-first waits for a JoinGroup in flight, which the broker may hold for the whole rebalance (up to
-`max.poll.interval.ms`, 5 min) while members killed without leaving time out; the stored positions
-make leaving cleanly unnecessary (the broker drops us after the session timeout), so shutdown is
-bounded instead."""
 CONFLICT_RETRIES = 20
 """A lost race means someone else's write got in; recomputing on fresh state wins the next one
 unless writes to the same objectives keep coming, which the cap turns into a logged retry."""
@@ -629,51 +628,25 @@ def stored_positions(
     return found
 
 
-@contextlib.asynccontextmanager
-async def kafka_clients(
-    settings: Settings, group_id: str
-) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer]]:
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(),
-        group_id=group_id,
-        client_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
+def subscription(settings: Settings, group: str, scorer: KpiScorer) -> Subscription:
+    """`kpi.events` from the event store's positions, with bigger fetches than the other
+    consumers (a backlog's batches are tens of thousands of records) and a short session."""
+    return Subscription(
+        name="KPI scorer",
+        topics=(settings.topic(KPI_EVENTS),),
+        group_id=group,
+        client_options=settings.kafka_client_options(),
+        stored_positions=partial(stored_positions, scorer.reader),
+        stage_job=SCORER,
+        options={
+            "session_timeout_ms": SESSION_TIMEOUT_MS,
+            "heartbeat_interval_ms": SESSION_TIMEOUT_MS // 3,
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            "fetch_max_bytes": 32 * 1024 * 1024,
+        },
+        on_assigned=scorer.assigned.update,
+        on_revoked=scorer.assigned.difference_update,
     )
-    producer = AIOKafkaProducer(
-        **settings.kafka_client_options(),
-        enable_idempotence=True,
-        acks="all",
-        client_id=group_id,
-    )
-    try:
-        await producer.start()
-        yield consumer, producer
-    finally:
-        await _close_within(consumer.stop(), "consumer")
-        await _close_within(producer.stop(), "producer")
-
-
-async def _close_within(closing: Coroutine[Any, Any, None], what: str) -> None:
-    """Close a Kafka client, but never for longer than `CLOSE_TIMEOUT_S`, and never let a close
-    failure replace the exception (or cancellation) that is being propagated."""
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await closing
-    except TimeoutError:
-        log.warning("KPI scorer: %s not closed within %.0fs; moving on", what, CLOSE_TIMEOUT_S)
-    except Exception as error:
-        log.warning("KPI scorer: %s closed with %s: %s", what, type(error).__name__, error)
-    except asyncio.CancelledError:
-        if _being_cancelled():
-            raise
-        # aiokafka's close can re-raise the cancellation of one of its own inner tasks.
-        log.warning("KPI scorer: %s close was interrupted by one of its own tasks", what)
 
 
 async def run_scorer(
@@ -695,36 +668,44 @@ async def run_scorer(
 
     suspects = Suspects()
 
-    async def attempt(succeeded: Callable[[], None]) -> None:
+    @contextlib.asynccontextmanager
+    async def opening() -> AsyncIterator[Work]:
+        """The producer and the worker processes, started before the consumer joins."""
         await ensure_topics(settings)
         await asyncio.to_thread(scorer.binding_periods)
         async with (
-            kafka_clients(settings, group) as (consumer, producer),
+            acknowledged_producer(settings.kafka_client_options(), group) as producer,
             preparation_worker(settings) as worker,
         ):
-            try:
-                await _consume(
-                    settings,
-                    scorer,
-                    consumer,
-                    producer,
-                    worker,
-                    group,
-                    max_records,
-                    window_s,
-                    succeeded,
-                    suspects,
-                )
-            except Exception as error:
-                if not is_transient(error):
-                    await suspects.arm(consumer, error)
-                raise
-            finally:
-                scorer.assigned.clear()
+            dead_letters = DeadLetterPublisher(
+                settings, send_with_producer(producer), consumer_group=group
+            )
 
-    await keep_running(
-        "KPI scorer",
-        attempt,
+            async def score(consumer: Consumer, succeeded: Callable[[], None]) -> None:
+                try:
+                    await _consume(
+                        settings,
+                        scorer,
+                        consumer,
+                        dead_letters,
+                        worker,
+                        max_records,
+                        window_s,
+                        succeeded,
+                        suspects,
+                    )
+                except Exception as error:
+                    if not is_transient(error):
+                        await suspects.arm(consumer.kafka, error)
+                    raise
+                finally:
+                    scorer.assigned.clear()
+
+            yield score
+
+    await run_consumer(
+        subscription(settings, group, scorer),
+        opening,
         backoff=backoff,
         resuming="resuming from the stored positions",
         log=log,
@@ -745,36 +726,17 @@ async def preparation_worker(settings: Settings) -> AsyncIterator[PreparationWor
         await asyncio.to_thread(worker.stop)  # waits for the pool: not on the event loop
 
 
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 async def _consume(
     settings: Settings,
     scorer: KpiScorer,
-    consumer: AIOKafkaConsumer,
-    producer: AIOKafkaProducer,
+    consumer: Consumer,
+    dead_letters: DeadLetterPublisher,
     worker: PreparationWorker | None,
-    group: str,
     max_records: int,
     batch_interval_s: float,
     succeeded: Callable[[], None],
     suspects: Suspects,
 ) -> None:
-    topic = settings.topic(KPI_EVENTS)
-    dead_letters = DeadLetterPublisher(settings, send_with_producer(producer), consumer_group=group)
-    listener = SeekToStoredPositions(
-        consumer,
-        partial(stored_positions, scorer.reader),
-        name="KPI scorer",
-        on_assigned=scorer.assigned.update,
-        on_revoked=scorer.assigned.difference_update,
-    )
-    consumer.subscribe([topic], listener=listener)
-    await consumer.start()
-    succeeded()
-    log.info("KPI scorer consuming %s as group %s", topic, group)
     loop = asyncio.get_running_loop()
     last_started = float("-inf")
     in_flight: _InFlight | None = None
@@ -795,16 +757,16 @@ async def _consume(
         last_started = loop.time()
         in_flight = _InFlight(batch.last_offsets, _start_scoring(scorer, batch.items, prepared))
 
-    stages = current_stages()
     try:
         while True:
             # Batches in the workers are handed over (oldest first) once the workers are all
-            # busy with later ones, or when nothing more is buffered.
-            fetching = perf_counter()
-            fetched = await consumer.getmany(
-                timeout_ms=0 if pending else FETCH_TIMEOUT_MS, max_records=max_records
+            # busy with later ones, or when nothing more is buffered. Once records come, what
+            # arrives within the rest of the scoring window joins them.
+            fetched = await consumer.fetch(
+                0 if pending else FETCH_TIMEOUT_MS,
+                max_records,
+                window_s=last_started + batch_interval_s - loop.time(),
             )
-            listener.raise_if_failed()
             if not fetched:
                 if pending:
                     await hand_over(pending.popleft())
@@ -812,12 +774,6 @@ async def _consume(
                     await in_flight.finish(consumer, succeeded)
                     in_flight = None
                 continue
-            await _gather_more(
-                consumer, fetched, last_started + batch_interval_s - loop.time(), max_records
-            )
-            listener.raise_if_failed()
-            size = sum(len(held) for held in fetched.values())
-            stages.observe(SCORER, "fetch", perf_counter() - fetching, size)
             if suspects.cover(fetched):
                 while pending:
                     await hand_over(pending.popleft())
@@ -827,7 +783,7 @@ async def _consume(
                 records = [record for tp in sorted(fetched) for record in fetched[tp]]
                 report = await score_isolating(scorer, records, dead_letters, suspects)
                 succeeded()
-                await _follow_stored_positions(
+                _follow_stored_positions(
                     consumer, {tp: held[-1].offset for tp, held in fetched.items() if held}, report
                 )
                 suspects.passed(fetched)
@@ -892,12 +848,12 @@ class _InFlight:
     """Per partition, the last offset fetched for it (the records themselves are not kept)."""
     scoring: asyncio.Future[BatchReport]
 
-    async def finish(self, consumer: AIOKafkaConsumer, succeeded: Callable[[], None]) -> None:
+    async def finish(self, consumer: Consumer, succeeded: Callable[[], None]) -> None:
         """Wait for the save (re-raising its failure), then follow the stored positions."""
         report = await asyncio.shield(self.scoring)
         _log_report(report)
         succeeded()
-        await _follow_stored_positions(consumer, self.last_offsets, report)
+        _follow_stored_positions(consumer, self.last_offsets, report)
 
 
 def _start_scoring(
@@ -913,54 +869,22 @@ def _start_scoring(
     )
 
 
-async def _gather_more(
-    consumer: AIOKafkaConsumer,
-    fetched: dict[TopicPartition, list[Any]],
-    wait_s: float,
-    max_records: int,
+def _follow_stored_positions(
+    consumer: Consumer, last_offsets: dict[TopicPartition, int], report: BatchReport
 ) -> None:
-    """Add to `fetched` what arrives within `wait_s` (the rest of the scoring window), up to the
-    batch size. Drained as it arrives, not once at the end: aiokafka fetches a partition again
-    only once its buffered records are taken, so a single late drain would leave everything
-    after the first fetch on the broker until the next batch. A partition reassigned in between
-    is sought back to its stored position: records already held are not added twice."""
-    if wait_s <= 0:
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    room = max_records - sum(len(records) for records in fetched.values())
-    while room > 0 and (left_ms := int((deadline - loop.time()) * 1000)) > 0:
-        more = await consumer.getmany(timeout_ms=left_ms, max_records=room)
-        for tp, records in more.items():
-            held = fetched.setdefault(tp, [])
-            after = held[-1].offset if held else -1
-            added = [record for record in records if record.offset > after]
-            held.extend(added)
-            room -= len(added)
-
-
-async def _follow_stored_positions(
-    consumer: AIOKafkaConsumer, last_offsets: dict[TopicPartition, int], report: BatchReport
-) -> None:
-    """Commit the stored positions to Kafka (for lag monitoring only), and skip ahead where
-    another scorer got further than this batch (after a rebalance)."""
-    started = perf_counter()
+    """Skip ahead where another scorer got further than this batch (after a rebalance), and hand
+    the stored positions to Kafka's commits (for lag monitoring only; in the background)."""
     offsets: dict[TopicPartition, int] = {}
-    held = consumer.assignment()
+    held = consumer.assigned()
     for tp, last in last_offsets.items():
         stored = report.next_offsets.get((tp.topic, tp.partition))
         if stored is None or tp not in held:
             continue  # revoked during the batch: its new holder seeks to the stored position
         offsets[tp] = stored
         if stored > last + 1:
-            consumer.seek(tp, stored)
+            consumer.kafka.seek(tp, stored)
     if offsets:
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as error:
-            # A rebalance in progress; the event store has the authoritative positions.
-            log.debug("Kafka offsets not committed (%s)", error)
-    current_stages().observe(SCORER, "commit", perf_counter() - started, report.records)
+        consumer.commit(offsets, report.records)
 
 
 def _log_report(report: BatchReport) -> None:

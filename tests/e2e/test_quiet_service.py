@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.slow]
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-SETTLED = ("command consumer started", "projector: assigned", "KPI scorer consuming")
+SETTLED = ("command consumer: assigned", "projector: assigned", "KPI scorer: assigned")
 """What the log says once every job holds its partitions."""
 IDLE_S = 10.0
 IDLE_CPU_PERCENT = 2.0

@@ -23,7 +23,7 @@ from events import commands as wire
 from events import topics
 from events.dead_letters import DeadLetter, RawBytes
 from projections.backoff import Backoff
-from projections.projector import BatchReport, run_projector
+from projections.projector import BatchReport
 from projections.views import ReadStore, ReadStoreDump
 from services.cli.main import app as cli
 from services.commands.application import OkrApplication
@@ -32,6 +32,7 @@ from services.projector_service import (
     open_read_store,
     projector_group,
     rebuild_read_store,
+    run_projector,
     run_projector_service,
 )
 from services.relay.publisher import relay_once, relay_producer, to_envelope

@@ -6,7 +6,8 @@ domain's stored events are declared by the contract's payload models (ADR 19), s
 import `events/`, never the reverse.
 Each sub-package of `services/` says in its docstring what it owns and, on a `May import:` line,
 which of our packages it may import; this test holds the code to those words, so a new edge
-between capabilities is a decision someone writes down, not an accident.
+between capabilities is a decision someone writes down, not an accident. Kafka consumers that
+join a group are made by the one consumer, and FastStream only describes (ADR 26).
 """
 
 from __future__ import annotations
@@ -77,6 +78,44 @@ def test_events_import_nothing_but_pydantic_and_the_standard_library() -> None:
         if imported_top_levels(path) - allowed
     }
     assert offenders == {}
+
+
+# --- Kafka clients (docs/decisions/0026-one-kafka-consumer.md) ------------------------------------
+
+FASTSTREAM_USERS = {"services/kafka/asyncapi.py", "services/settings.py"}
+"""FastStream describes the channels (AsyncAPI) and parses the security settings; nothing of
+ours consumes or publishes through it."""
+THE_CONSUMER = "services/kafka/consumer.py"
+
+
+def production_modules() -> list[Path]:
+    return sorted(path for package in OUR_PACKAGES for path in (ROOT / package).rglob("*.py"))
+
+
+def test_faststream_only_describes_and_parses_security() -> None:
+    users = {
+        str(path.relative_to(ROOT))
+        for path in production_modules()
+        if "faststream" in imported_top_levels(path)
+    }
+    assert users <= FASTSTREAM_USERS
+
+
+def test_every_group_member_is_made_by_the_one_kafka_consumer() -> None:
+    """An `AIOKafkaConsumer` that joins a group (a `group_id` other than None) is made in one
+    place; the readers of no group (topic scans, the health probe) are made where they read."""
+    offenders = []
+    for path in production_modules():
+        where = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id != "AIOKafkaConsumer" or where == THE_CONSUMER:
+                continue
+            group = [k.value for k in node.keywords if k.arg == "group_id"]
+            if not (group and isinstance(group[0], ast.Constant) and group[0].value is None):
+                offenders.append(f"{where}:{node.lineno}")
+    assert offenders == []
 
 
 # --- the parts of services/ -----------------------------------------------------------------------

@@ -69,24 +69,3 @@ async def test_a_consumer_not_started_or_without_the_attribute_keeps_its_wait() 
     clock.now += IDLE_AFTER_S
     await consumer.getmany()
     assert not wait.idle
-
-
-class FakeSingleRecordConsumer(FakeConsumer):
-    """A consumer read one record at a time, as FastStream's subscriber reads `okr.commands`."""
-
-    async def getone(self, *partitions: Any) -> Any:
-        return "record"
-
-
-async def test_a_consumer_read_one_record_at_a_time_is_quieted_by_the_watch() -> None:
-    clock, consumer = Clock(), FakeSingleRecordConsumer()
-    wait = IdleFetchWait.of_single_records(consumer, clock=clock)
-
-    clock.now += IDLE_AFTER_S
-    wait.saw(records=False)  # what `watch_for_quiet` does every IDLE_AFTER_S
-    assert wait.idle
-    assert consumer._fetcher._fetch_max_wait_ms == IDLE_FETCH_MAX_WAIT_MS
-
-    assert await consumer.getone() == "record"
-    assert not wait.idle  # the first command brings the short wait back
-    assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
