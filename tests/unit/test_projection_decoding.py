@@ -10,6 +10,7 @@ replaced by values on both sides of the models' rules, dropped, doubled or joine
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -125,6 +126,9 @@ ENVELOPE_FIELDS = [
     "event_id", "type", "schema_version", "objective_id", "version", "occurred_at", "actor",
     "command_id", "reason", "chain_hash", "payload",
 ]  # fmt: skip
+ODD_VALUES = st.sampled_from(ODD).map(copy.deepcopy)
+"""A fresh copy each time: a drawn `{}` may become the payload and be written into later, and
+the shared one would carry that into every later example (until it holds itself)."""
 PAYLOAD_FIELDS = [
     "key_result_id", "value", "kpi_key", "observations", "last_kpi_event_id", "last_offset",
 ]  # fmt: skip
@@ -140,13 +144,13 @@ def mutated(draw: st.DrawFn) -> bytes:
         name = draw(st.sampled_from(PAYLOAD_FIELDS if target is not message else ENVELOPE_FIELDS))
         change = draw(st.sampled_from(["replace", "drop", "extra", "double"]))
         if change == "replace":
-            target[name] = draw(st.sampled_from(ODD))
+            target[name] = draw(ODD_VALUES)
         elif change == "drop":
             target.pop(name, None)
         elif change == "extra":
             target[f"{name}_too"] = 1
         else:  # the same member twice: JSON readers keep the last
-            target[JsonText(f'"{name}"')] = draw(st.sampled_from(ODD))
+            target[JsonText(f'"{name}"')] = draw(ODD_VALUES)
     return fragment(message).encode()
 
 
