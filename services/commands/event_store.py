@@ -297,6 +297,7 @@ def event_store_history(
     baseline: Sequence[str],
     migrate_kpi_series: Callable[[Any], None],
     log_writer: LogWriter,
+    compress_kpi_series: Callable[[Any], None] | None = None,
 ) -> SchemaHistory:
     """The event store's migrations, beside eventsourcing's own `stored_events` table (which the
     library creates and never changes)."""
@@ -309,12 +310,17 @@ def event_store_history(
             db.cursor.execute(statement)
         log_writer.backfill(db.cursor)
 
+    def compress(db: Any) -> None:
+        if compress_kpi_series is not None:
+            compress_kpi_series(db.cursor)
+
     return SchemaHistory(
         table,
         [
             Migration(1, "receipts and KPI series tables", statements(*baseline)),
             Migration(2, "KPI observations into series chunks", kpi_series),
             Migration(3, "Merkle transparency log over every stored event", merkle_log),
+            Migration(4, "KPI series chunks compressed with LZ4 (PostgreSQL)", compress),
         ],
     )
 
@@ -448,6 +454,7 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
             [receipts.as_string(), *kpi_dialect.create_statements()],
             self.kpi_writer.migrate_legacy_postgres,
             self.log_writer,
+            self.kpi_writer.compress_series_with_lz4,
         )
         self.own_backends: set[int] = set()
         """Server process ids of the connections this recorder inserted with: their `NOTIFY`

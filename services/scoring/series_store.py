@@ -658,6 +658,21 @@ class KpiWriter:
             self._series_postgres(curs, series_chunks(rows))
         curs.execute(f"DROP TABLE {table}")
 
+    def compress_series_with_lz4(self, curs: Cursor[DictRow]) -> None:
+        """PostgreSQL compresses a chunk's JSON (over 2 kB: TOAST) with pglz unless told
+        otherwise: ~60 µs for a chunk of 50 observations, the largest part of the server's work
+        for a scorer batch. LZ4 takes a sixth of that for the same size (8,000 such chunks: 501
+        against 89 ms). Chunks stored before keep their pglz form; both read alike. A server
+        built without LZ4 keeps pglz."""
+        curs.execute(
+            "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
+            "AND 'lz4' = ANY(enumvals)"
+        )
+        if curs.fetchall():
+            curs.execute(
+                f"ALTER TABLE {self.dialect.table(SERIES)} ALTER COLUMN rows SET COMPRESSION lz4"
+            )
+
     def _fence_positions_postgres(
         self, curs: Cursor[DictRow], moves: Sequence[PositionMove], now: str
     ) -> None:

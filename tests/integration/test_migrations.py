@@ -44,7 +44,7 @@ def test_status_reads_the_previous_release_then_migrate_upgrades_it(tmp_path: Pa
     status = CliRunner().invoke(cli, ["migrate", "--status"], env=env(settings))
 
     assert status.exit_code == 0, status.output
-    assert "event store (3 pending)" in status.output
+    assert "event store (4 pending)" in status.output
     assert "read store (1 pending)" in status.output
     assert (tmp_path / "events.sqlite").read_bytes() == before  # looking changed nothing
     assert not (tmp_path / "read.sqlite").exists()
@@ -83,3 +83,15 @@ def test_a_store_migrated_by_a_newer_release_is_refused(store_settings: Settings
 
     with pytest.raises(NewerSchemaError, match="migration 99, newer than this release"):
         OkrApplication(store_settings)
+
+
+@pytest.mark.postgres
+def test_postgresql_compresses_the_kpi_series_with_lz4(postgres_database: str) -> None:
+    settings = Settings(event_store_url=postgres_database, read_store_url=postgres_database)
+    OkrApplication(settings).close()
+
+    assert execute(
+        settings,
+        "SELECT attcompression FROM pg_attribute "
+        "WHERE attrelid = 'kpi_series'::regclass AND attname = 'rows'",
+    ) == [("l",)]
