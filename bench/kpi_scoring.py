@@ -430,7 +430,10 @@ class ReadStorePoll:
         self._postgres: psycopg.Connection[Any] | None = None
         self._sqlite: sqlite3.Connection | None = None
 
-    def currents(self) -> dict[str, float | None]:
+    def currents(self) -> tuple[dict[str, float | None], float]:
+        """The values shown now, and when (`perf_counter`, taken in the polling thread as the
+        query returns: a moment taken back on the event loop would add whatever held the loop,
+        such as the producer's last deliveries)."""
         if is_postgres(self.url):
             if self._postgres is None:
                 self._postgres = psycopg.connect(
@@ -451,7 +454,7 @@ class ReadStorePoll:
                 f"WHERE key_result_id IN ({marks})",
                 self.key_results,
             ).fetchall()
-        return {str(UUID(str(k))): v for k, v in rows}
+        return {str(UUID(str(k))): v for k, v in rows}, time.perf_counter()
 
     def close(self) -> None:
         for connection in (self._postgres, self._sqlite):
@@ -486,7 +489,7 @@ async def measure_latency(
         async with pipeline(settings, application, read_store, processes, profile_dir) as stages:
             # First the backlog: the read store shows the final values of (b).
             async def caught_up() -> bool:
-                currents = await asyncio.to_thread(poll.currents)
+                currents, _ = await asyncio.to_thread(poll.currents)
                 return all(
                     currents.get(str(b.key_result_id)) == expected[b.key_result_id] for b in latest
                 )
@@ -633,8 +636,7 @@ async def offer_and_watch(
     async def watch(name: str, poll: ReadStorePoll) -> None:
         seen = seen_at[name]
         while True:
-            currents = await asyncio.to_thread(poll.currents)
-            now = time.perf_counter()
+            currents, now = await asyncio.to_thread(poll.currents)
             for key_result, values in sent.items():
                 shown = currents.get(key_result)
                 if shown is None:
@@ -672,7 +674,12 @@ async def offer_and_watch(
             pending.append(
                 await sender.send(topic, key=target.kpi_key.encode(), value=orjson.dumps(event))
             )
-        await asyncio.gather(*pending)
+        # Not `gather` over every delivery: its callbacks held the loop for hundreds of ms
+        # just as the last events were being shown.
+        await sender.flush()
+        failed = next((f.exception() for f in pending if not f.done() or f.exception()), None)
+        if failed is not None or not all(f.done() for f in pending):
+            raise RuntimeError(f"a latency event was not delivered: {failed!r}")
         done.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(60):
