@@ -30,7 +30,7 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 from eventsourcing.utils import get_topic, register_topic, resolve_topic
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from domain.chain import canonical_of
 from domain.objective import Objective, evolve
@@ -436,6 +436,17 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
             return c.fetchone() is not None
 
 
+def binary_events_parameter(statement: Composable) -> Composed:
+    """The library's insert with its array of stored events passed in PostgreSQL's binary
+    format: as text, psycopg writes each event's composite, and each state's bytes as escaped
+    hex, in Python; a scorer batch's thousand progress events spent ~10 % of its save there."""
+    placeholder = "unnest(%s::"
+    text = statement.as_string()
+    if text.count(placeholder) != 1:  # another layout of the library's statement: keep it
+        return Composed([statement])
+    return Composed([SQL(text.replace(placeholder, "unnest(%b::"))])
+
+
 class PostgresReceiptRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -456,6 +467,7 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
             self.log_writer,
             self.kpi_writer.compress_series_with_lz4,
         )
+        self.insert_events_statement = binary_events_parameter(self.insert_events_statement)
         self.own_backends: set[int] = set()
         """Server process ids of the connections this recorder inserted with: their `NOTIFY`
         is this process's own (`services.relay.wakeup.PostgresDoorbell`)."""
