@@ -131,6 +131,17 @@ class LogWriter:
         self.select_size = d.sql("SELECT COALESCE(MAX(leaf_index) + 1, 0) AS size FROM {leaves}")
         self.insert_hash = d.sql("INSERT INTO {hashes} (hash_index, hash) VALUES (?, ?)")
         self.insert_leaf = d.sql("INSERT INTO {leaves} (leaf_index, notification_id) VALUES (?, ?)")
+        self.insert_hashes_postgres = d.sql(
+            "INSERT INTO {hashes} (hash_index, hash) "
+            "SELECT ? + i - 1, h FROM unnest(%b::bytea[]) WITH ORDINALITY AS u(h, i)"
+        )
+        self.insert_leaves_postgres = d.sql(
+            "INSERT INTO {leaves} (leaf_index, notification_id) "
+            "SELECT ? + i - 1, n FROM unnest(%b::bigint[]) WITH ORDINALITY AS u(n, i)"
+        )
+        """A batch's new hashes and leaves have consecutive indexes: on PostgreSQL, one statement
+        each over a binary array instead of a statement per row (a scorer batch appends a
+        thousand leaves and twice as many hashes)."""
 
     def append(
         self, cursor: Cursor, notification_ids: Sequence[int], leaves: Sequence[bytes]
@@ -142,6 +153,12 @@ class LogWriter:
         frontier = read_hashes(cursor, self.dialect, frontier_indexes(size))
         new_hashes, _ = append_leaves(size, frontier, leaves)
         first_index = stored_hash_count(size)
+        if self.dialect.name == "postgres":
+            if new_hashes:
+                cursor.execute(self.insert_hashes_postgres, [first_index, list(new_hashes)])
+            if notification_ids:
+                cursor.execute(self.insert_leaves_postgres, [size, list(notification_ids)])
+            return size + len(leaves)
         cursor.executemany(
             self.insert_hash, [(first_index + i, h) for i, h in enumerate(new_hashes)]
         )
