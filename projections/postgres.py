@@ -16,7 +16,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from projections.sql import SqlReadStore
+from projections.sql import Session, SqlReadStore
 
 POOL_SIZE = 4
 
@@ -101,8 +101,21 @@ class PostgresDialect:
         self.pool.close()
 
 
+SCHEMA_LOCK = 0x6F6B725F72656164
+"""PostgreSQL advisory lock key held while a process creates or migrates the read store
+("okr_read"); the event store holds its own while it does the same."""
+
+
 class PostgresReadStore(SqlReadStore):
     """`url` is a libpq URI or key/value string, e.g. postgresql://user:pw@host:5432/db."""
 
     def __init__(self, url: str) -> None:
         super().__init__(PostgresDialect(url))
+
+    def _create(self, session: Session) -> None:
+        """One process at a time (an advisory lock until commit): `CREATE TABLE IF NOT EXISTS`
+        is not safe against a concurrent one, and of two instances of a fleet starting together
+        one failed on the catalog ("duplicate key value violates unique constraint
+        pg_type_typname_nsp_index")."""
+        session.run("SELECT pg_advisory_xact_lock(?)", [SCHEMA_LOCK])
+        super()._create(session)

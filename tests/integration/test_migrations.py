@@ -5,6 +5,7 @@ a newer release is refused rather than misread."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,23 @@ def test_postgresql_compresses_the_kpi_series_with_lz4(postgres_database: str) -
         "SELECT attcompression FROM pg_attribute "
         "WHERE attrelid = 'kpi_series'::regclass AND attname = 'rows'",
     ) == [("l",)]
+
+
+@pytest.mark.postgres
+def test_instances_starting_together_create_one_postgresql_read_store(
+    postgres_database: str,
+) -> None:
+    """`CREATE TABLE IF NOT EXISTS` is not safe against a concurrent one on PostgreSQL: two
+    instances of a fleet starting together made one fail on the catalog."""
+    from projections.postgres import PostgresReadStore
+
+    def start() -> None:
+        PostgresReadStore(postgres_database).close()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        started = [pool.submit(start) for _ in range(6)]
+    assert [future.exception() for future in started] == [None] * 6
+    assert execute(
+        Settings(event_store_url=postgres_database, read_store_url=postgres_database),
+        "SELECT count(*) FROM read_store_migrations",
+    ) == [(1,)]
