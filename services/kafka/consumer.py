@@ -300,20 +300,22 @@ async def run_consumer(
 
 
 def new_acknowledged_producer(
-    client_options: Mapping[str, Any], client_id: str | None = None
+    client_options: Mapping[str, Any], client_id: str | None = None, **options: Any
 ) -> AIOKafkaProducer:
     """A producer whose writes are acknowledged by every in-sync replica, without duplicates
-    on retry (docs/decisions/0021): what every consumer publishes its outcomes with."""
-    options = {"client_id": client_id} if client_id else {}
+    on retry (docs/decisions/0021): what every consumer and the relay publish with. `options`:
+    aiokafka producer keywords of one user (the relay's `linger_ms`)."""
+    if client_id:
+        options["client_id"] = client_id
     return AIOKafkaProducer(**client_options, **options, enable_idempotence=True, acks="all")
 
 
 @contextlib.asynccontextmanager
 async def acknowledged_producer(
-    client_options: Mapping[str, Any], client_id: str | None = None
+    client_options: Mapping[str, Any], client_id: str | None = None, **options: Any
 ) -> AsyncIterator[AIOKafkaProducer]:
     """`new_acknowledged_producer`, started, and closed within `CLOSE_TIMEOUT_S`."""
-    producer = new_acknowledged_producer(client_options, client_id)
+    producer = new_acknowledged_producer(client_options, client_id, **options)
     try:
         await producer.start()
         yield producer

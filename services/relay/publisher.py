@@ -34,6 +34,7 @@ from domain.objective_events import DomainEvent
 from events import okr, topics
 from projections.backoff import Backoff
 from projections.stage_timings import RELAY, StageTimer
+from services.kafka.consumer import acknowledged_producer
 from services.relay.follower import Handle, LogPosition, NotificationFollower
 from services.relay.leadership import RETRY_S, RelayLease, RelayLock, relay_lock
 from services.relay.wakeup import SAFETY_POLL_S
@@ -196,21 +197,9 @@ class OutboxRelay:
             raise failure
 
 
-@contextlib.asynccontextmanager
-async def relay_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+def relay_producer(settings: Settings) -> contextlib.AbstractAsyncContextManager[AIOKafkaProducer]:
     """Idempotent, acks from all in-sync replicas: an acknowledged event is durable, not doubled."""
-    producer = AIOKafkaProducer(
-        **settings.kafka_client_options(),
-        enable_idempotence=True,
-        acks="all",
-        client_id=RELAY_NAME,
-        linger_ms=5,
-    )
-    try:
-        await producer.start()
-        yield producer
-    finally:
-        await producer.stop()
+    return acknowledged_producer(settings.kafka_client_options(), RELAY_NAME, linger_ms=5)
 
 
 async def relay_once(
