@@ -45,6 +45,7 @@ from services.commands.rejections import Rejection
 from services.http.auth import requires
 from services.http.commands import get_application
 from services.http.errors import REJECTION_RESPONSES, rejection_response
+from services.transparency.log_store import StoredCheckpoint
 from services.transparency.tlog_check import MAX_TREE_SIZE
 
 router = APIRouter(
@@ -177,10 +178,7 @@ def _unavailable(error: ProofUnavailableError) -> JSONResponse:
     response_class=PlainTextResponse,
 )
 async def latest_checkpoint(application: ApplicationDep) -> PlainTextResponse:
-    kept = await asyncio.to_thread(kept_checkpoint, application, None)
-    return PlainTextResponse(
-        kept.note, headers={"X-Tree-Size": str(kept.tree_size)}, media_type=NOTE_MEDIA_TYPE
-    )
+    return _note(await asyncio.to_thread(kept_checkpoint, application, None))
 
 
 @router.get(
@@ -195,6 +193,11 @@ async def checkpoint_of_size(
         kept = await asyncio.to_thread(kept_checkpoint, application, tree_size)
     except ProofUnavailableError as error:
         return _unavailable(error)
+    return _note(kept)
+
+
+def _note(kept: StoredCheckpoint) -> PlainTextResponse:
+    """A kept checkpoint as its signed note, its tree size also in a header."""
     return PlainTextResponse(
         kept.note, headers={"X-Tree-Size": str(kept.tree_size)}, media_type=NOTE_MEDIA_TYPE
     )
