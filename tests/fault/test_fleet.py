@@ -47,7 +47,7 @@ from tests.fault.test_scorer_kill import (
     stream_in_chunks,
     undisturbed,
 )
-from tests.integration.test_local_kafka import free_port_block
+from tests.integration.test_local_kafka import three_node_environment
 from tests.kafka_support import eventually, read_to_end
 from tests.kpi_support import (
     AGGREGATIONS,
@@ -86,15 +86,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def kafka_cluster(data_dir: Path) -> Iterator[Cluster]:
-    port = free_port_block(6)
-    env = {
-        **os.environ,
-        "OKR_LOCAL_KAFKA_PORT": str(port),
-        "OKR_LOCAL_KAFKA_CONTROLLER_PORT": str(port + 3),
-        "OKR_LOCAL_KAFKA_DATA_DIR": str(data_dir),
-    }
-    env.pop("OKR_LOCAL_KAFKA_HEAP", None)
-    cluster = Cluster(env, ",".join(f"127.0.0.1:{port + node}" for node in range(3)))
+    cluster = Cluster(*three_node_environment(data_dir))
     started = cluster.kafka("start", "--brokers", "3")
     assert started.returncode == 0, started.stdout + started.stderr
     try:

@@ -110,6 +110,20 @@ def free_port_block(count: int) -> int:
     raise AssertionError(f"no {count} consecutive free ports")
 
 
+def three_node_environment(data_dir: Path) -> tuple[dict[str, str], str]:
+    """The environment `okr kafka` gets to run a 3-node cluster on six free ports under
+    `data_dir` (the cluster's own heap size), and the cluster's bootstrap list."""
+    port = free_port_block(6)
+    env = {
+        **os.environ,
+        "OKR_LOCAL_KAFKA_PORT": str(port),
+        "OKR_LOCAL_KAFKA_CONTROLLER_PORT": str(port + 3),
+        "OKR_LOCAL_KAFKA_DATA_DIR": str(data_dir),
+    }
+    env.pop("OKR_LOCAL_KAFKA_HEAP", None)
+    return env, ",".join(f"127.0.0.1:{port + node}" for node in range(3))
+
+
 def events_of_30_objectives(label: str) -> list[Message]:
     """One message for each of 30 keys: enough to land on each of 3 partitions."""
     return [(f"objective-{n}".encode(), f"{label}-{n}".encode(), []) for n in range(30)]
@@ -153,15 +167,7 @@ async def test_a_three_node_cluster_takes_acks_all_writes_with_one_node_killed(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "cluster"
-    port = free_port_block(6)
-    env = {
-        **os.environ,
-        "OKR_LOCAL_KAFKA_PORT": str(port),
-        "OKR_LOCAL_KAFKA_CONTROLLER_PORT": str(port + 3),
-        "OKR_LOCAL_KAFKA_DATA_DIR": str(data_dir),
-    }
-    env.pop("OKR_LOCAL_KAFKA_HEAP", None)
-    bootstrap = ",".join(f"127.0.0.1:{port + node}" for node in range(3))
+    env, bootstrap = three_node_environment(data_dir)
 
     async def kafka(*args: str) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(okr, env, "kafka", *args)
