@@ -23,13 +23,13 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import NamedTuple, overload
+from typing import NamedTuple, cast, overload
 
 import orjson
 
 from domain.kpi_series import Observation, PickledByFields, SeriesAggregate, aggregate
 from services.scoring.decoding import KpiReading, NotAKpiEventError, decode_kpi_event
-from services.scoring.series_store import SeriesChunk, chunk_of
+from services.scoring.series_store import SeriesChunk, chunk_of, event_ids_in_key_order
 
 
 class Origin(NamedTuple):
@@ -203,16 +203,14 @@ class PreparedBatch:
     periods: Mapping[str, tuple[Period, ...]]
     """The binding periods assumed, of each KPI with new observations."""
     rejected: list[Rejection] = field(default_factory=list)
+    sorted_event_ids: str = "[]"
+    """The new observations' ids, as `event_ids_in_key_order` makes them of the chunks: sorted
+    here, where the batch is prepared (the worker process), for the save to insert in order."""
 
     @property
     def event_ids(self) -> list[str]:
         """The new observations' ids."""
-        return [
-            event_id
-            for share in self.kpis.values()
-            for chunk in share.chunks
-            for event_id in chunk.event_id_list
-        ]
+        return cast(list[str], orjson.loads(self.sorted_event_ids))
 
     def holds_for(
         self,
@@ -331,6 +329,9 @@ def prepare_parts(
         known=known,
         periods={kpi_key: periods.get(kpi_key, ()) for kpi_key in by_kpi},
         rejected=rejected or [],
+        sorted_event_ids=event_ids_in_key_order(
+            chunk for share in kpis.values() for chunk in share.chunks
+        ),
     )
 
 

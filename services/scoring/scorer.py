@@ -241,6 +241,7 @@ class KpiScorer:
         plan = _Plan(report)
         plan.batch = KpiBatch(
             series=[chunk for share in prepared.kpis.values() for chunk in share.chunks],
+            event_ids=prepared.sorted_event_ids,
             stats=list(stats.values()),
             bindings=[m.binding for m in moved],
             positions=[

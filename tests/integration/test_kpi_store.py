@@ -13,6 +13,7 @@ exposes (the producer's spelling of the time, the dimensions text, the Kafka ori
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +22,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 
 from domain.kpi_series import epoch_us
 from services.commands.application import OkrApplication
@@ -31,7 +34,7 @@ from services.scoring.decoding import KpiReading
 from services.scoring.preparation import Item, Origin
 from services.scoring.scorer import KpiScorer, kpi_reader
 from services.scoring.series_queries import series_page
-from services.scoring.series_store import KpiReader
+from services.scoring.series_store import KpiReader, returned_rows
 from services.settings import Settings
 from services.stores import is_postgres
 from tests.kpi_support import kpi
@@ -505,3 +508,27 @@ def test_pages_over_chunks_that_overlap_in_time_give_the_series_in_order_once(
         if (start_us is None or epoch_us(start + timedelta(minutes=m)) >= start_us)
         and (end_us is None or epoch_us(start + timedelta(minutes=m)) < end_us)
     )
+
+
+@pytest.mark.postgres
+def test_a_pipelined_statement_reads_its_own_rows_when_earlier_results_arrive_late(
+    postgres_database: str,
+) -> None:
+    """The scorer's fences read their RETURNING rows inside the recorder's pipeline, after
+    thousands of statements whose results they never read. When those results reach the client
+    only once the fence was sent (the server flushes them as its buffer fills), psycopg takes
+    them for the fence's on the cursor that sent them all; `returned_rows` reads on its own."""
+    slow_count = "SELECT count(*) AS n FROM pipelined, pg_sleep(0.1)"
+    with psycopg.connect(postgres_database, row_factory=dict_row) as conn:
+        with conn.pipeline(), conn.transaction(), conn.cursor() as curs:
+            curs.execute("CREATE TEMP TABLE pipelined (n int)")
+            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(2000)])
+            time.sleep(0.2)  # the inserts' results wait on the socket
+            assert returned_rows(curs, slow_count, []) == [{"n": 2000}]
+
+            # The hazard it avoids, on the cursor that sent the inserts:
+            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(2000)])
+            time.sleep(0.2)
+            curs.execute(slow_count)
+            with pytest.raises(psycopg.ProgrammingError, match="didn't produce records"):
+                curs.fetchall()
