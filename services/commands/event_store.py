@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import Mapper, OperationalError, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    InterfaceError,
+    Mapper,
+    OperationalError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
@@ -29,7 +35,7 @@ from eventsourcing.sqlite import (
     SQLiteConnectionPool,
     SQLiteFactory,
 )
-from eventsourcing.utils import get_topic, register_topic, resolve_topic
+from eventsourcing.utils import get_topic, register_topic, resolve_topic, retry
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from domain.chain import canonical_of
@@ -471,6 +477,42 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         self.own_backends: set[int] = set()
         """Server process ids of the connections this recorder inserted with: their `NOTIFY`
         is this process's own (`services.relay.wakeup.PostgresDoorbell`)."""
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert, with a KPI batch's event ids copied first (COPY cannot run in
+        its pipeline: `KpiWriter.copy_event_ids_postgres`), in the same transaction."""
+        kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
+        if kpi_batch is None or not kpi_batch.series:
+            return cast("Sequence[int] | None", super().insert_events(stored_events, **kwargs))
+        failure: Exception | None = None
+        notification_ids: Sequence[int] | None = None
+        with self.datastore.get_connection() as conn:
+            with conn.transaction():
+                with conn.cursor() as curs:
+                    self.kpi_writer.copy_event_ids_postgres(curs, kpi_batch)
+                with conn.pipeline() as pipeline:
+                    with conn.cursor() as curs:
+                        self._insert_events(curs, stored_events, **kwargs)
+                    if stored_events:
+                        # As the library does: the events' insert on a cursor of its own,
+                        # synced at once (a version conflict is an IntegrityError here), the
+                        # failure raised out of the pipeline, in the connection's block, which
+                        # translates psycopg's errors.
+                        with conn.cursor() as curs:
+                            try:
+                                self._insert_stored_events(curs, stored_events, **kwargs)
+                                pipeline.sync()
+                                notification_ids = self._fetch_ids_after_insert_events(
+                                    curs, stored_events, **kwargs
+                                )
+                            except Exception as error:
+                                failure = error
+            if failure is not None:
+                raise failure
+        return notification_ids
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         """One process at a time (an advisory lock until commit): processes starting together

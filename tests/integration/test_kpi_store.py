@@ -94,6 +94,8 @@ def assert_stored_exactly(application: OkrApplication, items: Sequence[Item]) ->
     }
     assert len(series) == len(scored)
     assert [o.observed_at_us for o in series] == [r.observed_at_us for _, r in in_order]
+    ids = [r.event_id for _, r in scored]
+    assert reader.stored_event_ids(ids) == set(ids), "each id is its own dedupe key, as sent"
 
     pages = all_pages(reader, kpi_key, limit=3)
     assert [
@@ -510,25 +512,33 @@ def test_pages_over_chunks_that_overlap_in_time_give_the_series_in_order_once(
     )
 
 
+def results_sent_unread(conn: psycopg.Connection[Any]) -> None:
+    """Have the server send the results it holds, as it does whenever its buffer fills, and
+    leave them unread on the socket."""
+    conn.pgconn.send_flush_request()
+    conn.pgconn.flush()
+    time.sleep(0.2)
+
+
 @pytest.mark.postgres
 def test_a_pipelined_statement_reads_its_own_rows_when_earlier_results_arrive_late(
     postgres_database: str,
 ) -> None:
     """The scorer's fences read their RETURNING rows inside the recorder's pipeline, after
-    thousands of statements whose results they never read. When those results reach the client
-    only once the fence was sent (the server flushes them as its buffer fills), psycopg takes
-    them for the fence's on the cursor that sent them all; `returned_rows` reads on its own."""
+    statements whose results they never read. When those results reach the client only once
+    the fence was sent, psycopg takes them for the fence's on the cursor that sent them all;
+    `returned_rows` reads on a cursor of its own."""
     slow_count = "SELECT count(*) AS n FROM pipelined, pg_sleep(0.1)"
     with psycopg.connect(postgres_database, row_factory=dict_row) as conn:
         with conn.pipeline(), conn.transaction(), conn.cursor() as curs:
             curs.execute("CREATE TEMP TABLE pipelined (n int)")
-            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(2000)])
-            time.sleep(0.2)  # the inserts' results wait on the socket
-            assert returned_rows(curs, slow_count, []) == [{"n": 2000}]
+            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(100)])
+            results_sent_unread(conn)
+            assert returned_rows(curs, slow_count, []) == [{"n": 100}]
 
             # The hazard it avoids, on the cursor that sent the inserts:
-            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(2000)])
-            time.sleep(0.2)
+            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(100)])
+            results_sent_unread(conn)
             curs.execute(slow_count)
             with pytest.raises(psycopg.ProgrammingError, match="didn't produce records"):
                 curs.fetchall()
