@@ -482,8 +482,8 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """The library's insert, with a KPI batch's event ids copied first (COPY cannot run in
-        its pipeline: `KpiWriter.copy_event_ids_postgres`), in the same transaction."""
+        """The library's insert, with a KPI batch's series copied first (COPY cannot run in
+        its pipeline: `KpiWriter.copy_series_postgres`), in the same transaction."""
         kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
         if kpi_batch is None or not kpi_batch.series:
             return cast("Sequence[int] | None", super().insert_events(stored_events, **kwargs))
@@ -492,7 +492,7 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn:
             with conn.transaction():
                 with conn.cursor() as curs:
-                    self.kpi_writer.copy_event_ids_postgres(curs, kpi_batch)
+                    self.kpi_writer.copy_series_postgres(curs, kpi_batch)
                 with conn.pipeline() as pipeline:
                     with conn.cursor() as curs:
                         self._insert_events(curs, stored_events, **kwargs)

@@ -471,6 +471,7 @@ BINDING_COLUMNS = (
     "latest_event_id, latest_value, latest_at_us, value"
 )
 CHUNK_COLUMNS = "kpi_key, kafka_topic, received_at, first_at_us, last_at_us, observations, rows"
+CHUNK_TYPES_POSTGRES = ["text", "text", "text", "int8", "int8", "int8", "text"]
 OBSERVATION_COLUMNS = (
     "event_id, kpi_key, value, observed_at, observed_at_us, source, unit, dimensions, "
     "kafka_topic, kafka_partition, kafka_offset, received_at"
@@ -505,14 +506,10 @@ class KpiWriter:
         self.insert_chunks_sqlite = d.sql(
             f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) VALUES ({_placeholders(CHUNK_COLUMNS)})"
         )
-        self.copy_event_ids_postgres_statement = d.sql("COPY {event_ids} (event_id) FROM STDIN")
-        self.insert_chunks_postgres = d.sql(
-            f"INSERT INTO {{series}} ({CHUNK_COLUMNS}) SELECT * FROM unnest(%b::text[], "
-            "%b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[])"
+        self.copy_event_ids_postgres = d.sql("COPY {event_ids} (event_id) FROM STDIN")
+        self.copy_chunks_postgres = d.sql(
+            f"COPY {{series}} ({CHUNK_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         )
-        """Arrays in PostgreSQL's binary format (`%b`): psycopg writes a text array element by
-        element in Python, escaping each quote of the chunks' JSON through a regular
-        expression's callback; binary elements are copied as they are."""
         self.insert_stats = d.sql(
             f"INSERT INTO {{stats}} (kpi_key, version, {STATS_COLUMNS}) "
             f"VALUES (?, 1, {_placeholders(STATS_COLUMNS)})"
@@ -623,13 +620,11 @@ class KpiWriter:
         raw.execute(f"DROP TABLE {table}")
 
     def write_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
-        """All but the event ids (`copy_event_ids_postgres`, before): bulk statements over
+        """All but the series (`copy_series_postgres`, before): bulk statements over
         arrays (the recorder runs in pipeline mode, so they are sent together); the fences
         come last and their RETURNING rows are fetched (`returned_rows`), which syncs the
         pipeline and surfaces any constraint violation here, as an IntegrityError."""
         now = _utc_now()
-        if batch.series:
-            self._series_postgres(curs, batch.series)
         if batch.removed_bindings:
             curs.executemany(
                 self.delete_binding, [(str(o), str(k)) for o, k in batch.removed_bindings]
@@ -657,23 +652,27 @@ class KpiWriter:
         self._fence_stats_postgres(curs, [s for s in batch.stats if s.version])
         returned_rows(curs, "SELECT 1", [])
 
-    def copy_event_ids_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
-        """The batch's event ids (`event_ids_in_key_order`), by COPY: PostgreSQL inserts a
-        page of rows at a time that way, not one by one as for INSERT (50,000 ids: 40 rather
-        than 56 to 63 ms). COPY cannot run in pipeline mode: the recorder runs it in the
-        batch's transaction before its pipeline (`write_postgres` writes the rest)."""
-        self._copy_event_ids_postgres(curs, batch.sorted_event_ids())
+    def copy_series_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
+        """The batch's event ids (`event_ids_in_key_order`) and chunks, by COPY: PostgreSQL
+        inserts a page of rows at a time that way, not a row at a time as for INSERT, and reads
+        the rows as they come instead of building arrays first (50,000 ids: 40 rather than 56 to
+        63 ms; 1,000 chunks: 14 rather than 25 to 43 ms). COPY cannot run in pipeline mode:
+        the recorder runs it in the batch's transaction before its pipeline (`write_postgres`
+        writes the rest)."""
+        if batch.series:
+            self._copy_series_postgres(curs, batch.series, batch.sorted_event_ids())
 
-    def _copy_event_ids_postgres(self, curs: Cursor[DictRow], event_ids: str) -> None:
+    def _copy_series_postgres(
+        self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk], event_ids: str
+    ) -> None:
         ids: list[str] = orjson.loads(event_ids)
-        if not ids:
-            return
-        with curs.copy(self.copy_event_ids_postgres_statement) as copy:
-            copy.write(copy_text(ids, escaped="\\" in event_ids))
-
-    def _series_postgres(self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk]) -> None:
-        columns = [list(column) for column in zip(*(chunk[:7] for chunk in chunks), strict=True)]
-        curs.execute(self.insert_chunks_postgres, columns)
+        if ids:
+            with curs.copy(self.copy_event_ids_postgres) as copy:
+                copy.write(copy_text(ids, escaped="\\" in event_ids))
+        with curs.copy(self.copy_chunks_postgres) as copy:
+            copy.set_types(CHUNK_TYPES_POSTGRES)
+            for chunk in chunks:
+                copy.write_row(chunk[:7])
 
     def migrate_legacy_postgres(self, curs: Cursor[DictRow]) -> None:
         """`migrate_legacy_sqlite` on PostgreSQL. The recorder runs it under its tables' advisory
@@ -696,8 +695,7 @@ class KpiWriter:
                 break
             after = rows[-1].event_id
             chunks = series_chunks(rows)
-            self._copy_event_ids_postgres(curs, event_ids_in_key_order(chunks))
-            self._series_postgres(curs, chunks)
+            self._copy_series_postgres(curs, chunks, event_ids_in_key_order(chunks))
         curs.execute(f"DROP TABLE {table}")
 
     def compress_series_with_lz4(self, curs: Cursor[DictRow]) -> None:
