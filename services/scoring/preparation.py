@@ -204,8 +204,8 @@ class PreparedBatch:
     """The binding periods assumed, of each KPI with new observations."""
     rejected: list[Rejection] = field(default_factory=list)
     sorted_event_ids: str = "[]"
-    """The new observations' ids, as `event_ids_in_key_order` makes them of the chunks: sorted
-    here, where the batch is prepared (the worker process), for the save to insert in order."""
+    """The new observations' ids, as `event_ids_in_key_order` makes them: sorted here, where the
+    batch is prepared (the worker process), for the save to insert in order."""
 
     @property
     def event_ids(self) -> list[str]:
@@ -330,7 +330,7 @@ def prepare_parts(
         periods={kpi_key: periods.get(kpi_key, ()) for kpi_key in by_kpi},
         rejected=rejected or [],
         sorted_event_ids=event_ids_in_key_order(
-            chunk for share in kpis.values() for chunk in share.chunks
+            entry[3].event_id for group in by_kpi.values() for entry in group
         ),
     )
 

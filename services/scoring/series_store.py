@@ -42,7 +42,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -113,13 +113,12 @@ class SeriesChunk(NamedTuple):
     observations: int
     rows: str
     """A JSON array with one array per observation, in batch order: `CHUNK_ROW`'s fields."""
-    event_ids: str
-    """A JSON array of the observations' event ids (text: it crosses from the scorer's worker
-    process as one string, not a string per observation)."""
 
     @property
     def event_id_list(self) -> list[str]:
-        return cast(list[str], orjson.loads(self.event_ids))
+        """The observations' event ids, read from `rows` (the batch carries them sorted, as
+        `KpiBatch.event_ids`, from where it was prepared)."""
+        return [row[0] for row in orjson.loads(self.rows)]
 
 
 CHUNK_ROW = (
@@ -152,16 +151,15 @@ def chunk_of(
         max(times),
         len(rows),
         orjson.dumps(rows).decode(),
-        orjson.dumps([row[0] for row in rows]).decode(),
     )
 
 
-def event_ids_in_key_order(chunks: Iterable[SeriesChunk]) -> str:
-    """The chunks' event ids as one JSON array, sorted. Inserted in the key's order, the dedupe
-    index (`kpi_event_ids`) fills its pages one after another instead of all over the batch's
-    range: 50,000 ids in 66 rather than 104 ms on PostgreSQL (ADR 27). Made where the batch is
+def event_ids_in_key_order(event_ids: Iterable[str]) -> str:
+    """The ids as one JSON array, sorted. Inserted in the key's order, the dedupe index
+    (`kpi_event_ids`) fills its pages one after another instead of all over the batch's range:
+    50,000 ids in 66 rather than 104 ms on PostgreSQL (ADR 27). Made where the batch is
     prepared (the scorer's worker process), not in the thread that saves it."""
-    ids = [event_id for chunk in chunks for event_id in chunk.event_id_list]
+    ids = list(event_ids)
     ids.sort()
     return orjson.dumps(ids).decode()
 
@@ -274,7 +272,7 @@ class KpiBatch:
         """`event_ids`, made now if the batch came without them."""
         if self.event_ids is not None:
             return self.event_ids
-        return event_ids_in_key_order(self.series)
+        return event_ids_in_key_order(i for chunk in self.series for i in chunk.event_id_list)
 
 
 # --- schema ---------------------------------------------------------------------------------------
@@ -616,7 +614,7 @@ class KpiWriter:
         ).fetchall():
             after = rows[-1][0]
             chunks = series_chunks(ObservationRow(*row[1:]) for row in rows)
-            self._series_sqlite(raw, chunks, event_ids_in_key_order(chunks))
+            self._series_sqlite(raw, chunks, event_ids_in_key_order(row[1] for row in rows))
         raw.execute(f"DROP TABLE {table}")
 
     def write_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
@@ -695,7 +693,8 @@ class KpiWriter:
                 break
             after = rows[-1].event_id
             chunks = series_chunks(rows)
-            self._copy_series_postgres(curs, chunks, event_ids_in_key_order(chunks))
+            ids = event_ids_in_key_order(row.event_id for row in rows)
+            self._copy_series_postgres(curs, chunks, ids)
         curs.execute(f"DROP TABLE {table}")
 
     def compress_series_with_lz4(self, curs: Cursor[DictRow]) -> None:

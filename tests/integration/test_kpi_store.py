@@ -529,16 +529,20 @@ def test_a_pipelined_statement_reads_its_own_rows_when_earlier_results_arrive_la
     the fence was sent, psycopg takes them for the fence's on the cursor that sent them all;
     `returned_rows` reads on a cursor of its own."""
     slow_count = "SELECT count(*) AS n FROM pipelined, pg_sleep(0.1)"
-    with psycopg.connect(postgres_database, row_factory=dict_row) as conn:
-        with conn.pipeline(), conn.transaction(), conn.cursor() as curs:
-            curs.execute("CREATE TEMP TABLE pipelined (n int)")
-            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(100)])
-            results_sent_unread(conn)
-            assert returned_rows(curs, slow_count, []) == [{"n": 100}]
+    with (
+        psycopg.connect(postgres_database, row_factory=dict_row) as conn,
+        conn.pipeline(),
+        conn.transaction(),
+        conn.cursor() as curs,
+    ):
+        curs.execute("CREATE TEMP TABLE pipelined (n int)")
+        curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(100)])
+        results_sent_unread(conn)
+        assert returned_rows(curs, slow_count, []) == [{"n": 100}]
 
-            # The hazard it avoids, on the cursor that sent the inserts:
-            curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(100)])
-            results_sent_unread(conn)
-            curs.execute(slow_count)
-            with pytest.raises(psycopg.ProgrammingError, match="didn't produce records"):
-                curs.fetchall()
+        # The hazard it avoids, on the cursor that sent the inserts:
+        curs.executemany("INSERT INTO pipelined VALUES (%s)", [(n,) for n in range(100)])
+        results_sent_unread(conn)
+        curs.execute(slow_count)
+        with pytest.raises(psycopg.ProgrammingError, match="didn't produce records"):
+            curs.fetchall()
