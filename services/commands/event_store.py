@@ -478,15 +478,24 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         """Server process ids of the connections this recorder inserted with: their `NOTIFY`
         is this process's own (`services.relay.wakeup.PostgresDoorbell`)."""
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """The library's insert, with a KPI batch's series copied first (COPY cannot run in
-        its pipeline: `KpiWriter.copy_series_postgres`), in the same transaction."""
+        """The library's insert, or, for a KPI batch with a series, `_insert_with_series`."""
         kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
         if kpi_batch is None or not kpi_batch.series:
             return cast("Sequence[int] | None", super().insert_events(stored_events, **kwargs))
+        inserted = self._insert_with_series(stored_events, **kwargs)
+        return cast("Sequence[int] | None", inserted)  # `retry` hides the type
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_with_series(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert with the batch's series copied first, in the same transaction:
+        COPY cannot run in its pipeline (`KpiWriter.copy_series_postgres`). Retried as the
+        library retries its own."""
+        kpi_batch: KpiBatch = kwargs["kpi_batch"]
         failure: Exception | None = None
         notification_ids: Sequence[int] | None = None
         with self.datastore.get_connection() as conn:
