@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from eventsourcing.domain import DomainEventProtocol
     from eventsourcing.postgres import PostgresDatastore
     from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
-    from psycopg import Cursor
+    from psycopg import Connection, Cursor
     from psycopg.rows import DictRow
 
     from services.settings import Settings
@@ -495,33 +495,35 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         """The library's insert with the batch's series copied first, in the same transaction:
         COPY cannot run in its pipeline (`KpiWriter.copy_series_postgres`). Retried as the
         library retries its own."""
-        kpi_batch: KpiBatch = kwargs["kpi_batch"]
-        failure: Exception | None = None
-        notification_ids: Sequence[int] | None = None
-        with self.datastore.get_connection() as conn:
-            with conn.transaction():
-                with conn.cursor() as curs:
-                    self.kpi_writer.copy_series_postgres(curs, kpi_batch)
-                with conn.pipeline() as pipeline:
-                    with conn.cursor() as curs:
-                        self._insert_events(curs, stored_events, **kwargs)
-                    if stored_events:
-                        # As the library does: the events' insert on a cursor of its own,
-                        # synced at once (a version conflict is an IntegrityError here), the
-                        # failure raised out of the pipeline, in the connection's block, which
-                        # translates psycopg's errors.
-                        with conn.cursor() as curs:
-                            try:
-                                self._insert_stored_events(curs, stored_events, **kwargs)
-                                pipeline.sync()
-                                notification_ids = self._fetch_ids_after_insert_events(
-                                    curs, stored_events, **kwargs
-                                )
-                            except Exception as error:
-                                failure = error
+        with self.datastore.get_connection() as conn, conn.transaction():
+            with conn.cursor() as curs:
+                self.kpi_writer.copy_series_postgres(curs, kwargs["kpi_batch"])
+            failure, notification_ids = self._insert_pipelined(conn, stored_events, kwargs)
             if failure is not None:
-                raise failure
+                raise failure  # in the connection's block, which translates psycopg's errors
         return notification_ids
+
+    def _insert_pipelined(
+        self,
+        conn: Connection[DictRow],
+        stored_events: Sequence[StoredEvent],
+        kwargs: dict[str, Any],
+    ) -> tuple[Exception | None, Sequence[int] | None]:
+        """The library's pipelined part: the other statements, then the events' insert on a
+        cursor of its own, synced at once (a version conflict is an IntegrityError here). A
+        failure is handed back, to be raised once out of the pipeline, as the library does."""
+        with conn.pipeline() as pipeline:
+            with conn.cursor() as curs:
+                self._insert_events(curs, stored_events, **kwargs)
+            if not stored_events:
+                return None, None
+            with conn.cursor() as curs:
+                try:
+                    self._insert_stored_events(curs, stored_events, **kwargs)
+                    pipeline.sync()
+                    return None, self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                except Exception as error:
+                    return error, None
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         """One process at a time (an advisory lock until commit): processes starting together

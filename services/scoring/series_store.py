@@ -613,8 +613,9 @@ class KpiWriter:
             (after, MIGRATION_SLICE),
         ).fetchall():
             after = rows[-1][0]
-            chunks = series_chunks(ObservationRow(*row[1:]) for row in rows)
-            self._series_sqlite(raw, chunks, event_ids_in_key_order(row[1] for row in rows))
+            observations = [ObservationRow(*row[1:]) for row in rows]
+            ids = event_ids_in_key_order(o.event_id for o in observations)
+            self._series_sqlite(raw, series_chunks(observations), ids)
         raw.execute(f"DROP TABLE {table}")
 
     def write_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
