@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 from events import commands as wire
 from events import topics
-from events.okr import EventHeader, okr_event, parse_okr_event
+from events.okr import EventHeader, OkrEventEnvelope, okr_event, parse_okr_event
 from events.okr import ProgressCheckedIn as ProgressCheckedInPayload
 from services.audit.history import read_audit_history
 from services.audit.verify import VerifyReport, verify
@@ -315,28 +315,24 @@ async def test_a_forged_event_on_the_topic_is_named(
 
     objective = application.get_objective(objective_id)
     assert objective is not None
-    forged = okr_event(
-        ProgressCheckedInPayload(key_result_id=objective.key_results[0].key_result_id, value=100),
-        EventHeader(
-            objective_id=objective_id,
-            version=6,
-            occurred_at=objective.modified_on,
-            actor="alice",
-            command_id="forged",
-            chain_hash="f" * 64,
-        ),
-    )
-    rewritten = okr_event(
-        ProgressCheckedInPayload(key_result_id=objective.key_results[0].key_result_id, value=100),
-        EventHeader(
-            objective_id=objective_id,
-            version=3,
-            occurred_at=objective.modified_on,
-            actor="alice",
-            command_id="forged-again",
-            chain_hash=objective.chain_hash,
-        ),
-    )
+    first_key_result = objective.key_results[0].key_result_id
+
+    def check_in(version: int, command_id: str, chain_hash: str) -> OkrEventEnvelope:
+        """A check-in at 100 in the objective's name, at `version`, as no command made it."""
+        return okr_event(
+            ProgressCheckedInPayload(key_result_id=first_key_result, value=100),
+            EventHeader(
+                objective_id=objective_id,
+                version=version,
+                occurred_at=objective.modified_on,
+                actor="alice",
+                command_id=command_id,
+                chain_hash=chain_hash,
+            ),
+        )
+
+    forged = check_in(6, "forged", "f" * 64)
+    rewritten = check_in(3, "forged-again", objective.chain_hash)
     key = str(objective_id).encode()
     await produce(
         store_settings,
