@@ -10,9 +10,11 @@ on the order), `latest` is the greatest (observed_at, event_id), and min, max an
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -76,6 +78,7 @@ class Observed(Protocol):
 
 ORDER_KEY = attrgetter("observed_at_us", "event_id")
 """`Observation.order_key` of any `Observed`, without a Python call per item."""
+VALUE = attrgetter("value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +107,30 @@ class ExactSum(PickledByFields):
     @staticmethod
     def of_all(values: Sequence[float]) -> ExactSum:
         """The exact sum of many floats at once: every float is n / 2**k, so all of them are
-        integers over the largest 2**k, and integer addition is exact."""
+        integers over the largest 2**k, and integer addition is exact.
+
+        Scaling by a power of two is exact in floating point while nothing overflows, so when
+        the values span less than float's range the integers come from `ldexp` and `int`, in
+        C, in about half the time of one `as_integer_ratio` per value (the scorer sums every
+        observation of a batch)."""
         if not values:
             return ExactSum()
+        smallest = min(map(abs, values))
+        if not smallest:  # zeros add nothing, and have no lowest bit
+            values = [value for value in values if value]
+            if not values:
+                return ExactSum()
+            smallest = min(map(abs, values))
+        # A float's lowest bit is at most 52 places below its leading one, 2**exponent, so
+        # scaled by 2**shift every value is an integer; the largest must stay below 2**1024.
+        shift = 53 - math.frexp(smallest)[1]
+        if math.frexp(max(map(abs, values)))[1] + shift > sys.float_info.max_exp:
+            return ExactSum._of_ratios(values)
+        return _canonical(sum(map(int, map(math.ldexp, values, repeat(shift)))), -shift)
+
+    @staticmethod
+    def _of_ratios(values: Sequence[float]) -> ExactSum:
+        """`of_all` for values too far apart to be scaled together as floats."""
         ratios = [value.as_integer_ratio() for value in values]
         shift = max(denominator for _, denominator in ratios).bit_length() - 1
         mantissa = sum(
@@ -162,7 +186,7 @@ class SeriesAggregate(PickledByFields):
         added = list(observations)
         if not added:
             return self
-        values = [observation.value + 0.0 for observation in added]  # one spelling of zero
+        values = list(map(VALUE, added))
         newest = max(added, key=ORDER_KEY)
         latest = self.latest
         if latest is None or ORDER_KEY(newest) > latest.order_key:
@@ -174,8 +198,8 @@ class SeriesAggregate(PickledByFields):
         return SeriesAggregate(
             self.count + len(added),
             self.total.plus(ExactSum.of_all(values)),
-            _smaller(self.minimum, min(values)),
-            _larger(self.maximum, max(values)),
+            _smaller(self.minimum, min(values) + 0.0),  # + 0.0: one spelling of zero
+            _larger(self.maximum, max(values) + 0.0),
             latest,
         )
 

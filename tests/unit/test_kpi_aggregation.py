@@ -144,6 +144,38 @@ def test_exact_sums_survive_storage(values: list[float]) -> None:
     assert Fraction(total.mantissa) * Fraction(2) ** total.exponent == sum(map(Fraction, values))
 
 
+def exact_value(total: ExactSum) -> Fraction:
+    return Fraction(total.mantissa) * Fraction(2) ** total.exponent
+
+
+extremes = st.sampled_from([5e-324, -5e-324, 1.7e308, 0.0, -0.0])
+
+
+@given(values=st.lists(finite | extremes, max_size=40))
+def test_a_sum_of_many_at_once_is_exact_and_spelled_as_one_by_one(values: list[float]) -> None:
+    at_once = ExactSum.of_all(values)
+    one_by_one = ExactSum()
+    for value in values:
+        one_by_one = one_by_one.plus(ExactSum.of(value))
+    assert at_once == one_by_one
+    assert exact_value(at_once) == sum(map(Fraction, values))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [5e-324, 1.7e308],  # too far apart to scale together: summed by ratios
+        [1e-300, 1e300, -1e300],
+        [5e-324, 5e-324, -2.2250738585072014e-308],  # subnormals, scaled far up
+        [2.0**1023, 2.0**1023, 1.0],
+        [0.0, -0.0],
+        [],
+    ],
+)
+def test_a_sum_of_many_at_once_is_exact_at_float_range_limits(values: list[float]) -> None:
+    assert exact_value(ExactSum.of_all(values)) == sum(map(Fraction, values))
+
+
 def test_the_mean_is_correctly_rounded() -> None:
     values = [0.1, 0.2, 0.3]
     result = aggregate(Observation(f"e{i}", v, i) for i, v in enumerate(values))
