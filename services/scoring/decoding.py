@@ -16,19 +16,21 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
 import msgspec
 import orjson
 from pydantic import ValidationError
 
-from domain.kpi_series import epoch_us
+from domain.kpi_series import EPOCH, epoch_us
 from events.dead_letters import DeadLetterReason
 from events.kpi import EARLIEST, LATEST, SCHEMA_VERSION, KpiEvent
 
 
-class KpiReading(NamedTuple):
-    """A valid KPI event as the scorer folds and stores it (a plain tuple: one per record)."""
+class KpiReading(msgspec.Struct, frozen=True, gc=False):
+    """A valid KPI event as the scorer folds and stores it. One per record, so made cheap: a
+    struct is built in C (a third of a named tuple's time) and, holding only text and numbers,
+    is kept out of the cyclic garbage collector's lists (`gc=False`)."""
 
     event_id: str
     kpi_key: str
@@ -144,6 +146,7 @@ def _fast_reading(raw: bytes) -> KpiReading | None:
         return None
     if not "0001" < text[:4] < "9999" and not EARLIEST <= moment <= LATEST:
         return None
+    since_epoch = moment - EPOCH  # `epoch_us`, inlined: it runs once per record
     labels = "{}"
     if event.dimensions:
         if any("\x00" in name or "\x00" in label for name, label in event.dimensions.items()):
@@ -155,7 +158,7 @@ def _fast_reading(raw: bytes) -> KpiReading | None:
         event.kpi_key,
         value,
         text,
-        epoch_us(moment),
+        (since_epoch.days * 86_400 + since_epoch.seconds) * 1_000_000 + since_epoch.microseconds,
         event.source,
         event.unit,
         labels,

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import astuple, replace
 from psycopg.rows import dict_row
 
 from domain.kpi_series import epoch_us
@@ -50,7 +51,8 @@ def bits(value: float) -> str:
 
 
 def expected_row(origin: Origin, reading: KpiReading) -> tuple[Any, ...]:
-    return (*reading[:2], bits(reading.value), *reading[3:], *origin)
+    fields = astuple(reading)
+    return (*fields[:2], bits(reading.value), *fields[3:], *origin)
 
 
 def stored_rows(reader: KpiReader, kpi_key: str) -> list[tuple[Any, ...]]:
@@ -311,7 +313,7 @@ def test_an_event_already_stored_is_a_duplicate_and_is_stored_once(
     assert new is not None
     # Later offsets: the stored event again under another value, a new one, and the new one again.
     again: list[Item] = [
-        (Origin("kpi.events", 0, 2), resent._replace(value=1000.0)),
+        (Origin("kpi.events", 0, 2), replace(resent, value=1000.0)),
         (Origin("kpi.events", 0, 3), new),
         (Origin("kpi.events", 0, 4), new),
     ]
