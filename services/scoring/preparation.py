@@ -23,11 +23,12 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+from operator import attrgetter, itemgetter
 from typing import NamedTuple, cast, overload
 
 import orjson
 
-from domain.kpi_series import Observation, PickledByFields, SeriesAggregate, aggregate
+from domain.kpi_series import ORDER_KEY, Observation, PickledByFields, SeriesAggregate, aggregate
 from services.scoring.decoding import KpiReading, NotAKpiEventError, decode_kpi_event
 from services.scoring.series_store import SeriesChunk, chunk_of, event_ids_in_key_order
 
@@ -261,6 +262,8 @@ def prepare(
 
 Entry = tuple[str, int, int, KpiReading]
 """A new observation with where it was read: topic, partition, offset, reading."""
+READING = itemgetter(3)
+AT_US = attrgetter("observed_at_us")
 
 
 def prepare_parts(
@@ -329,9 +332,8 @@ def prepare_parts(
         known=known,
         periods={kpi_key: periods.get(kpi_key, ()) for kpi_key in by_kpi},
         rejected=rejected or [],
-        sorted_event_ids=event_ids_in_key_order(
-            entry[3].event_id for group in by_kpi.values() for entry in group
-        ),
+        # The ids seen first in this batch, and not stored: those of its new observations.
+        sorted_event_ids=event_ids_in_key_order(seen - known if known else seen),
     )
 
 
@@ -353,13 +355,13 @@ def _share(
 ) -> KpiShare:
     """One KPI's new observations summed up: per-observation work in comprehensions and C
     builtins, the rest once per KPI."""
-    readings = [entry[3] for entry in group]
-    keys = [(reading.observed_at_us, reading.event_id) for reading in readings]
+    readings: list[KpiReading] = list(map(READING, group))
+    keys: list[tuple[int, str]] = list(map(ORDER_KEY, readings))
     newest_so_far = list(accumulate(keys, max))
     # Keys are distinct (ids are): a key is newer than every earlier one iff it is the maximum
     # so far, and `max` hands back that very object.
     rising = [key for key, newest in zip(keys, newest_so_far, strict=True) if key is newest]
-    times = [key[0] for key in keys]
+    times: list[int] = list(map(AT_US, readings))
     newest = readings[keys.index(newest_so_far[-1])]
     outside, shares = _period_shares(group, readings, times, periods)
     return KpiShare(
