@@ -95,12 +95,21 @@ class PreparationWorker:
 def _prepare_timed(
     parts: Sequence[RawPart], periods: Mapping[str, tuple[Period, ...]], received_at: str
 ) -> tuple[PreparedBatch, float, float]:
-    """`prepare_records`, with the seconds it took to read the records and to prepare them."""
-    started = perf_counter()
-    read, rejected = read_parts(parts)
-    read_at = perf_counter()
-    prepared = prepare_parts(read, periods, received_at, rejected=rejected)
-    return prepared, read_at - started, perf_counter() - read_at
+    """`prepare_records`, with the seconds it took to read the records and to prepare them.
+
+    The cyclic garbage collector is off meanwhile: a batch makes hundreds of thousands of objects
+    that live until it is handed back and hold no cycles, so every collection it would trigger
+    walks them in vain (~10 % of a batch's time). A cycle made meanwhile (a caught exception's
+    traceback) waits for the next collection after it."""
+    gc.disable()
+    try:
+        started = perf_counter()
+        read, rejected = read_parts(parts)
+        read_at = perf_counter()
+        prepared = prepare_parts(read, periods, received_at, rejected=rejected)
+        return prepared, read_at - started, perf_counter() - read_at
+    finally:
+        gc.enable()
 
 
 async def _observed(
