@@ -12,10 +12,12 @@ same hook: `save_events(events, kpi_batch=KpiBatch(...))` commits them with the 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
@@ -45,7 +47,15 @@ from projections.migrations import Migration, SchemaHistory, statements
 from projections.postgres import placeholders
 from projections.sqlite import WalCheckpointer, private_file
 from services.relay.wakeup import Doorbell, PostgresDoorbell, SocketDoorbell
-from services.scoring.series_store import SQLITE, KpiBatch, KpiReader, KpiWriter, postgres_dialect
+from services.scoring.series_ahead import SeriesAhead
+from services.scoring.series_store import (
+    SQLITE,
+    KpiBatch,
+    KpiReader,
+    KpiWriter,
+    SeriesChunk,
+    postgres_dialect,
+)
 from services.stores import postgres_location
 from services.transparency import log_store
 from services.transparency.log_store import LogReader, LogWriter
@@ -60,6 +70,7 @@ if TYPE_CHECKING:
     from services.settings import Settings
 
 RECEIPTS_TABLE = "command_receipts"
+log = logging.getLogger(__name__)
 
 
 class UnsealedEventError(ValueError):
@@ -364,6 +375,11 @@ class SQLiteReceiptRecorder(SQLiteApplicationRecorder):
             self.log_writer,
         )
 
+    def write_series_ahead(self, series: Sequence[SeriesChunk], event_ids: str) -> None:
+        """Nothing: SQLite has one writer at a time, and a transaction open while the batch is
+        planned would hold every other writer off; the save writes the series itself."""
+        return None
+
     def create_table(self) -> None:
         """Tried again when another process held the write lock: the tables' transaction reads
         before it writes (the legacy series migration), so it cannot wait for the lock, and
@@ -481,12 +497,33 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """The library's insert, or, for a KPI batch with a series, `_insert_with_series`."""
+        """The library's insert, or, for a KPI batch with a series, the rest of the insert in
+        the transaction that copied the series ahead (`series_ahead`), or `_insert_with_series`
+        if it came without one or lost its connection."""
         kpi_batch: KpiBatch | None = kwargs.get("kpi_batch")
         if kpi_batch is None or not kpi_batch.series:
             return cast("Sequence[int] | None", super().insert_events(stored_events, **kwargs))
+        ahead: SeriesAhead | None = kwargs.get("series_ahead")
+        if ahead is not None:
+            try:
+                return cast(
+                    "Sequence[int] | None",
+                    ahead.finish(partial(self._insert_rest, stored_events, kwargs)),
+                )
+            except (InterfaceError, OperationalError) as error:
+                log.info("the series copied ahead was lost (%s): copying it again", error)
         inserted = self._insert_with_series(stored_events, **kwargs)
         return cast("Sequence[int] | None", inserted)  # `retry` hides the type
+
+    def write_series_ahead(self, series: Sequence[SeriesChunk], event_ids: str) -> SeriesAhead:
+        """Start copying a prepared batch's series while the batch is planned; its save
+        finishes the transaction (`services.scoring.series_ahead`)."""
+        return SeriesAhead(
+            self.datastore.get_connection,
+            partial(self.kpi_writer.copy_series, chunks=series, event_ids=event_ids),
+            series,
+            event_ids,
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_with_series(
@@ -498,9 +535,19 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.transaction():
             with conn.cursor() as curs:
                 self.kpi_writer.copy_series_postgres(curs, kwargs["kpi_batch"])
-            failure, notification_ids = self._insert_pipelined(conn, stored_events, kwargs)
-            if failure is not None:
-                raise failure  # in the connection's block, which translates psycopg's errors
+            return self._insert_rest(stored_events, kwargs, conn)
+
+    def _insert_rest(
+        self,
+        stored_events: Sequence[StoredEvent],
+        kwargs: dict[str, Any],
+        conn: Connection[DictRow],
+    ) -> Sequence[int] | None:
+        """All but the series, raising a failure in the connection's block, which translates
+        psycopg's errors."""
+        failure, notification_ids = self._insert_pipelined(conn, stored_events, kwargs)
+        if failure is not None:
+            raise failure
         return notification_ids
 
     def _insert_pipelined(

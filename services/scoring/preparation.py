@@ -209,6 +209,11 @@ class PreparedBatch:
     batch is prepared (the worker process), for the save to insert in order."""
 
     @property
+    def series(self) -> list[SeriesChunk]:
+        """The new observations' chunks, KPI by KPI."""
+        return [chunk for share in self.kpis.values() for chunk in share.chunks]
+
+    @property
     def event_ids(self) -> list[str]:
         """The new observations' ids."""
         return cast(list[str], orjson.loads(self.sorted_event_ids))

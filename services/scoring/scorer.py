@@ -78,6 +78,7 @@ from services.scoring.preparation import (
     prepare,
     read_parts,
 )
+from services.scoring.series_ahead import SeriesAhead
 from services.scoring.series_store import (
     Binding,
     KpiBatch,
@@ -161,29 +162,44 @@ class KpiScorer:
 
         Its stages (prepare, plan, save) are observed once, however many attempts it took."""
         timer = current_stages().timer(SCORER)
-        for attempt in range(1, CONFLICT_RETRIES + 1):
-            with timer.stage("plan"):
-                plan = self._plan(items, prepared, timer, look_up_ids=attempt > 1)
-            prepared = None
-            plan.report.attempts = attempt
-            if plan.batch is None:
+        ahead = self._write_series_ahead(prepared)
+        try:
+            for attempt in range(1, CONFLICT_RETRIES + 1):
+                with timer.stage("plan"):
+                    plan = self._plan(items, prepared, timer, look_up_ids=attempt > 1)
+                prepared = None
+                plan.report.attempts = attempt
+                if plan.batch is None:
+                    timer.observe(plan.report.records)
+                    return plan.report
+                written = ahead.offer(plan.batch) if ahead is not None else {}
+                try:
+                    with timer.stage("save"):
+                        self.application.save_events(plan.events, kpi_batch=plan.batch, **written)
+                except IntegrityError as error:
+                    log.info("KPI batch not saved (%s); recomputing (attempt %d)", error, attempt)
+                    self.application.evict(plan.objective_ids)
+                    continue
+                with timer.stage("save"):
+                    self._remember(plan.objectives)
+                    self.application.snapshot_due(plan.events)
+                for move in plan.batch.positions:
+                    plan.report.next_offsets[(move.topic, move.partition)] = move.next_offset
                 timer.observe(plan.report.records)
                 return plan.report
-            try:
-                with timer.stage("save"):
-                    self.application.save_events(plan.events, kpi_batch=plan.batch)
-            except IntegrityError as error:
-                log.info("KPI batch not saved (%s); recomputing (attempt %d)", error, attempt)
-                self.application.evict(plan.objective_ids)
-                continue
-            with timer.stage("save"):
-                self._remember(plan.objectives)
-                self.application.snapshot_due(plan.events)
-            for move in plan.batch.positions:
-                plan.report.next_offsets[(move.topic, move.partition)] = move.next_offset
-            timer.observe(plan.report.records)
-            return plan.report
+        finally:
+            if ahead is not None:
+                ahead.abandon()
         raise IntegrityError(f"KPI batch still conflicting after {CONFLICT_RETRIES} attempts")
+
+    def _write_series_ahead(self, prepared: PreparedBatch | None) -> SeriesAhead | None:
+        """A batch prepared elsewhere has its series copied while it is planned, where the
+        store can (`services.scoring.series_ahead`); its save then finishes that transaction,
+        unless the plan prepared the batch again."""
+        series = prepared.series if prepared is not None else []
+        if prepared is None or not series:
+            return None
+        return self.application.receipts.write_series_ahead(series, prepared.sorted_event_ids)
 
     def binding_periods(self) -> Mapping[str, tuple[Period, ...]]:
         """The binding periods of every KPI as last read: what a batch prepared ahead assumes."""
@@ -240,7 +256,7 @@ class KpiScorer:
         moved = _complete(prepared, stats, bindings, report)
         plan = _Plan(report)
         plan.batch = KpiBatch(
-            series=[chunk for share in prepared.kpis.values() for chunk in share.chunks],
+            series=prepared.series,
             event_ids=prepared.sorted_event_ids,
             stats=list(stats.values()),
             bindings=[m.binding for m in moved],

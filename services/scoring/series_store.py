@@ -659,11 +659,12 @@ class KpiWriter:
         the recorder runs it in the batch's transaction before its pipeline (`write_postgres`
         writes the rest)."""
         if batch.series:
-            self._copy_series_postgres(curs, batch.series, batch.sorted_event_ids())
+            self.copy_series(curs, batch.series, batch.sorted_event_ids())
 
-    def _copy_series_postgres(
+    def copy_series(
         self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk], event_ids: str
     ) -> None:
+        """`copy_series_postgres` of the chunks and their ids (`event_ids_in_key_order`)."""
         ids: list[str] = orjson.loads(event_ids)
         if ids:
             with curs.copy(self.copy_event_ids_postgres) as copy:
@@ -695,7 +696,7 @@ class KpiWriter:
             after = rows[-1].event_id
             chunks = series_chunks(rows)
             ids = event_ids_in_key_order(row.event_id for row in rows)
-            self._copy_series_postgres(curs, chunks, ids)
+            self.copy_series(curs, chunks, ids)
         curs.execute(f"DROP TABLE {table}")
 
     def compress_series_with_lz4(self, curs: Cursor[DictRow]) -> None:

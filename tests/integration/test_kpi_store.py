@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -32,8 +32,9 @@ from psycopg.rows import dict_row
 from domain.kpi_series import epoch_us
 from services.commands.application import OkrApplication
 from services.scoring.decoding import KpiReading
-from services.scoring.preparation import Item, Origin
+from services.scoring.preparation import Item, Origin, PreparedBatch, prepare
 from services.scoring.scorer import KpiScorer, kpi_reader
+from services.scoring.series_ahead import SeriesAhead
 from services.scoring.series_queries import series_page
 from services.scoring.series_store import KpiReader, returned_rows
 from services.settings import Settings
@@ -548,3 +549,174 @@ def test_a_pipelined_statement_reads_its_own_rows_when_earlier_results_arrive_la
         curs.execute(slow_count)
         with pytest.raises(psycopg.ProgrammingError, match="didn't produce records"):
             curs.fetchall()
+
+
+# --- the series copied ahead, while the batch is planned (PostgreSQL) -----------------------------
+
+
+@pytest.fixture
+def postgres_application(settings: Settings, postgres_database: str) -> Iterator[OkrApplication]:
+    on_postgres = {"event_store_url": postgres_database, "read_store_url": postgres_database}
+    application = OkrApplication(settings.model_copy(update=on_postgres))
+    yield application
+    application.close()
+
+
+def prepared_as_the_worker_does(scorer: KpiScorer, items: Sequence[Item]) -> PreparedBatch:
+    """The batch prepared as the worker process prepares it: knowing no stored state."""
+    return prepare(items, scorer.binding_periods(), datetime.now(UTC).isoformat())
+
+
+@dataclass
+class AheadSpy:
+    """What became of each series copied ahead during a test."""
+
+    finished: int = 0
+    abandoned_unused: int = 0
+
+
+@pytest.fixture
+def ahead_spy(monkeypatch: pytest.MonkeyPatch) -> AheadSpy:
+    spy = AheadSpy()
+    finish, abandon = SeriesAhead.finish, SeriesAhead.abandon
+
+    def finishing(self: SeriesAhead, rest: Any) -> Any:
+        spy.finished += 1
+        return finish(self, rest)
+
+    def abandoning(self: SeriesAhead) -> None:
+        if not self._rest.done():
+            spy.abandoned_unused += 1
+        abandon(self)
+
+    monkeypatch.setattr(SeriesAhead, "finish", finishing)
+    monkeypatch.setattr(SeriesAhead, "abandon", abandoning)
+    return spy
+
+
+def open_transactions(application: OkrApplication) -> int:
+    """Connections of this database left in a transaction (none once a batch is done)."""
+    rows = kpi_reader(application).query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state LIKE 'idle in transaction%%'",
+        [],
+    )
+    return int(rows[0]["n"])
+
+
+@pytest.mark.postgres
+def test_a_batch_whose_series_was_copied_ahead_is_stored_as_scored(
+    postgres_application: OkrApplication, ahead_spy: AheadSpy
+) -> None:
+    items = readings([1.5, 2.5, 4.0], "kpi.events", kpi("store.ahead"))
+    scorer = KpiScorer(postgres_application)
+
+    report = scorer.score(items, prepared_as_the_worker_does(scorer, items))
+
+    assert (report.accepted, report.attempts) == (3, 1)
+    assert (ahead_spy.finished, ahead_spy.abandoned_unused) == (1, 0)
+    assert_stored_exactly(postgres_application, items)
+    assert open_transactions(postgres_application) == 0
+
+
+@pytest.mark.postgres
+def test_a_batch_prepared_again_rolls_back_the_series_copied_ahead(
+    postgres_application: OkrApplication, ahead_spy: AheadSpy
+) -> None:
+    """The worker assumed nothing was scored; another scorer got the first two records in
+    meanwhile, so the plan prepares the batch again without them: the copy made ahead (with
+    them) must leave no trace, and the batch's own save stores the rest once."""
+    items = readings([1.5, 2.5, 4.0, 8.0], "kpi.events", kpi("store.ahead-again"))
+    scorer = KpiScorer(postgres_application)
+    prepared = prepared_as_the_worker_does(scorer, items)
+    assert scorer.score(items[:2]).accepted == 2
+
+    report = scorer.score(items, prepared)
+
+    assert (report.accepted, report.already_scored, report.attempts) == (2, 2, 1)
+    assert (ahead_spy.finished, ahead_spy.abandoned_unused) == (0, 1)
+    assert kpi_reader(postgres_application).observation_count() == 4
+    assert_stored_exactly(postgres_application, items)
+    assert open_transactions(postgres_application) == 0
+
+
+@pytest.mark.postgres
+def test_a_stored_id_fails_the_copy_ahead_and_the_batch_is_scored_again_once(
+    postgres_application: OkrApplication, ahead_spy: AheadSpy
+) -> None:
+    """A resent event at a new offset: the worker cannot know its id is stored, so the copy
+    ahead hits the dedupe key; the batch is planned again, looking its ids up."""
+    kpi_key = kpi("store.ahead-resent")
+    first = readings([1.5], "kpi.events", kpi_key)
+    scorer = KpiScorer(postgres_application)
+    assert scorer.score(first).accepted == 1
+    resent, new = first[0][1], readings([2.5], "kpi.events", kpi_key)[0][1]
+    assert resent is not None and new is not None
+    again: list[Item] = [(Origin("kpi.events", 0, 1), resent), (Origin("kpi.events", 0, 2), new)]
+
+    report = scorer.score(again, prepared_as_the_worker_does(scorer, again))
+
+    assert (report.accepted, report.duplicates, report.attempts) == (1, 1, 2)
+    assert ahead_spy.finished == 1
+    assert kpi_reader(postgres_application).observation_count() == 2
+    assert_stored_exactly(postgres_application, [*first, again[1]])
+    assert open_transactions(postgres_application) == 0
+
+
+@pytest.mark.postgres
+def test_a_copy_ahead_that_lost_its_connection_is_made_again_by_the_save(
+    postgres_application: OkrApplication, ahead_spy: AheadSpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends the copy's session while the batch is planned (a restart, or the idle
+    in transaction timeout): the save copies the series again on a connection of its own."""
+    items = readings([1.5, 2.5], "kpi.events", kpi("store.ahead-lost"))
+    scorer = KpiScorer(postgres_application)
+    prepared = prepared_as_the_worker_does(scorer, items)
+    plan = KpiScorer._plan
+
+    def plan_then_end_the_copy(self: KpiScorer, *args: Any, **kwargs: Any) -> Any:
+        made = plan(self, *args, **kwargs)
+        ended = kpi_reader(postgres_application).query(
+            "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state LIKE 'idle in transaction%%'",
+            [],
+        )
+        assert [row["ended"] for row in ended] == [True]
+        return made
+
+    monkeypatch.setattr(KpiScorer, "_plan", plan_then_end_the_copy)
+
+    report = scorer.score(items, prepared)
+
+    assert (report.accepted, report.attempts) == (2, 1)
+    assert ahead_spy.finished == 1
+    assert_stored_exactly(postgres_application, items)
+    assert open_transactions(postgres_application) == 0
+
+
+@pytest.mark.postgres
+def test_a_plan_that_fails_leaves_nothing_of_the_series_copied_ahead(
+    postgres_application: OkrApplication, ahead_spy: AheadSpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = readings([1.5, 2.5], "kpi.events", kpi("store.ahead-failed"))
+    scorer = KpiScorer(postgres_application)
+    prepared = prepared_as_the_worker_does(scorer, items)
+
+    def plan_failing_once_copied(self: KpiScorer, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + 10
+        while open_transactions(postgres_application) == 0:  # the copy waits for the save
+            assert time.monotonic() < deadline, "the series was never copied ahead"
+            time.sleep(0.01)
+        raise RuntimeError("the plan failed")
+
+    monkeypatch.setattr(KpiScorer, "_plan", plan_failing_once_copied)
+
+    with pytest.raises(RuntimeError, match="the plan failed"):
+        scorer.score(items, prepared)
+
+    assert ahead_spy.abandoned_unused == 1
+    assert kpi_reader(postgres_application).observation_count() == 0
+    assert (
+        kpi_reader(postgres_application).stored_event_ids([r.event_id for _, r in items]) == set()
+    )
+    assert open_transactions(postgres_application) == 0
