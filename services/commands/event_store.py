@@ -315,6 +315,7 @@ def event_store_history(
     migrate_kpi_series: Callable[[Any], None],
     log_writer: LogWriter,
     compress_kpi_series: Callable[[Any], None] | None = None,
+    collate_kpi_event_ids: Callable[[Any], None] | None = None,
 ) -> SchemaHistory:
     """The event store's migrations, beside eventsourcing's own `stored_events` table (which the
     library creates and never changes)."""
@@ -331,6 +332,10 @@ def event_store_history(
         if compress_kpi_series is not None:
             compress_kpi_series(db.cursor)
 
+    def collate(db: Any) -> None:
+        if collate_kpi_event_ids is not None:
+            collate_kpi_event_ids(db.cursor)
+
     return SchemaHistory(
         table,
         [
@@ -338,6 +343,7 @@ def event_store_history(
             Migration(2, "KPI observations into series chunks", kpi_series),
             Migration(3, "Merkle transparency log over every stored event", merkle_log),
             Migration(4, "KPI series chunks compressed with LZ4 (PostgreSQL)", compress),
+            Migration(5, "KPI event ids compared byte by byte (PostgreSQL)", collate),
         ],
     )
 
@@ -488,6 +494,7 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
             self.kpi_writer.migrate_legacy_postgres,
             self.log_writer,
             self.kpi_writer.compress_series_with_lz4,
+            self.kpi_writer.collate_event_ids_bytewise,
         )
         self.insert_events_statement = binary_events_parameter(self.insert_events_statement)
         self.own_backends: set[int] = set()

@@ -714,6 +714,18 @@ class KpiWriter:
                 f"ALTER TABLE {self.dialect.table(SERIES)} ALTER COLUMN rows SET COMPRESSION lz4"
             )
 
+    def collate_event_ids_bytewise(self, curs: Cursor[DictRow]) -> None:
+        """The dedupe key compared byte by byte ("C"), as SQLite's is: UTF-8's byte order is
+        the code points' order, in which the scorer sorts a batch's ids before inserting them
+        (`event_ids_in_key_order`), so they fill the index in its own order whatever the
+        database's default collation. And no locale's rules run for each comparison: 50,000
+        ids in ~10 % less time than under C.UTF-8, far less than under a language's collation.
+        Rebuilds the key's index once (1,000,000 ids: 0.4 s)."""
+        curs.execute(
+            f"ALTER TABLE {self.dialect.table(EVENT_IDS)} "
+            'ALTER COLUMN event_id TYPE text COLLATE "C"'
+        )
+
     def _fence_positions_postgres(
         self, curs: Cursor[DictRow], moves: Sequence[PositionMove], now: str
     ) -> None:

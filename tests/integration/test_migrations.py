@@ -45,7 +45,7 @@ def test_status_reads_the_previous_release_then_migrate_upgrades_it(tmp_path: Pa
     status = CliRunner().invoke(cli, ["migrate", "--status"], env=env(settings))
 
     assert status.exit_code == 0, status.output
-    assert "event store (4 pending)" in status.output
+    assert "event store (5 pending)" in status.output
     assert "read store (1 pending)" in status.output
     assert (tmp_path / "events.sqlite").read_bytes() == before  # looking changed nothing
     assert not (tmp_path / "read.sqlite").exists()
@@ -96,6 +96,41 @@ def test_postgresql_compresses_the_kpi_series_with_lz4(postgres_database: str) -
         "SELECT attcompression FROM pg_attribute "
         "WHERE attrelid = 'kpi_series'::regclass AND attname = 'rows'",
     ) == [("l",)]
+
+
+def event_ids_collation(settings: Settings) -> list[tuple[str | None]]:
+    return execute(
+        settings,
+        "SELECT c.collname FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation "
+        "WHERE a.attrelid = 'kpi_event_ids'::regclass AND a.attname = 'event_id'",
+    )
+
+
+@pytest.mark.postgres
+def test_postgresql_compares_kpi_event_ids_byte_by_byte_after_migrating(
+    postgres_database: str,
+) -> None:
+    """A store of the previous release keeps its ids, now in the key's code point order."""
+    settings = Settings(event_store_url=postgres_database, read_store_url=postgres_database)
+    OkrApplication(settings).close()
+    assert event_ids_collation(settings) == [("C",)]
+    execute(settings, 'ALTER TABLE kpi_event_ids ALTER COLUMN event_id TYPE text COLLATE "default"')
+    execute(settings, "DELETE FROM event_store_migrations WHERE version = 5")
+    ids = ["b", "B", "é", "e\u0301", "\U0001f600", "a"]
+    for event_id in ids:
+        execute(settings, "INSERT INTO kpi_event_ids VALUES (?)", event_id)
+    assert event_ids_collation(settings) == [("default",)]
+
+    application = OkrApplication(settings)
+    try:
+        assert application.receipts.kpi.stored_event_ids(ids) == set(ids)
+    finally:
+        application.close()
+
+    assert event_ids_collation(settings) == [("C",)]
+    assert execute(settings, "SELECT event_id FROM kpi_event_ids ORDER BY event_id") == [
+        (event_id,) for event_id in sorted(ids)
+    ]
 
 
 @pytest.mark.postgres
