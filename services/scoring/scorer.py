@@ -66,7 +66,7 @@ from services.kafka.consumer import (
 from services.kafka.dead_letters import DeadLetterPublisher, KafkaRecord, send_with_producer
 from services.kafka.groups import SCORER_GROUP as GROUP_ID
 from services.scoring.decoding import NotAKpiEventError
-from services.scoring.gc_tuning import freeze_start_up_objects
+from services.scoring.gc_tuning import SCORER_YOUNG_THRESHOLD, freeze_start_up_objects
 from services.scoring.preparation import (
     Item,
     Period,
@@ -681,7 +681,7 @@ async def run_scorer(
     group = group_id or group_id_for(settings)
     scorer = scorer or KpiScorer(application)
     window_s = settings.scorer_window_ms / 1000 if batch_interval_s is None else batch_interval_s
-    freeze_start_up_objects()
+    freeze_start_up_objects(SCORER_YOUNG_THRESHOLD)
 
     suspects = Suspects()
 
