@@ -178,7 +178,7 @@ def test_a_store_of_the_previous_release_gets_its_tree_on_upgrade(tmp_path: Path
         objective = application.get_objective(UUID("11111111-1111-4111-8111-111111111111"))
         assert objective is not None and objective.version == 5
         applied = execute(settings, "SELECT version, name FROM event_store_migrations")
-        assert [version for version, _ in applied] == [1, 2, 3, 4]
+        assert [version for version, _ in applied] == [1, 2, 3, 4, 5]
     finally:
         application.close()
     reopened = OkrApplication(settings)  # nothing pending: the tree is not built twice
