@@ -518,7 +518,7 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
                     ahead.finish(partial(self._insert_rest, stored_events, kwargs)),
                 )
             except (InterfaceError, OperationalError) as error:
-                log.info("the series copied ahead was lost (%s): copying it again", error)
+                log.info("the copy ahead's transaction failed (%s): copying again", error)
         inserted = self._insert_with_series(stored_events, **kwargs)
         return cast("Sequence[int] | None", inserted)  # `retry` hides the type
 

@@ -7,7 +7,7 @@ prepared batch. So the COPY starts, in a transaction on a connection of its own,
 batch is handed to the scorer; the plan is made meanwhile (its reads take other connections and
 never wait on these new rows); and the save finishes that very transaction with the rest of the
 batch. One transaction per batch as before, committed or rolled back whole, with the server's
-COPY and the plan's Python running side by side instead of taking turns (ADR 27).
+COPY and the plan's Python running side by side instead of taking turns (ADR 28).
 
 The transaction's connection and blocks live in one thread from start to end, as psycopg's and
 eventsourcing's context managers expect: the save hands its part over and waits for the outcome.

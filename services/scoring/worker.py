@@ -101,6 +101,7 @@ def _prepare_timed(
     that live until it is handed back and hold no cycles, so every collection it would trigger
     walks them in vain (~10 % of a batch's time). A cycle made meanwhile (a caught exception's
     traceback) waits for the next collection after it."""
+    collecting = gc.isenabled()
     gc.disable()
     try:
         started = perf_counter()
@@ -109,7 +110,8 @@ def _prepare_timed(
         prepared = prepare_parts(read, periods, received_at, rejected=rejected)
         return prepared, read_at - started, perf_counter() - read_at
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
 
 
 async def _observed(
