@@ -537,11 +537,12 @@ class PostgresReceiptRecorder(PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         """The library's insert with the batch's series copied first, in the same transaction:
-        COPY cannot run in its pipeline (`KpiWriter.copy_series_postgres`). Retried as the
+        COPY cannot run in its pipeline (`KpiWriter.copy_series`). Retried as the
         library retries its own."""
+        batch: KpiBatch = kwargs["kpi_batch"]
         with self.datastore.get_connection() as conn, conn.transaction():
             with conn.cursor() as curs:
-                self.kpi_writer.copy_series_postgres(curs, kwargs["kpi_batch"])
+                self.kpi_writer.copy_series(curs, batch.series, batch.sorted_event_ids())
             return self._insert_rest(stored_events, kwargs, conn)
 
     def _insert_rest(

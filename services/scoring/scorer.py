@@ -162,8 +162,7 @@ class KpiScorer:
 
         Its stages (prepare, plan, save) are observed once, however many attempts it took."""
         timer = current_stages().timer(SCORER)
-        ahead = self._write_series_ahead(prepared)
-        try:
+        with self._write_series_ahead(prepared) as ahead:
             for attempt in range(1, CONFLICT_RETRIES + 1):
                 with timer.stage("plan"):
                     plan = self._plan(items, prepared, timer, look_up_ids=attempt > 1)
@@ -187,19 +186,19 @@ class KpiScorer:
                     plan.report.next_offsets[(move.topic, move.partition)] = move.next_offset
                 timer.observe(plan.report.records)
                 return plan.report
-        finally:
-            if ahead is not None:
-                ahead.abandon()
         raise IntegrityError(f"KPI batch still conflicting after {CONFLICT_RETRIES} attempts")
 
-    def _write_series_ahead(self, prepared: PreparedBatch | None) -> SeriesAhead | None:
+    def _write_series_ahead(
+        self, prepared: PreparedBatch | None
+    ) -> contextlib.AbstractContextManager[SeriesAhead | None]:
         """A batch prepared elsewhere has its series copied while it is planned, where the
         store can (`services.scoring.series_ahead`); its save then finishes that transaction,
         unless the plan prepared the batch again."""
         series = prepared.series if prepared is not None else []
         if prepared is None or not series:
-            return None
-        return self.application.receipts.write_series_ahead(series, prepared.sorted_event_ids)
+            return contextlib.nullcontext()
+        ahead = self.application.receipts.write_series_ahead(series, prepared.sorted_event_ids)
+        return ahead if ahead is not None else contextlib.nullcontext()
 
     def binding_periods(self) -> Mapping[str, tuple[Period, ...]]:
         """The binding periods of every KPI as last read: what a batch prepared ahead assumes."""

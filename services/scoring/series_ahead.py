@@ -37,8 +37,9 @@ class _Abandoned(Exception):
 
 
 class SeriesAhead:
-    """A series being copied in an open transaction, until `finish` or `abandon` ends it (one of
-    them must: the scorer abandons in a `finally`, which does nothing after a finish)."""
+    """A series being copied in an open transaction, until `finish` or `abandon` ends it. Used
+    as a context manager, whose exit abandons it (nothing, after a finish): the transaction
+    cannot outlive the batch's save."""
 
     def __init__(
         self,
@@ -55,6 +56,12 @@ class SeriesAhead:
         threading.Thread(
             target=self._run, args=(connect, copy), name="series-ahead", daemon=True
         ).start()
+
+    def __enter__(self) -> SeriesAhead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.abandon()
 
     def offer(self, batch: KpiBatch) -> dict[str, SeriesAhead]:
         """What the save of `batch` passes on (`series_ahead=self`) if it stores the series

@@ -619,7 +619,7 @@ class KpiWriter:
         raw.execute(f"DROP TABLE {table}")
 
     def write_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
-        """All but the series (`copy_series_postgres`, before): bulk statements over
+        """All but the series (`copy_series`, before): bulk statements over
         arrays (the recorder runs in pipeline mode, so they are sent together); the fences
         come last and their RETURNING rows are fetched (`returned_rows`), which syncs the
         pipeline and surfaces any constraint violation here, as an IntegrityError."""
@@ -651,20 +651,15 @@ class KpiWriter:
         self._fence_stats_postgres(curs, [s for s in batch.stats if s.version])
         returned_rows(curs, "SELECT 1", [])
 
-    def copy_series_postgres(self, curs: Cursor[DictRow], batch: KpiBatch) -> None:
-        """The batch's event ids (`event_ids_in_key_order`) and chunks, by COPY: PostgreSQL
-        inserts a page of rows at a time that way, not a row at a time as for INSERT, and reads
-        the rows as they come instead of building arrays first (50,000 ids: 40 rather than 56 to
-        63 ms; 1,000 chunks: 14 rather than 25 to 43 ms). COPY cannot run in pipeline mode:
-        the recorder runs it in the batch's transaction before its pipeline (`write_postgres`
-        writes the rest)."""
-        if batch.series:
-            self.copy_series(curs, batch.series, batch.sorted_event_ids())
-
     def copy_series(
         self, curs: Cursor[DictRow], chunks: Sequence[SeriesChunk], event_ids: str
     ) -> None:
-        """`copy_series_postgres` of the chunks and their ids (`event_ids_in_key_order`)."""
+        """The chunks and their ids (`event_ids_in_key_order`), by COPY: PostgreSQL inserts a
+        page of rows at a time that way, not a row at a time as for INSERT, and reads the rows
+        as they come instead of building arrays first (50,000 ids: 40 rather than 56 to 63 ms;
+        1,000 chunks: 14 rather than 25 to 43 ms). COPY cannot run in pipeline mode: the
+        recorder runs it in the batch's transaction before its pipeline (`write_postgres`
+        writes the rest)."""
         ids: list[str] = orjson.loads(event_ids)
         if ids:
             with curs.copy(self.copy_event_ids_postgres) as copy:
