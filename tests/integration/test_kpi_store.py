@@ -604,6 +604,15 @@ def open_transactions(application: OkrApplication) -> int:
     return int(rows[0]["n"])
 
 
+def wait_until_copied(application: OkrApplication) -> None:
+    """Until the copy ahead is done and its transaction waits for the save (the plan may be
+    quicker than the COPY)."""
+    deadline = time.monotonic() + 10
+    while open_transactions(application) == 0:
+        assert time.monotonic() < deadline, "the series was never copied ahead"
+        time.sleep(0.01)
+
+
 @pytest.mark.postgres
 def test_a_batch_whose_series_was_copied_ahead_is_stored_as_scored(
     postgres_application: OkrApplication, ahead_spy: AheadSpy
@@ -676,6 +685,7 @@ def test_a_copy_ahead_that_lost_its_connection_is_made_again_by_the_save(
 
     def plan_then_end_the_copy(self: KpiScorer, *args: Any, **kwargs: Any) -> Any:
         made = plan(self, *args, **kwargs)
+        wait_until_copied(postgres_application)
         ended = kpi_reader(postgres_application).query(
             "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity "
             "WHERE datname = current_database() AND state LIKE 'idle in transaction%%'",
@@ -703,10 +713,7 @@ def test_a_plan_that_fails_leaves_nothing_of_the_series_copied_ahead(
     prepared = prepared_as_the_worker_does(scorer, items)
 
     def plan_failing_once_copied(self: KpiScorer, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + 10
-        while open_transactions(postgres_application) == 0:  # the copy waits for the save
-            assert time.monotonic() < deadline, "the series was never copied ahead"
-            time.sleep(0.01)
+        wait_until_copied(postgres_application)
         raise RuntimeError("the plan failed")
 
     monkeypatch.setattr(KpiScorer, "_plan", plan_failing_once_copied)
